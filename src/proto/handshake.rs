@@ -1,0 +1,254 @@
+//! The opening handshake, server side (RFC 6455 §4.2.1-4.2.2), over `httparse`.
+//!
+//! [`parse`] reads one HTTP request head from the front of a buffer and classifies it: a valid
+//! WebSocket upgrade, a plain HTTP request (the chat page, health checks), or a refusal with the
+//! HTTP status it is answered with.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use sha1::{Digest as _, Sha1};
+
+use super::error::HandshakeError;
+
+/// §1.3: the GUID appended to the client's key.
+const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Header fields accepted in one request; more is answered 431.
+const MAX_HEADERS: usize = 32;
+
+/// A request head that parsed and passed the checks.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request<'a> {
+    /// A valid opening handshake (§4.2.1).
+    Upgrade(Upgrade<'a>),
+    /// A plain `GET` without `Upgrade: websocket`.
+    Http {
+        /// The request target, e.g. `/healthz`.
+        path: &'a str,
+    },
+}
+
+/// What the server needs from a valid opening handshake.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Upgrade<'a> {
+    /// The request target (`/` or a room path).
+    pub path: &'a str,
+    /// The `Origin` field, if a browser sent one (§4.2.1 item 7, §10.2).
+    pub origin: Option<&'a [u8]>,
+    /// The `Sec-WebSocket-Accept` value for this request's key (§4.2.2).
+    pub accept: [u8; 28],
+}
+
+/// Parses a request head from the front of `buf`.
+///
+/// `Ok(None)`: incomplete, and still under `max_len`. `Ok(Some((req, len)))`: `len` bytes were
+/// the head; whatever follows (a client's first frames) belongs to the connection.
+pub fn parse(buf: &[u8], max_len: usize) -> Result<Option<(Request<'_>, usize)>, HandshakeError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) if len <= max_len => len,
+        Ok(httparse::Status::Complete(_)) => return Err(HandshakeError::HeadersTooLarge),
+        Ok(httparse::Status::Partial) if buf.len() >= max_len => {
+            return Err(HandshakeError::HeadersTooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::HeadersTooLarge),
+        Err(_) => return Err(HandshakeError::BadRequest("malformed request")),
+    };
+    let path = req.path.unwrap_or("/");
+    let http11 = req.version == Some(1);
+    let headers: &[httparse::Header<'_>] = req.headers;
+    let field = |name: &'static str| {
+        headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+    };
+    if http11 && field("host").next().is_none() {
+        // RFC 9112 §3.2: a 1.1 request without Host gets 400; §4.2.1 item 2 for the upgrade.
+        return Err(HandshakeError::BadRequest("missing Host"));
+    }
+    // §4.2.1 item 3: |Upgrade| "including the value websocket", compared case-insensitively.
+    let wants_ws = field("upgrade").any(|h| has_token(h.value, b"websocket"));
+    if req.method != Some("GET") {
+        // §4.2.1 item 1: "An HTTP/1.1 or higher GET request"; the plain pages are GET too.
+        return Err(HandshakeError::MethodNotAllowed);
+    }
+    if !wants_ws {
+        return Ok(Some((Request::Http { path }, len)));
+    }
+    if !http11 {
+        return Err(HandshakeError::BadRequest("websocket needs HTTP/1.1"));
+    }
+    // §4.2.1 item 4: |Connection| "that includes the token Upgrade".
+    if !field("connection").any(|h| has_token(h.value, b"upgrade")) {
+        return Err(HandshakeError::BadRequest("missing Connection: Upgrade"));
+    }
+    // §4.2.1 item 6 and §4.2.2: any version but 13 is answered 426 with the one we speak.
+    let mut versions = field("sec-websocket-version");
+    match (versions.next(), versions.next()) {
+        (Some(v), None) if trim(v.value) == b"13" => {}
+        _ => return Err(HandshakeError::UnsupportedVersion),
+    }
+    // §4.2.1 item 5: a key that "when decoded, is 16 bytes in length".
+    let mut keys = field("sec-websocket-key");
+    let key = match (keys.next(), keys.next()) {
+        (Some(k), None) => trim(k.value),
+        _ => {
+            return Err(HandshakeError::BadRequest(
+                "missing or repeated Sec-WebSocket-Key",
+            ));
+        }
+    };
+    let mut decoded = [0u8; 18];
+    match STANDARD.decode_slice(key, &mut decoded) {
+        Ok(16) => {}
+        _ => return Err(HandshakeError::BadRequest("invalid Sec-WebSocket-Key")),
+    }
+    let origin = field("origin").next().map(|h| trim(h.value));
+    Ok(Some((
+        Request::Upgrade(Upgrade {
+            path,
+            origin,
+            accept: accept_key(key),
+        }),
+        len,
+    )))
+}
+
+/// `Sec-WebSocket-Accept` for a key (§4.2.2 item 5.4): base64(SHA-1(key + GUID)).
+pub fn accept_key(key: &[u8]) -> [u8; 28] {
+    let digest = Sha1::new().chain_update(key).chain_update(GUID).finalize();
+    let mut out = [0u8; 28];
+    // 20 bytes always encode to exactly 28 base64 characters.
+    let _ = STANDARD.encode_slice(digest, &mut out);
+    out
+}
+
+/// Whether a comma-separated header value holds `token`, ignoring ASCII case (RFC 9110 §5.6.1).
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| trim(t).eq_ignore_ascii_case(token))
+}
+
+/// Strips optional whitespace (RFC 9110 §5.6.3: OWS = *( SP / HTAB )).
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RFC_REQUEST: &[u8] = b"GET /chat HTTP/1.1\r\n\
+        Host: server.example.com\r\n\
+        Upgrade: websocket\r\n\
+        Connection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Origin: http://example.com\r\n\
+        Sec-WebSocket-Protocol: chat, superchat\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+
+    #[test]
+    fn rfc_1_3_key_and_accept() {
+        assert_eq!(
+            &accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn rfc_request_whole_and_byte_by_byte() {
+        let expected = Request::Upgrade(Upgrade {
+            path: "/chat",
+            origin: Some(b"http://example.com"),
+            accept: *b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+        });
+        assert_eq!(
+            parse(RFC_REQUEST, 8192),
+            Ok(Some((expected, RFC_REQUEST.len())))
+        );
+        for cut in 0..RFC_REQUEST.len() {
+            assert_eq!(parse(&RFC_REQUEST[..cut], 8192), Ok(None), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn trailing_frame_bytes_are_not_part_of_the_head() {
+        let mut buf = RFC_REQUEST.to_vec();
+        buf.extend_from_slice(&[0x81, 0x80, 1, 2, 3, 4]);
+        let (_, len) = parse(&buf, 8192).unwrap().unwrap();
+        assert_eq!(len, RFC_REQUEST.len());
+    }
+
+    fn req(lines: &str) -> Result<Option<(Request<'static>, usize)>, HandshakeError> {
+        let text: &'static str = Box::leak(format!("{lines}\r\n\r\n").into_boxed_str());
+        parse(text.as_bytes(), 8192)
+    }
+
+    const KEY: &str = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==";
+
+    #[test]
+    fn tokens_are_case_insensitive_lists() {
+        let r = req(&format!(
+            "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: WebSocket\r\nConnection: keep-alive, UPGRADE\r\n{KEY}\r\nSec-WebSocket-Version: 13"
+        ));
+        assert!(matches!(r, Ok(Some((Request::Upgrade(_), _)))));
+    }
+
+    #[test]
+    fn refusals() {
+        let ok_rest = format!("Upgrade: websocket\r\nConnection: Upgrade\r\n{KEY}");
+        let cases: Vec<(String, u16)> = vec![
+            (format!("GET / HTTP/1.1\r\n{ok_rest}\r\nSec-WebSocket-Version: 13"), 400),
+            (format!("GET / HTTP/1.0\r\nHost: h\r\n{ok_rest}\r\nSec-WebSocket-Version: 13"), 400),
+            (format!("POST / HTTP/1.1\r\nHost: h\r\n{ok_rest}\r\nSec-WebSocket-Version: 13"), 405),
+            (format!("GET / HTTP/1.1\r\nHost: h\r\n{ok_rest}"), 426),
+            (format!("GET / HTTP/1.1\r\nHost: h\r\n{ok_rest}\r\nSec-WebSocket-Version: 8"), 426),
+            (
+                format!("GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n{KEY}\r\nSec-WebSocket-Version: 13"),
+                400,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: c2hvcnQ=\r\nSec-WebSocket-Version: 13".into(),
+                400,
+            ),
+            (
+                "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13".into(),
+                400,
+            ),
+            ("GARBAGE\u{1}\r\n".into(), 400),
+        ];
+        for (text, status) in cases {
+            let got = req(&text).map_err(|e| e.status());
+            assert_eq!(got.err(), Some(status), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn plain_get_is_http() {
+        assert_eq!(
+            req("GET /healthz HTTP/1.1\r\nHost: h").map(|r| r.map(|(r, _)| r)),
+            Ok(Some(Request::Http { path: "/healthz" }))
+        );
+    }
+
+    #[test]
+    fn oversized_head_is_431() {
+        let mut big = b"GET / HTTP/1.1\r\nHost: h\r\nX: ".to_vec();
+        big.resize(9000, b'a');
+        assert_eq!(parse(&big, 8192), Err(HandshakeError::HeadersTooLarge));
+        let many: String = (0..40).map(|i| format!("X{i}: y\r\n")).collect();
+        assert_eq!(
+            req(&format!("GET / HTTP/1.1\r\nHost: h\r\n{many}")).err(),
+            Some(HandshakeError::HeadersTooLarge)
+        );
+    }
+}
