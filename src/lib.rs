@@ -3,11 +3,23 @@
 //! Four layers; each calls only the one below it:
 //!
 //! ```text
-//! chat.rs, http.rs   application: JSON in, broadcast out; sees text messages, never frames
-//! conn.rs            one connection's state machine; pure: bytes + `now` in, bytes + events out
-//! proto/             RFC 6455 codec: functions over &[u8]; no mio, no std::net, no clock
-//! event_loop.rs      the only module that imports mio: sockets, Slab, deadlines, signals
+//! app.rs, chat.rs, http.rs   application: JSON in, broadcast out; sees messages, never frames
+//! conn.rs                    one connection's state machine: bytes + `now` in, bytes + events out
+//! proto/                     RFC 6455 codec: functions over &[u8]; no mio, no std::net, no clock
+//! event_loop.rs              the only module that imports mio: sockets, Slab, deadlines, signals
 //! ```
-#![forbid(unsafe_code)]
+//!
+//! `config.rs` holds the flags and their defaults; `daemon.rs` the process glue (the only
+//! `unsafe`); `log.rs` the log lines.
+#![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod app;
+pub mod chat;
+pub mod config;
+pub mod conn;
+pub mod daemon;
+pub mod event_loop;
+pub mod http;
+pub mod log;
 pub mod proto;

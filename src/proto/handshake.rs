@@ -116,6 +116,65 @@ pub fn parse(buf: &[u8], max_len: usize) -> Result<Option<(Request<'_>, usize)>,
     )))
 }
 
+/// Appends the 101 response that completes a handshake (§4.2.2 item 5).
+pub fn write_accept(accept: &[u8; 28], out: &mut Vec<u8>) {
+    out.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Accept: ",
+    );
+    out.extend_from_slice(accept);
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// Appends an HTTP/1.1 response head that ends the connection; `extra` is zero or more
+/// `Name: value\r\n` lines.
+pub fn write_head(
+    status: u16,
+    content_type: &str,
+    body_len: usize,
+    extra: &str,
+    out: &mut Vec<u8>,
+) {
+    use std::io::Write as _;
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    };
+    // Writing to a Vec cannot fail.
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {body_len}\r\n\
+         {extra}Connection: close\r\n\r\n"
+    );
+}
+
+/// Appends the whole response for a refused handshake: status, needed fields, a short body.
+pub fn write_refusal(err: &HandshakeError, out: &mut Vec<u8>) {
+    let extra = match err {
+        // §4.2.2: a 426 carries the versions the server understands.
+        HandshakeError::UnsupportedVersion => "Sec-WebSocket-Version: 13\r\n",
+        HandshakeError::MethodNotAllowed => "Allow: GET\r\n",
+        _ => "",
+    };
+    let body = err.reason();
+    write_head(
+        err.status(),
+        "text/plain; charset=utf-8",
+        body.len() + 1,
+        extra,
+        out,
+    );
+    out.extend_from_slice(body.as_bytes());
+    out.push(b'\n');
+}
+
 /// `Sec-WebSocket-Accept` for a key (§4.2.2 item 5.4): base64(SHA-1(key + GUID)).
 pub fn accept_key(key: &[u8]) -> [u8; 28] {
     let digest = Sha1::new().chain_update(key).chain_update(GUID).finalize();

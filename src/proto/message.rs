@@ -225,10 +225,10 @@ impl Reader {
                 return Ok((pos, Step::Control(frame.opcode)));
             }
             if frame.fin {
-                if let Some(msg) = self.msg.as_deref_mut() {
-                    if msg.opcode == OpCode::Text {
-                        msg.utf8.finish().map_err(|_| ProtoError::InvalidUtf8)?;
-                    }
+                if let Some(msg) = self.msg.as_deref_mut()
+                    && msg.opcode == OpCode::Text
+                {
+                    msg.utf8.finish().map_err(|_| ProtoError::InvalidUtf8)?;
                 }
                 self.delivered = true;
                 return Ok((pos, Step::Data));

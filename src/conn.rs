@@ -1,0 +1,665 @@
+//! One connection's state machine, sans IO: bytes and `now` in, bytes and events out.
+//!
+//! Drive it like this: feed what the socket read to [`Conn::handle_bytes`], its end-of-stream
+//! to [`Conn::handle_eof`], expired deadlines to [`Conn::handle_timeout`]; write what
+//! [`Conn::io_slices`] returns and report it with [`Conn::handle_written`]; when
+//! [`Conn::handle_flushed`] says so, shut down the socket's write half; drop the socket once
+//! [`Conn::is_done`]. Every state transition lives in this file.
+//!
+//! ```text
+//! Handshake --upgrade--> Open --peer close / error--> Flushing --written--> Lingering --EOF--> Done
+//!     |  \--GET page--> Responding --respond()--> Flushing        ^
+//!     |                  Open --close()--> Closing --peer close---/
+//!     \--bad request / timeout--> Flushing / Done
+//! ```
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::proto::handshake::{self, Request};
+use crate::proto::{CloseCode, Limits, Message, OpCode, ProtoError, Reader, close, frame};
+
+/// Per-server settings every connection is driven with (kept once, not per connection).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Message size and fragment limits (§10.4).
+    pub limits: Limits,
+    /// Bytes of queued output a connection may hold before it is closed as a slow consumer.
+    pub max_output: usize,
+    /// Largest request head accepted.
+    pub max_handshake: usize,
+    /// Time allowed from accept to a complete request head.
+    pub handshake_timeout: Duration,
+    /// Time allowed for the closing handshake and the last writes.
+    pub close_timeout: Duration,
+}
+
+/// Bytes queued for a peer: shared broadcast frames, static page bodies or owned replies.
+#[derive(Debug, Clone)]
+pub enum Chunk {
+    /// A frame encoded once and shared by every receiver.
+    Shared(Rc<[u8]>),
+    /// Bytes built into the binary (the chat page).
+    Static(&'static [u8]),
+    /// Bytes for this connection only.
+    Owned(Box<[u8]>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Self::Shared(b) => b,
+            Self::Static(b) => b,
+            Self::Owned(b) => b,
+        }
+    }
+}
+
+/// What a connection tells the application.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// The opening handshake completed; the peer may now send and receive messages.
+    Upgraded {
+        /// The request target.
+        path: &'a str,
+    },
+    /// A plain HTTP GET; answer it with [`Conn::respond`].
+    Request {
+        /// The request target.
+        path: &'a str,
+    },
+    /// A complete text message.
+    Text(&'a str),
+    /// A complete binary message.
+    Binary(&'a [u8]),
+}
+
+/// The outcome of [`Conn::send`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Queued.
+    Queued,
+    /// Not queued: the connection is not open.
+    NotOpen,
+    /// Over the output budget: the connection is now closing with 1008.
+    Overflow,
+}
+
+/// Where the connection is; each variant says what the peer may do next.
+#[derive(Debug)]
+enum State {
+    /// Reading the HTTP request head; `buf` holds it only when it spans reads.
+    Handshake { buf: Vec<u8> },
+    /// A plain HTTP request was read; the application owes a response.
+    Responding,
+    /// WebSocket messages flow both ways.
+    Open(Reader),
+    /// We sent a close frame; reading until the peer's close (§7.1.2).
+    Closing(Reader),
+    /// The last bytes are queued; the write half closes once they are written.
+    Flushing,
+    /// The write half is shut; reading until the peer closes, so no reset loses our last bytes.
+    Lingering,
+    /// Nothing left to do: drop the socket.
+    Done,
+}
+
+/// Queued output: chunks, how much of the front one is written, and the total unwritten.
+#[derive(Debug, Default)]
+struct Outbox {
+    queue: VecDeque<Chunk>,
+    /// Bytes of `queue[0]` already written.
+    offset: usize,
+    /// Unwritten bytes in the queue.
+    queued: usize,
+}
+
+impl Outbox {
+    fn push(&mut self, chunk: Chunk) {
+        self.queued += chunk.bytes().len();
+        self.queue.push_back(chunk);
+    }
+
+    fn push_frame(&mut self, opcode: OpCode, payload: &[u8]) {
+        let mut buf = Vec::with_capacity(payload.len() + 4);
+        frame::encode_frame(opcode, payload, &mut buf);
+        self.push(Chunk::Owned(buf.into_boxed_slice()));
+    }
+
+    /// Drops every chunk not yet started, keeping a partly written one so framing stays valid.
+    fn drop_unstarted(&mut self) {
+        let keep = usize::from(self.offset > 0);
+        self.queue.truncate(keep);
+        self.queued = self
+            .queue
+            .front()
+            .map_or(0, |c| c.bytes().len() - self.offset);
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.queued = self.queued.saturating_sub(n);
+        while let Some(front) = self.queue.front() {
+            let left = front.bytes().len() - self.offset;
+            if n < left {
+                self.offset += n;
+                return;
+            }
+            n -= left;
+            self.offset = 0;
+            self.queue.pop_front();
+        }
+        // All queued output is written: give back the queue's memory.
+        self.queue = VecDeque::new();
+    }
+}
+
+/// One client connection.
+#[derive(Debug)]
+pub struct Conn {
+    state: State,
+    out: Outbox,
+    deadline: Option<Instant>,
+}
+
+impl Conn {
+    /// A connection just accepted at `now`.
+    pub fn new(now: Instant, settings: &Settings) -> Self {
+        Self {
+            state: State::Handshake { buf: Vec::new() },
+            out: Outbox::default(),
+            deadline: Some(now + settings.handshake_timeout),
+        }
+    }
+
+    /// Whether WebSocket messages may be sent to this connection.
+    pub fn is_open(&self) -> bool {
+        matches!(self.state, State::Open(_))
+    }
+
+    /// Whether the socket can be dropped.
+    pub fn is_done(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    /// Whether reads should be processed (false once the connection is done).
+    pub fn wants_read(&self) -> bool {
+        !self.is_done()
+    }
+
+    /// Whether output is waiting to be written.
+    pub fn wants_write(&self) -> bool {
+        self.out.queued > 0
+    }
+
+    /// Unwritten output bytes.
+    pub fn queued(&self) -> usize {
+        self.out.queued
+    }
+
+    /// The earliest time [`Conn::handle_timeout`] has something to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Processes bytes read from the peer, unmasking them in place, up to and including the
+    /// first event for the application; returns how many bytes were used. Call again with the
+    /// rest, so that what the application sends in reply is queued before anything the
+    /// connection sends later (an echo before the close that a later bad frame causes).
+    pub fn handle_bytes(
+        &mut self,
+        now: Instant,
+        input: &mut [u8],
+        settings: &Settings,
+        on: &mut impl FnMut(Event<'_>),
+    ) -> usize {
+        match &mut self.state {
+            State::Handshake { .. } => self.handle_handshake(now, input, settings, on),
+            State::Open(_) | State::Closing(_) => self.handle_frames(now, input, settings, on),
+            // Request bodies and bytes after a close are ignored (§5.5.1: after sending a
+            // Close frame the endpoint "MUST NOT send any more data frames"; reads are moot).
+            State::Responding | State::Flushing | State::Lingering | State::Done => input.len(),
+        }
+    }
+
+    /// The peer closed its write half (read returned 0).
+    pub fn handle_eof(&mut self) {
+        self.state = State::Done;
+        self.deadline = None;
+    }
+
+    /// Acts on an expired deadline; a no-op when `now` is before it.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.deadline.is_some_and(|d| d <= now) {
+            // Every state with a deadline ends the same way: the peer was too slow.
+            self.state = State::Done;
+            self.deadline = None;
+        }
+    }
+
+    /// Fills `slices` with queued output, front first; returns how many were filled.
+    pub fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (i, (slot, chunk)) in slices.iter_mut().zip(&self.out.queue).enumerate() {
+            let bytes = chunk.bytes();
+            *slot = IoSlice::new(if i == 0 {
+                bytes.get(self.out.offset..).unwrap_or_default()
+            } else {
+                bytes
+            });
+            n += 1;
+        }
+        n
+    }
+
+    /// Records that `n` bytes of output were written.
+    pub fn handle_written(&mut self, n: usize) {
+        self.out.advance(n);
+    }
+
+    /// Called when the output is fully written; returns true when the socket's write half
+    /// should now be shut down (the last bytes of a close or an HTTP response went out).
+    pub fn handle_flushed(&mut self, now: Instant, settings: &Settings) -> bool {
+        if matches!(self.state, State::Flushing) && self.out.queued == 0 {
+            self.state = State::Lingering;
+            self.deadline = Some(now + settings.close_timeout);
+            return true;
+        }
+        false
+    }
+
+    /// Queues a data frame for the peer, within its output budget.
+    pub fn send(&mut self, now: Instant, frame: Chunk, settings: &Settings) -> Sent {
+        if !self.is_open() {
+            return Sent::NotOpen;
+        }
+        let len = frame.bytes().len();
+        // One frame is always accepted into an empty queue, so the budget bounds the backlog,
+        // not the message size (which `limits.max_message` bounds).
+        if self.out.queued > 0 && self.out.queued + len > settings.max_output {
+            self.out.drop_unstarted();
+            self.fail(now, CloseCode::POLICY, "slow consumer", settings);
+            return Sent::Overflow;
+        }
+        self.out.push(frame);
+        Sent::Queued
+    }
+
+    /// Answers a plain HTTP request with `head` then `body`; the connection closes after it.
+    pub fn respond(
+        &mut self,
+        now: Instant,
+        head: Vec<u8>,
+        body: &'static [u8],
+        settings: &Settings,
+    ) {
+        if matches!(self.state, State::Responding) {
+            self.out.push(Chunk::Owned(head.into_boxed_slice()));
+            if !body.is_empty() {
+                self.out.push(Chunk::Static(body));
+            }
+            self.state = State::Flushing;
+            self.deadline = Some(now + settings.close_timeout);
+        }
+    }
+
+    /// Starts the closing handshake with `code` (§7.1.2); the peer's close is awaited.
+    pub fn close(&mut self, now: Instant, code: CloseCode, reason: &str, settings: &Settings) {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Open(reader) => {
+                self.queue_close(code, reason);
+                self.state = State::Closing(reader);
+                self.deadline = Some(now + settings.close_timeout);
+            }
+            // Not yet a WebSocket: nothing to say goodbye with.
+            State::Handshake { .. } | State::Responding => self.deadline = None,
+            other => self.state = other,
+        }
+    }
+
+    /// Fails the WebSocket connection (§7.1.7): a close frame with `code`, then the TCP close.
+    pub fn fail(&mut self, now: Instant, code: CloseCode, reason: &str, settings: &Settings) {
+        if let State::Open(_) | State::Closing(_) = self.state {
+            if matches!(self.state, State::Open(_)) {
+                self.queue_close(code, reason);
+            }
+            self.state = State::Flushing;
+            self.deadline = Some(now + settings.close_timeout);
+        }
+    }
+
+    fn queue_close(&mut self, code: CloseCode, reason: &str) {
+        let mut payload = Vec::with_capacity(125);
+        close::encode(code, reason, &mut payload);
+        self.out.push_frame(OpCode::Close, &payload);
+    }
+
+    fn handle_handshake(
+        &mut self,
+        now: Instant,
+        input: &mut [u8],
+        settings: &Settings,
+        on: &mut impl FnMut(Event<'_>),
+    ) -> usize {
+        let State::Handshake { buf } = &mut self.state else {
+            return 0;
+        };
+        let max = settings.max_handshake;
+        // The common case: the whole head in one read, parsed where it lies.
+        if buf.is_empty() {
+            return match handshake::parse(input, max) {
+                Ok(None) => {
+                    buf.extend_from_slice(input); // parse checked input.len() < max
+                    input.len()
+                }
+                Ok(Some((req, len))) => {
+                    self.accept(now, req, settings, on);
+                    len
+                }
+                Err(e) => {
+                    self.refuse(now, &e, settings);
+                    input.len()
+                }
+            };
+        }
+        // The head spans reads: copy no more than the cap allows, then parse the copy. Earlier
+        // reads held no complete head, so the head ends inside this read.
+        let before = buf.len();
+        let take = input.len().min(max.saturating_sub(before) + 1);
+        buf.extend_from_slice(input.get(..take).unwrap_or_default());
+        let owned = std::mem::take(buf);
+        match handshake::parse(&owned, max) {
+            Ok(None) => {
+                if let State::Handshake { buf } = &mut self.state {
+                    *buf = owned;
+                }
+                take
+            }
+            Ok(Some((req, len))) => {
+                self.accept(now, req, settings, on);
+                len.saturating_sub(before)
+            }
+            Err(e) => {
+                self.refuse(now, &e, settings);
+                input.len()
+            }
+        }
+    }
+
+    /// Acts on a complete request head.
+    fn accept(
+        &mut self,
+        now: Instant,
+        req: Request<'_>,
+        settings: &Settings,
+        on: &mut impl FnMut(Event<'_>),
+    ) {
+        match req {
+            Request::Upgrade(up) => {
+                let mut head = Vec::with_capacity(160);
+                handshake::write_accept(&up.accept, &mut head);
+                self.out.push(Chunk::Owned(head.into_boxed_slice()));
+                self.state = State::Open(Reader::new());
+                self.deadline = None;
+                on(Event::Upgraded { path: up.path });
+            }
+            Request::Http { path } => {
+                self.state = State::Responding;
+                self.deadline = Some(now + settings.close_timeout);
+                on(Event::Request { path });
+            }
+        }
+    }
+
+    fn refuse(&mut self, now: Instant, err: &crate::proto::HandshakeError, settings: &Settings) {
+        let mut resp = Vec::with_capacity(200);
+        handshake::write_refusal(err, &mut resp);
+        self.out.push(Chunk::Owned(resp.into_boxed_slice()));
+        self.state = State::Flushing;
+        self.deadline = Some(now + settings.close_timeout);
+    }
+
+    fn handle_frames(
+        &mut self,
+        now: Instant,
+        input: &mut [u8],
+        settings: &Settings,
+        on: &mut impl FnMut(Event<'_>),
+    ) -> usize {
+        let closing = matches!(self.state, State::Closing(_));
+        let (State::Open(reader) | State::Closing(reader)) = &mut self.state else {
+            return 0;
+        };
+        let mut pos = 0;
+        let mut failure: Option<ProtoError> = None;
+        let mut peer_closed = false;
+        while let Some(rest) = input.get_mut(pos..) {
+            let (used, msg) = match reader.next(rest, &settings.limits) {
+                Ok(step) => step,
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            };
+            pos += used;
+            let Some(msg) = msg else { break };
+            match msg {
+                Message::Close(c) => {
+                    if !closing {
+                        // §5.5.1: reply with a Close frame, "typically echoing the status code".
+                        let mut payload = Vec::with_capacity(2);
+                        if let Some(code) = c.code {
+                            close::encode(code, "", &mut payload);
+                        }
+                        self.out.push_frame(OpCode::Close, &payload);
+                    }
+                    peer_closed = true;
+                    break;
+                }
+                // Once closing, only the peer's close matters (§5.5.1).
+                _ if closing => {}
+                // §5.5.2: "a Pong frame sent in response MUST have identical Application data".
+                Message::Ping(p) => self.out.push_frame(OpCode::Pong, p),
+                Message::Pong(_) => {}
+                Message::Text(t) => {
+                    on(Event::Text(t));
+                    return pos;
+                }
+                Message::Binary(b) => {
+                    on(Event::Binary(b));
+                    return pos;
+                }
+            }
+        }
+        if let Some(e) = failure {
+            if closing {
+                self.state = State::Done;
+                self.deadline = None;
+            } else {
+                self.fail(now, e.close_code(), e.as_str(), settings);
+            }
+        } else if peer_closed {
+            // §7.1.1: the server closes the TCP connection first, once its close frame is out.
+            self.state = State::Flushing;
+            self.deadline = Some(now + settings.close_timeout);
+        }
+        // Bytes after an error or a close are not read (§5.5.1).
+        input.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::mask::apply_mask;
+
+    fn settings() -> Settings {
+        Settings {
+            limits: Limits {
+                max_message: 1 << 20,
+                max_fragments: 16,
+            },
+            max_output: 1 << 16,
+            max_handshake: 8192,
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(2),
+        }
+    }
+
+    const UPGRADE: &[u8] = b"GET /room HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n";
+
+    fn client_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
+        let key = [1, 2, 3, 4];
+        let head = frame::FrameHead {
+            fin: b0 & 0x80 != 0,
+            opcode: OpCode::from_bits(b0).unwrap(),
+            mask: Some(key),
+            payload_len: payload.len() as u64,
+        };
+        let mut out = Vec::new();
+        frame::encode_head(&head, &mut out);
+        let start = out.len();
+        out.extend_from_slice(payload);
+        apply_mask(&mut out[start..], key, 0);
+        out
+    }
+
+    fn written(conn: &mut Conn) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            let mut slices = [IoSlice::new(&[]); 8];
+            let n = conn.io_slices(&mut slices);
+            if n == 0 {
+                break;
+            }
+            let bytes: Vec<u8> = slices[..n].iter().flat_map(|s| s.iter().copied()).collect();
+            out.extend_from_slice(&bytes);
+            conn.handle_written(bytes.len());
+        }
+        out
+    }
+
+    /// Feeds `input` in chunks of `chunk`, recording events as strings.
+    fn drive(input: &[u8], chunk: usize) -> (Conn, Vec<String>, Vec<u8>) {
+        let s = settings();
+        let now = Instant::now();
+        let mut conn = Conn::new(now, &s);
+        let mut events = Vec::new();
+        for piece in input.chunks(chunk) {
+            let mut piece = piece.to_vec();
+            let mut pos = 0;
+            while pos < piece.len() {
+                let used = conn.handle_bytes(now, &mut piece[pos..], &s, &mut |e| {
+                    events.push(format!("{e:?}"))
+                });
+                assert!(used > 0, "no progress");
+                pos += used;
+            }
+        }
+        let out = written(&mut conn);
+        (conn, events, out)
+    }
+
+    #[test]
+    fn frames_in_the_same_read_as_the_upgrade_are_processed() {
+        let mut input = UPGRADE.to_vec();
+        input.extend(client_frame(0x81, b"hi"));
+        input.extend(client_frame(0x89, b"p"));
+        for chunk in [input.len(), 1, 5, 64] {
+            let (conn, events, out) = drive(&input, chunk);
+            assert!(conn.is_open());
+            assert_eq!(
+                events,
+                ["Upgraded { path: \"/room\" }", "Text(\"hi\")"],
+                "chunk {chunk}"
+            );
+            assert!(out.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
+            assert!(
+                out.ends_with(&[0x8a, 0x01, b'p']),
+                "pong echoes the ping payload"
+            );
+        }
+    }
+
+    #[test]
+    fn close_is_echoed_then_connection_flushes_and_lingers() {
+        let mut input = UPGRADE.to_vec();
+        input.extend(client_frame(0x88, &[0x03, 0xe8, b'x']));
+        input.extend(client_frame(0x81, b"ignored after close"));
+        let (mut conn, events, out) = drive(&input, input.len());
+        assert_eq!(events.len(), 1);
+        assert!(out.ends_with(&[0x88, 0x02, 0x03, 0xe8]));
+        assert!(conn.handle_flushed(Instant::now(), &settings()));
+        assert!(!conn.is_done());
+        conn.handle_eof();
+        assert!(conn.is_done());
+    }
+
+    #[test]
+    fn protocol_error_sends_its_close_code() {
+        let mut input = UPGRADE.to_vec();
+        input.extend([0x81, 0x02, b'h', b'i']); // unmasked
+        let (conn, _, out) = drive(&input, input.len());
+        assert!(!conn.is_open());
+        assert!(out.ends_with(&[
+            0x03, 0xea, b'u', b'n', b'm', b'a', b's', b'k', b'e', b'd', b' ', b'f', b'r', b'a',
+            b'm', b'e'
+        ]));
+    }
+
+    #[test]
+    fn plain_get_waits_for_respond() {
+        let s = settings();
+        let (mut conn, events, _) = drive(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n", 3);
+        assert_eq!(events, ["Request { path: \"/healthz\" }"]);
+        conn.respond(
+            Instant::now(),
+            b"HTTP/1.1 200 OK\r\n\r\n".to_vec(),
+            b"ok",
+            &s,
+        );
+        assert_eq!(written(&mut conn), b"HTTP/1.1 200 OK\r\n\r\nok");
+        assert!(conn.handle_flushed(Instant::now(), &s));
+    }
+
+    #[test]
+    fn oversized_head_spanning_reads_is_431() {
+        let mut input = b"GET / HTTP/1.1\r\nHost: h\r\nX: ".to_vec();
+        input.resize(20000, b'a');
+        let (conn, _, out) = drive(&input, 1000);
+        assert!(out.starts_with(b"HTTP/1.1 431 "));
+        assert!(!conn.is_open());
+    }
+
+    #[test]
+    fn handshake_deadline() {
+        let s = settings();
+        let now = Instant::now();
+        let mut conn = Conn::new(now, &s);
+        conn.handle_timeout(now + Duration::from_secs(1));
+        assert!(!conn.is_done());
+        conn.handle_timeout(now + s.handshake_timeout);
+        assert!(conn.is_done());
+    }
+
+    #[test]
+    fn slow_consumer_is_closed_with_1008_and_backlog_dropped() {
+        let s = settings();
+        let (mut conn, _, _) = drive(UPGRADE, UPGRADE.len());
+        let now = Instant::now();
+        let big: Rc<[u8]> = vec![0x82; 40_000].into();
+        assert_eq!(conn.send(now, Chunk::Shared(big.clone()), &s), Sent::Queued);
+        assert_eq!(
+            conn.send(now, Chunk::Shared(big.clone()), &s),
+            Sent::Overflow
+        );
+        assert!(!conn.is_open());
+        let out = written(&mut conn);
+        assert_eq!(out.len(), 2 + 2 + "slow consumer".len());
+        assert_eq!(&out[..4], &[0x88, 15, 0x03, 0xf0]);
+        assert_eq!(conn.send(now, Chunk::Shared(big), &s), Sent::NotOpen);
+    }
+}

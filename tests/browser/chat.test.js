@@ -1,0 +1,320 @@
+'use strict';
+// End-to-end test of the wsrelay chat page in Debian's headless Chromium.
+//
+//   WSRELAY_BIN  server binary (default ../../target/release/wsrelay, relative to this dir)
+//   CHROMIUM     browser binary (default /usr/bin/chromium)
+//   SCREENSHOT_DIR  where screenshots go (default: the OS temp dir); never committed
+//
+// The server is started as `$WSRELAY_BIN --listen 127.0.0.1:0 --mode chat` and the
+// address is read from the `listening on ws://HOST:PORT/` line on its stderr.
+
+const { test, before, after } = require('node:test');
+const assert = require('node:assert/strict');
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const { chromium } = require('playwright-core');
+
+const SERVER_BIN = path.resolve(
+  process.env.WSRELAY_BIN || path.join(__dirname, '..', '..', 'target', 'release', 'wsrelay'),
+);
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const SHOT_DIR = process.env.SCREENSHOT_DIR || os.tmpdir();
+const STARTUP_MS = 10_000;
+const WAIT_MS = 5_000; // default for every Playwright wait / action
+const TEST_MS = 30_000;
+
+const XSS_NAME = '<img src=x onerror=alert(1)>';
+const XSS_MSG = '<b>hi</b>';
+
+/** Start the server; resolve with { proc, host } once it prints its address. */
+function startServer(listen) {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(SERVER_BIN, ['--listen', listen, '--mode', 'chat'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    let done = false;
+    const finish = (err, val) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      if (err) {
+        proc.kill('SIGKILL');
+        err.message += `\n--- server stderr ---\n${stderr}`;
+        reject(err);
+      } else resolve(val);
+    };
+    const timer = setTimeout(
+      () => finish(new Error(`server did not print "listening on ws://…/" within ${STARTUP_MS} ms`)),
+      STARTUP_MS,
+    );
+    proc.stdout.resume(); // drain, never block the child on a full pipe
+    proc.stderr.setEncoding('utf8');
+    proc.stderr.on('data', (chunk) => {
+      stderr += chunk;
+      if (process.env.WSRELAY_TEST_VERBOSE) process.stderr.write(chunk);
+      const m = /listening on ws:\/\/([^\s/]+)\//.exec(stderr);
+      if (m) finish(null, { proc, host: m[1] });
+    });
+    proc.on('error', (e) => finish(new Error(`cannot start ${SERVER_BIN}: ${e.message}`)));
+    proc.on('exit', (code, sig) => finish(new Error(`server exited early (code ${code}, signal ${sig})`)));
+  });
+}
+
+/** SIGTERM, then SIGKILL if the server has not exited within `ms`. */
+function stopServer(proc, ms = 3_000) {
+  if (!proc || proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => proc.kill('SIGKILL'), ms);
+    proc.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    proc.kill('SIGTERM');
+  });
+}
+
+let server;
+let baseURL;
+let browser;
+let ctxA;
+let ctxB;
+let pageA;
+let pageB;
+const dialogs = [];
+const pageErrors = [];
+
+async function openPage(ctx, label) {
+  const page = await ctx.newPage();
+  page.setDefaultTimeout(WAIT_MS);
+  page.setDefaultNavigationTimeout(WAIT_MS);
+  page.on('dialog', (d) => {
+    dialogs.push(`${label}: ${d.type()} ${d.message()}`);
+    d.dismiss().catch(() => {});
+  });
+  page.on('pageerror', (e) => pageErrors.push(`${label}: ${e.message}`));
+  // Record CSP violations (an inline script/style would show up here).
+  await page.addInitScript(() => {
+    window.__csp = [];
+    document.addEventListener('securitypolicyviolation', (e) =>
+      window.__csp.push(`${e.violatedDirective} ${e.blockedURI} ${e.sourceFile}:${e.lineNumber}`),
+    );
+  });
+  const res = await page.goto(baseURL);
+  assert.equal(res.status(), 200);
+  assert.match(res.headers()['content-security-policy'] || '', /default-src 'none'/);
+  return page;
+}
+
+const log = (page) => page.getByRole('log');
+const status = (page) => page.locator('#status');
+const messages = (page) => log(page).locator('.message');
+const notices = (page) => log(page).locator('.notice');
+
+async function send(page, name, msg) {
+  await page.getByLabel('Name', { exact: true }).fill(name);
+  await page.getByLabel('Message', { exact: true }).fill(msg);
+  await page.getByLabel('Message', { exact: true }).press('Enter');
+}
+
+async function assertNoMarkup(page) {
+  const bad = await log(page).evaluate((el) =>
+    Array.from(el.querySelectorAll('img, b, script, iframe, svg')).map((n) => n.outerHTML),
+  );
+  assert.deepEqual(bad, [], 'user text must not become elements');
+  assert.equal(await page.locator('img').count(), 0);
+}
+
+before(async () => {
+  assert.ok(fs.existsSync(SERVER_BIN), `server binary not found: ${SERVER_BIN} (build it or set WSRELAY_BIN)`);
+  assert.ok(fs.existsSync(CHROMIUM), `chromium not found: ${CHROMIUM} (apt-get install chromium)`);
+  server = await startServer('127.0.0.1:0');
+  baseURL = `http://${server.host}/`;
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    timeout: 30_000,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+  // Separate contexts = separate users. B is phone-sized.
+  ctxA = await browser.newContext({ viewport: { width: 900, height: 640 } });
+  ctxB = await browser.newContext({ viewport: { width: 390, height: 700 }, isMobile: true, hasTouch: true });
+}, { timeout: 45_000 });
+
+after(async () => {
+  // Each step bounded; failures here must not mask the test result.
+  const bounded = (p, ms) => {
+    let timer;
+    const limit = new Promise((r) => { timer = setTimeout(r, ms); });
+    return Promise.race([p, limit]).catch(() => {}).finally(() => clearTimeout(timer));
+  };
+  if (browser) await bounded(browser.close(), 10_000);
+  if (server) await stopServer(server.proc);
+}, { timeout: 20_000 });
+
+// Last resort if the runner is torn down without after().
+process.on('exit', () => {
+  if (server && server.proc.exitCode === null) server.proc.kill('SIGKILL');
+});
+
+test('page A connects and sees its own join with count 1', { timeout: TEST_MS }, async () => {
+  pageA = await openPage(ctxA, 'A');
+  await assertEventually(() => status(pageA).getAttribute('data-state'), 'connected');
+  await notices(pageA).filter({ hasText: '1 online' }).first().waitFor();
+  await assertEventually(() => pageA.locator('#count').textContent(), /\b1 online/);
+});
+
+test('page B joins; A sees count 2', { timeout: TEST_MS }, async () => {
+  pageB = await openPage(ctxB, 'B');
+  await assertEventually(() => status(pageB).getAttribute('data-state'), 'connected');
+  await notices(pageA).filter({ hasText: '2 online' }).first().waitFor();
+  await assertEventually(() => pageA.locator('#count').textContent(), /\b2 online/);
+  await assertEventually(() => pageB.locator('#count').textContent(), /\b2 online/);
+  const joinsA = await log(pageA).locator('.notice.join').allTextContents();
+  assert.equal(joinsA.length, 2, `A join notices: ${JSON.stringify(joinsA)}`);
+  assert.match(joinsA[0], /\b1\b/);
+  assert.match(joinsA[1], /\b2\b/);
+});
+
+test('markup in name and message is rendered as literal text on both pages', { timeout: TEST_MS }, async () => {
+  await send(pageA, XSS_NAME, XSS_MSG);
+  for (const page of [pageA, pageB]) {
+    const line = messages(page).first();
+    await line.waitFor();
+    const text = await line.textContent();
+    assert.ok(text.includes(XSS_NAME), `literal name missing in ${JSON.stringify(text)}`);
+    assert.ok(text.includes(XSS_MSG), `literal msg missing in ${JSON.stringify(text)}`);
+    assert.equal(await line.locator('.name').textContent(), XSS_NAME);
+    assert.equal(await line.locator('.text').textContent(), XSS_MSG);
+    await assertNoMarkup(page);
+  }
+  assert.equal(await pageA.getByLabel('Message', { exact: true }).inputValue(), '', 'message box cleared after send');
+  // Give a would-be onerror handler a moment to fire before checking.
+  await pageA.waitForTimeout(300);
+  assert.deepEqual(dialogs, [], 'no dialog may open');
+});
+
+test('B replies (empty name -> Anonymous, empty message not sent); A sees it', { timeout: TEST_MS }, async () => {
+  // An empty submit must send nothing; if it did, the server's error reply
+  // would reach B before the echo of the reply below (same connection).
+  await send(pageB, '', '');
+  await send(pageB, '', 'hello back & <i>welcome</i>');
+  const lineA = messages(pageA).nth(1);
+  await lineA.waitFor();
+  assert.equal(await lineA.textContent(), 'Anonymous: hello back & <i>welcome</i>');
+  await messages(pageB).nth(1).waitFor();
+  assert.equal(await messages(pageA).count(), 2);
+  assert.equal(await messages(pageB).count(), 2);
+  assert.equal(await log(pageB).locator('.error').count(), 0, 'empty message must not be sent');
+  await assertNoMarkup(pageA);
+});
+
+test('phone layout has no horizontal overflow; screenshots for manual review', { timeout: TEST_MS }, async () => {
+  const overflow = await pageB.evaluate(
+    () => document.documentElement.scrollWidth - document.documentElement.clientWidth,
+  );
+  assert.ok(overflow <= 0, `phone page overflows horizontally by ${overflow}px`);
+  const box = await pageB.getByRole('button', { name: 'Send' }).boundingBox();
+  assert.ok(box && box.x + box.width <= 390, 'Send button visible on a phone');
+  fs.mkdirSync(SHOT_DIR, { recursive: true });
+  await pageA.screenshot({ path: path.join(SHOT_DIR, 'wsrelay-chat-A.png') });
+  await pageB.screenshot({ path: path.join(SHOT_DIR, 'wsrelay-chat-B-phone.png') });
+});
+
+test('B leaves; A sees a leave notice with count 1', { timeout: TEST_MS }, async () => {
+  await ctxB.close();
+  ctxB = null;
+  await log(pageA).locator('.notice.leave').filter({ hasText: '1 online' }).first().waitFor();
+  await assertEventually(() => pageA.locator('#count').textContent(), /\b1 online/);
+});
+
+test('log auto-scrolls to the newest line', { timeout: TEST_MS }, async () => {
+  const before = await messages(pageA).count();
+  const n = 30;
+  for (let i = 0; i < n; i++) await send(pageA, 'scroller', `line ${i}`);
+  await messages(pageA).nth(before + n - 1).waitFor();
+  await assertEventually(
+    () => log(pageA).evaluate((el) => el.scrollHeight > el.clientHeight && el.scrollHeight - el.scrollTop - el.clientHeight <= 2),
+    true,
+  );
+  await assertEventually(() => messages(pageA).last().isVisible(), true);
+});
+
+test('no CSP violations or page errors', { timeout: TEST_MS }, async () => {
+  assert.deepEqual(await pageA.evaluate(() => window.__csp), []);
+  assert.deepEqual(pageErrors, []);
+  assert.deepEqual(dialogs, []);
+});
+
+test('client frame shape and error rendering (socket mocked by Playwright)', { timeout: TEST_MS }, async () => {
+  const ctx = await browser.newContext();
+  try {
+    const page = await ctx.newPage();
+    page.setDefaultTimeout(WAIT_MS);
+    page.on('dialog', (d) => { dialogs.push(`M: ${d.message()}`); d.dismiss().catch(() => {}); });
+    page.on('pageerror', (e) => pageErrors.push(`M: ${e.message}`));
+    const sent = [];
+    // Page-side socket only; never reaches the real server.
+    await page.routeWebSocket(/.*/, (ws) => {
+      ws.onMessage((data) => {
+        sent.push(JSON.parse(String(data)));
+        ws.send('not json'); // must be ignored without a page error
+        ws.send(JSON.stringify({ type: 'bogus' }));
+        ws.send(JSON.stringify({ type: 'error', msg: '<img src=x onerror=alert(2)> too long' }));
+      });
+    });
+    await page.goto(baseURL);
+    await assertEventually(() => status(page).getAttribute('data-state'), 'connected');
+    await send(page, '  Zoë  ', 'one\u{1F600}');
+    await send(page, 'Zoë', '   '); // whitespace only: not sent
+    const err = log(page).locator('.error').first();
+    await err.waitFor();
+    assert.equal(await err.textContent(), 'Error: <img src=x onerror=alert(2)> too long');
+    await send(page, 'Zoë', 'sentinel'); // frames are ordered: a whitespace frame would precede this
+    await assertEventually(() => sent.length, 2);
+    assert.deepEqual(sent, [{ name: 'Zoë', msg: 'one\u{1F600}' }, { name: 'Zoë', msg: 'sentinel' }]);
+    await assertNoMarkup(page);
+    await assertEventually(() => log(page).locator('.error').count(), 2);
+    assert.equal(await log(page).locator('.line').count(), 2);
+    // The name is remembered across a reload.
+    await page.reload();
+    assert.equal(await page.getByLabel('Name', { exact: true }).inputValue(), 'Zoë');
+  } finally {
+    await ctx.close();
+  }
+  assert.deepEqual(pageErrors, []);
+  assert.deepEqual(dialogs, []);
+});
+
+test('A shows disconnected when the server stops, then reconnects', { timeout: TEST_MS }, async () => {
+  const host = server.host;
+  await stopServer(server.proc);
+  await assertEventually(() => status(pageA).getAttribute('data-state'), 'disconnected');
+  server = await startServer(host); // same port: the page reconnects to location.host
+  await assertEventually(() => status(pageA).getAttribute('data-state'), 'connected', 15_000);
+  await assertEventually(() => pageA.locator('#count').textContent(), /\b1 online/);
+});
+
+/** Poll `fn` until its value equals / matches `want`, or fail after `ms`. */
+async function assertEventually(fn, want, ms = WAIT_MS) {
+  const deadline = Date.now() + ms;
+  let got;
+  for (;;) {
+    got = await fn();
+    const ok = want instanceof RegExp ? want.test(String(got)) : got === want;
+    if (ok) return got;
+    if (Date.now() > deadline) assert.fail(`timed out after ${ms} ms: got ${JSON.stringify(got)}, want ${want}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
