@@ -666,4 +666,3 @@ mod tests {
         assert_eq!(conn.send(now, Chunk::Shared(big), &s), Sent::NotOpen);
     }
 }
-

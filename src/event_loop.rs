@@ -8,6 +8,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -358,17 +359,21 @@ impl Server {
                             if Some(id) == except || !client.conn.is_open() {
                                 continue;
                             }
-                            let sent =
-                                client
-                                    .conn
-                                    .send(now, Chunk::Shared(frame.clone()), &self.settings);
-                            queued(&mut self.dirty, &mut overflowed, id, client, sent);
+                            let (dirty, settings) = (&mut self.dirty, &self.settings);
+                            let frame = frame.clone();
+                            deliver(now, settings, (id, client), frame, dirty, &mut overflowed);
                         }
                     }
                     Action::Send { to, frame } => {
                         if let Some(client) = self.clients.get_mut(to) {
-                            let sent = client.conn.send(now, Chunk::Shared(frame), &self.settings);
-                            queued(&mut self.dirty, &mut overflowed, to, client, sent);
+                            deliver(
+                                now,
+                                &self.settings,
+                                (to, client),
+                                frame,
+                                &mut self.dirty,
+                                &mut overflowed,
+                            );
                         }
                     }
                     Action::Close { to, code, reason } => {
@@ -420,14 +425,24 @@ impl Server {
     }
 }
 
-/// Records the outcome of queueing a frame for a client.
-fn queued(
+/// Queues a frame for a client; `dirty` collects clients with output, `changed` those whose
+/// state may have changed.
+fn deliver(
+    now: Instant,
+    settings: &Settings,
+    (id, client): (usize, &mut Client),
+    frame: Rc<[u8]>,
     dirty: &mut Vec<usize>,
     changed: &mut Vec<usize>,
-    id: usize,
-    client: &mut Client,
-    sent: Sent,
 ) {
+    let queued = client.conn.queued();
+    if queued > 0 && queued + frame.len() > settings.max_output {
+        // The budget is for what the peer does not take, not for what this turn produced:
+        // give the socket a chance before calling the peer slow.
+        write_out(client, now, settings);
+        changed.push(id);
+    }
+    let sent = client.conn.send(now, Chunk::Shared(frame), settings);
     match sent {
         Sent::Queued if !client.dirty => {
             client.dirty = true;
