@@ -11,6 +11,7 @@
 //!     |  \--GET page--> Responding --respond()--> Flushing        ^
 //!     |                  Open --close()--> Closing --peer close---/
 //!     \--bad request / timeout--> Flushing / Done
+//! Flushing or Responding --peer EOF with output queued--> Draining --written--> Done
 //! ```
 
 use std::collections::VecDeque;
@@ -102,6 +103,8 @@ enum State {
     Flushing,
     /// The write half is shut; reading until the peer closes, so no reset loses our last bytes.
     Lingering,
+    /// The peer stopped sending; the last bytes are written, then the socket is dropped.
+    Draining,
     /// Nothing left to do: drop the socket.
     Done,
 }
@@ -186,9 +189,9 @@ impl Conn {
         matches!(self.state, State::Done)
     }
 
-    /// Whether reads should be processed (false once the connection is done).
+    /// Whether the socket should be read (false once the peer's end of stream was seen).
     pub fn wants_read(&self) -> bool {
-        !self.is_done()
+        !matches!(self.state, State::Done | State::Draining)
     }
 
     /// Whether output is waiting to be written.
@@ -222,12 +225,32 @@ impl Conn {
             State::Open(_) | State::Closing(_) => self.handle_frames(now, input, settings, on),
             // Request bodies and bytes after a close are ignored (§5.5.1: after sending a
             // Close frame the endpoint "MUST NOT send any more data frames"; reads are moot).
-            State::Responding | State::Flushing | State::Lingering | State::Done => input.len(),
+            State::Responding
+            | State::Flushing
+            | State::Lingering
+            | State::Draining
+            | State::Done => input.len(),
         }
     }
 
     /// The peer closed its write half (read returned 0).
     pub fn handle_eof(&mut self) {
+        match self.state {
+            // A close echo or HTTP response still queued is written before the socket goes:
+            // a client may send its request or close frame and shut down in one breath.
+            State::Flushing | State::Responding if self.out.queued > 0 => {
+                self.state = State::Draining;
+            }
+            // Without a close frame this is an abnormal closure (1006, §7.1.5): nothing to send.
+            _ => {
+                self.state = State::Done;
+                self.deadline = None;
+            }
+        }
+    }
+
+    /// The socket failed (reset, broken pipe): nothing more can be read or written.
+    pub fn handle_error(&mut self) {
         self.state = State::Done;
         self.deadline = None;
     }
@@ -264,12 +287,22 @@ impl Conn {
     /// Called when the output is fully written; returns true when the socket's write half
     /// should now be shut down (the last bytes of a close or an HTTP response went out).
     pub fn handle_flushed(&mut self, now: Instant, settings: &Settings) -> bool {
-        if matches!(self.state, State::Flushing) && self.out.queued == 0 {
-            self.state = State::Lingering;
-            self.deadline = Some(now + settings.close_timeout);
-            return true;
+        if self.out.queued > 0 {
+            return false;
         }
-        false
+        match self.state {
+            State::Flushing => {
+                self.state = State::Lingering;
+                self.deadline = Some(now + settings.close_timeout);
+                true
+            }
+            State::Draining => {
+                self.state = State::Done;
+                self.deadline = None;
+                false
+            }
+            _ => false,
+        }
     }
 
     /// Queues a data frame for the peer, within its output budget.
@@ -598,6 +631,26 @@ mod tests {
         assert!(conn.handle_flushed(Instant::now(), &settings()));
         assert!(!conn.is_done());
         conn.handle_eof();
+        assert!(conn.is_done());
+    }
+
+    #[test]
+    fn close_then_eof_still_writes_the_echo() {
+        let s = settings();
+        let mut input = UPGRADE.to_vec();
+        input.extend(client_frame(0x88, &[0x03, 0xe8]));
+        let now = Instant::now();
+        let mut conn = Conn::new(now, &s);
+        assert_eq!(
+            conn.handle_bytes(now, &mut input, &s, &mut |_| {}),
+            UPGRADE.len()
+        );
+        let mut rest = input[UPGRADE.len()..].to_vec();
+        conn.handle_bytes(now, &mut rest, &s, &mut |_| {});
+        conn.handle_eof();
+        assert!(!conn.wants_read() && !conn.is_done());
+        assert!(written(&mut conn).ends_with(&[0x88, 0x02, 0x03, 0xe8]));
+        assert!(!conn.handle_flushed(now, &s));
         assert!(conn.is_done());
     }
 

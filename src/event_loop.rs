@@ -267,7 +267,7 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     log!(Debug, "read from {id}: {e}");
-                    client.conn.handle_eof();
+                    client.conn.handle_error();
                 }
             }
             self.sync(id);
@@ -469,14 +469,14 @@ fn write_out(client: &mut Client, now: Instant, settings: &Settings) {
             .write_vectored(slices.get(..n).unwrap_or_default());
         match result {
             Ok(0) => {
-                client.conn.handle_eof();
+                client.conn.handle_error();
                 return;
             }
             Ok(written) => client.conn.handle_written(written),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => {
-                client.conn.handle_eof();
+                client.conn.handle_error();
                 return;
             }
         }
