@@ -74,6 +74,19 @@ impl Config {
                 return Err(format!("{flag} must be greater than 0, got {value}"));
             }
         }
+        // Bounds that keep deadline arithmetic and counters far from overflow.
+        let day = 86_400;
+        let bounded = [
+            ("--handshake-timeout", self.handshake_timeout, day),
+            ("--close-timeout", self.close_timeout, day),
+            ("--shutdown-timeout", self.shutdown_timeout, day),
+            ("--max-fragments", u64::from(self.max_fragments), 1 << 24),
+        ];
+        for (flag, value, max) in bounded {
+            if value > max {
+                return Err(format!("{flag} must be at most {max}, got {value}"));
+            }
+        }
         if self.max_handshake < 256 {
             return Err(format!(
                 "--max-handshake must be at least 256, got {}",

@@ -46,6 +46,8 @@ pub enum Chunk {
     Static(&'static [u8]),
     /// Bytes for this connection only.
     Owned(Box<[u8]>),
+    /// An HTTP response head (the 101 too): never dropped, everything after depends on it.
+    Head(Box<[u8]>),
 }
 
 impl Chunk {
@@ -53,7 +55,7 @@ impl Chunk {
         match self {
             Self::Shared(b) => b,
             Self::Static(b) => b,
-            Self::Owned(b) => b,
+            Self::Owned(b) | Self::Head(b) => b,
         }
     }
 }
@@ -125,20 +127,33 @@ impl Outbox {
         self.queue.push_back(chunk);
     }
 
+    /// Whether queueing `len` more bytes would take the queue over `budget`. Each chunk is
+    /// charged its slot too, so a flood of tiny frames is bounded like a few large ones. One
+    /// chunk is always accepted into an empty queue: the budget bounds the backlog, not the
+    /// message size (which `limits.max_message` bounds).
+    fn over_budget(&self, len: usize, budget: usize) -> bool {
+        let slot = size_of::<Chunk>();
+        let cost = self.queued + self.queue.len() * slot;
+        !self.queue.is_empty() && cost + len + slot > budget
+    }
+
     fn push_frame(&mut self, opcode: OpCode, payload: &[u8]) {
         let mut buf = Vec::with_capacity(payload.len() + 4);
         frame::encode_frame(opcode, payload, &mut buf);
         self.push(Chunk::Owned(buf.into_boxed_slice()));
     }
 
-    /// Drops every chunk not yet started, keeping a partly written one so framing stays valid.
+    /// Drops every frame not yet started, keeping a partly written one so framing stays valid,
+    /// and any HTTP head.
     fn drop_unstarted(&mut self) {
-        let keep = usize::from(self.offset > 0);
-        self.queue.truncate(keep);
-        self.queued = self
-            .queue
-            .front()
-            .map_or(0, |c| c.bytes().len() - self.offset);
+        let started = self.offset > 0;
+        let mut i = 0;
+        self.queue.retain(|c| {
+            i += 1;
+            (i == 1 && started) || matches!(c, Chunk::Head(_))
+        });
+        let total: usize = self.queue.iter().map(|c| c.bytes().len()).sum();
+        self.queued = total - self.offset;
     }
 
     fn advance(&mut self, mut n: usize) {
@@ -310,12 +325,11 @@ impl Conn {
         if !self.is_open() {
             return Sent::NotOpen;
         }
-        let len = frame.bytes().len();
-        // One frame is always accepted into an empty queue, so the budget bounds the backlog,
-        // not the message size (which `limits.max_message` bounds).
-        if self.out.queued > 0 && self.out.queued + len > settings.max_output {
-            self.out.drop_unstarted();
-            self.fail(now, CloseCode::POLICY, "slow consumer", settings);
+        if self
+            .out
+            .over_budget(frame.bytes().len(), settings.max_output)
+        {
+            self.overflow(now, settings);
             return Sent::Overflow;
         }
         self.out.push(frame);
@@ -331,7 +345,7 @@ impl Conn {
         settings: &Settings,
     ) {
         if matches!(self.state, State::Responding) {
-            self.out.push(Chunk::Owned(head.into_boxed_slice()));
+            self.out.push(Chunk::Head(head.into_boxed_slice()));
             if !body.is_empty() {
                 self.out.push(Chunk::Static(body));
             }
@@ -363,6 +377,13 @@ impl Conn {
             self.state = State::Flushing;
             self.deadline = Some(now + settings.close_timeout);
         }
+    }
+
+    /// Closes a peer that does not read what it is sent: its backlog is dropped (all but a
+    /// partly written frame) so the close frame goes out next (1008, §7.4.1).
+    fn overflow(&mut self, now: Instant, settings: &Settings) {
+        self.out.drop_unstarted();
+        self.fail(now, CloseCode::POLICY, "slow consumer", settings);
     }
 
     fn queue_close(&mut self, code: CloseCode, reason: &str) {
@@ -435,7 +456,7 @@ impl Conn {
             Request::Upgrade(up) => {
                 let mut head = Vec::with_capacity(160);
                 handshake::write_accept(&up.accept, &mut head);
-                self.out.push(Chunk::Owned(head.into_boxed_slice()));
+                self.out.push(Chunk::Head(head.into_boxed_slice()));
                 self.state = State::Open(Reader::new());
                 self.deadline = None;
                 on(Event::Upgraded { path: up.path });
@@ -451,7 +472,7 @@ impl Conn {
     fn refuse(&mut self, now: Instant, err: &crate::proto::HandshakeError, settings: &Settings) {
         let mut resp = Vec::with_capacity(200);
         handshake::write_refusal(err, &mut resp);
-        self.out.push(Chunk::Owned(resp.into_boxed_slice()));
+        self.out.push(Chunk::Head(resp.into_boxed_slice()));
         self.state = State::Flushing;
         self.deadline = Some(now + settings.close_timeout);
     }
@@ -469,6 +490,7 @@ impl Conn {
         };
         let mut pos = 0;
         let mut failure: Option<ProtoError> = None;
+        let mut overflow = false;
         let mut peer_closed = false;
         while let Some(rest) = input.get_mut(pos..) {
             let (used, msg) = match reader.next(rest, &settings.limits) {
@@ -496,19 +518,29 @@ impl Conn {
                 // Once closing, only the peer's close matters (§5.5.1).
                 _ if closing => {}
                 // §5.5.2: "a Pong frame sent in response MUST have identical Application data".
+                // A peer that pings without reading the pongs is a slow consumer like any other.
+                Message::Ping(p) if self.out.over_budget(p.len() + 2, settings.max_output) => {
+                    overflow = true;
+                    break;
+                }
                 Message::Ping(p) => self.out.push_frame(OpCode::Pong, p),
                 Message::Pong(_) => {}
                 Message::Text(t) => {
                     on(Event::Text(t));
+                    reader.reclaim();
                     return pos;
                 }
                 Message::Binary(b) => {
                     on(Event::Binary(b));
+                    reader.reclaim();
                     return pos;
                 }
             }
         }
-        if let Some(e) = failure {
+        reader.reclaim();
+        if overflow {
+            self.overflow(now, settings);
+        } else if let Some(e) = failure {
             if closing {
                 self.state = State::Done;
                 self.deadline = None;
@@ -699,6 +731,20 @@ mod tests {
         assert!(!conn.is_done());
         conn.handle_timeout(now + s.handshake_timeout);
         assert!(conn.is_done());
+    }
+
+    #[test]
+    fn slow_consumer_before_the_101_is_written_still_gets_it() {
+        let s = settings();
+        let now = Instant::now();
+        let mut conn = Conn::new(now, &s);
+        conn.handle_bytes(now, &mut UPGRADE.to_vec(), &s, &mut |_| {});
+        let big: Rc<[u8]> = vec![0x82; 40_000].into();
+        assert_eq!(conn.send(now, Chunk::Shared(big.clone()), &s), Sent::Queued);
+        assert_eq!(conn.send(now, Chunk::Shared(big), &s), Sent::Overflow);
+        let out = written(&mut conn);
+        assert!(out.starts_with(b"HTTP/1.1 101 "));
+        assert!(out.ends_with(b"slow consumer"));
     }
 
     #[test]

@@ -42,6 +42,8 @@ struct Client {
     joined: bool,
     /// Whether it is in `Server::dirty`.
     dirty: bool,
+    /// The last write hit `WouldBlock`: wait for the writable edge before writing again.
+    blocked: bool,
     /// The deadline last put in the timer heap.
     timer: Option<Instant>,
 }
@@ -120,6 +122,8 @@ impl Server {
                 Err(e) => return Err(e),
             }
             let now = Instant::now();
+            // Clients cut short last turn; this turn's go to the next, so none reads twice.
+            let again = std::mem::take(&mut self.readable);
             for event in &events {
                 match event.token() {
                     LISTENER => self.accept(now),
@@ -134,7 +138,7 @@ impl Server {
                     }
                 }
             }
-            for id in std::mem::take(&mut self.readable) {
+            for id in again {
                 self.read(now, id);
             }
             self.apply_actions(now);
@@ -197,10 +201,11 @@ impl Server {
                         conn,
                         joined: false,
                         dirty: false,
+                        blocked: false,
                         timer: None,
                     });
                     log!(Debug, "accepted {peer} as {id}");
-                    self.sync(id);
+                    self.sync(now, id);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -241,7 +246,7 @@ impl Server {
                     &self.settings,
                 );
             }
-            self.sync(id);
+            self.sync(now, id);
         }
     }
 
@@ -270,7 +275,7 @@ impl Server {
                     client.conn.handle_error();
                 }
             }
-            self.sync(id);
+            self.sync(now, id);
         }
         self.read_buf = buf;
     }
@@ -297,7 +302,7 @@ impl Server {
             if let Some(r) = response {
                 client.conn.respond(now, r.head, r.body, &self.settings);
             }
-            self.sync(id);
+            self.sync(now, id);
             self.apply_actions(now);
             if used == 0 {
                 debug_assert!(false, "handle_bytes made no progress");
@@ -308,22 +313,30 @@ impl Server {
     }
 
     /// Brings the loop's view of a client in line with its connection state.
-    fn sync(&mut self, id: usize) {
+    fn sync(&mut self, now: Instant, id: usize) {
         let Some(client) = self.clients.get_mut(id) else {
             return;
         };
         let open = client.conn.is_open();
         if open != client.joined {
             client.joined = open;
-            if open {
-                self.app.on_join(id, &mut self.actions);
-            } else {
-                self.app.on_leave(id, &mut self.actions);
+            // At shutdown nobody is left to tell, and N notices to N clients would be O(N²).
+            if self.shutdown_deadline.is_none() {
+                if open {
+                    self.app.on_join(id, &mut self.actions);
+                } else {
+                    self.app.on_leave(id, &mut self.actions);
+                }
             }
         }
-        if client.conn.wants_write() && !client.dirty {
-            client.dirty = true;
-            self.dirty.push(id);
+        if client.conn.wants_write() {
+            if !client.dirty && !client.blocked {
+                client.dirty = true;
+                self.dirty.push(id);
+            }
+        } else if client.conn.handle_flushed(now, &self.settings) {
+            // A state change with nothing left to write (e.g. the peer's close reply to ours).
+            let _ = client.stream.shutdown(Shutdown::Write);
         }
         let deadline = client.conn.poll_timeout();
         if deadline != client.timer {
@@ -339,12 +352,14 @@ impl Server {
         }
     }
 
+    /// The socket became writable.
     fn mark_dirty(&mut self, id: usize) {
-        if let Some(client) = self.clients.get_mut(id)
-            && !client.dirty
-        {
-            client.dirty = true;
-            self.dirty.push(id);
+        if let Some(client) = self.clients.get_mut(id) {
+            client.blocked = false;
+            if !client.dirty {
+                client.dirty = true;
+                self.dirty.push(id);
+            }
         }
     }
 
@@ -385,7 +400,7 @@ impl Server {
                 }
             }
             for id in overflowed.drain(..) {
-                self.sync(id);
+                self.sync(now, id);
             }
         }
     }
@@ -398,8 +413,8 @@ impl Server {
                     continue;
                 };
                 client.dirty = false;
-                write_out(client, now, &self.settings);
-                self.sync(id);
+                client.blocked = write_out(client, now, &self.settings);
+                self.sync(now, id);
             }
             // Leaves caused by failed writes queue notices for others.
             self.apply_actions(now);
@@ -417,7 +432,7 @@ impl Server {
             {
                 client.timer = None;
                 client.conn.handle_timeout(now);
-                self.sync(id);
+                self.sync(now, id);
             }
         }
         self.apply_actions(now);
@@ -436,15 +451,15 @@ fn deliver(
     changed: &mut Vec<usize>,
 ) {
     let queued = client.conn.queued();
-    if queued > 0 && queued + frame.len() > settings.max_output {
+    if queued > 0 && queued + frame.len() > settings.max_output && !client.blocked {
         // The budget is for what the peer does not take, not for what this turn produced:
         // give the socket a chance before calling the peer slow.
-        write_out(client, now, settings);
+        client.blocked = write_out(client, now, settings);
         changed.push(id);
     }
     let sent = client.conn.send(now, Chunk::Shared(frame), settings);
     match sent {
-        Sent::Queued if !client.dirty => {
+        Sent::Queued if !client.dirty && !client.blocked => {
             client.dirty = true;
             dirty.push(id);
         }
@@ -456,8 +471,8 @@ fn deliver(
     }
 }
 
-/// Writes queued output until it is gone or the socket would block.
-fn write_out(client: &mut Client, now: Instant, settings: &Settings) {
+/// Writes queued output until it is gone or the socket would block; returns true if it would.
+fn write_out(client: &mut Client, now: Instant, settings: &Settings) -> bool {
     loop {
         let mut slices = [IoSlice::new(&[]); IOVECS];
         let n = client.conn.io_slices(&mut slices);
@@ -470,18 +485,19 @@ fn write_out(client: &mut Client, now: Instant, settings: &Settings) {
         match result {
             Ok(0) => {
                 client.conn.handle_error();
-                return;
+                return false;
             }
             Ok(written) => client.conn.handle_written(written),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => {
                 client.conn.handle_error();
-                return;
+                return false;
             }
         }
     }
     if client.conn.handle_flushed(now, settings) {
         let _ = client.stream.shutdown(Shutdown::Write);
     }
+    false
 }

@@ -134,14 +134,20 @@ impl Reader {
         Ok((used, msg))
     }
 
-    /// Consumes input until a message completes or the input runs out.
-    fn advance(&mut self, input: &mut [u8], limits: &Limits) -> Result<(usize, Step), ProtoError> {
+    /// Frees the buffer of the message last returned; call once done with it, so an idle
+    /// reader holds no heap memory. [`Reader::next`] also does it first thing.
+    pub fn reclaim(&mut self) {
         if std::mem::take(&mut self.delivered) {
             self.control = None;
             if self.msg.as_ref().is_some_and(|m| m.fin) {
                 self.msg = None;
             }
         }
+    }
+
+    /// Consumes input until a message completes or the input runs out.
+    fn advance(&mut self, input: &mut [u8], limits: &Limits) -> Result<(usize, Step), ProtoError> {
+        self.reclaim();
         let mut pos = 0;
         loop {
             let frame = match self.frame {
@@ -485,6 +491,25 @@ mod tests {
             run(&input[..10], 1),
             vec![Out::Err(ProtoError::InvalidUtf8)]
         );
+    }
+
+    #[test]
+    fn reclaim_frees_a_buffered_message() {
+        let mut reader = Reader::new();
+        let mut input = frame(0x82, &[7; 3000]);
+        let (head, body) = input.split_at_mut(100);
+        assert_eq!(reader.next(head, &LIMITS).unwrap(), (100, None));
+        let (n, msg) = reader.next(body, &LIMITS).unwrap();
+        assert_eq!(
+            (
+                n,
+                msg.map(|m| matches!(m, Message::Binary(b) if b.len() == 3000))
+            ),
+            (body.len(), Some(true))
+        );
+        assert!(!reader.is_idle());
+        reader.reclaim();
+        assert!(reader.is_idle());
     }
 
     #[test]
