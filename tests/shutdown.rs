@@ -1,0 +1,101 @@
+//! Verifies shutdown on SIGTERM: every connected client gets a close frame with code
+//! 1001 (going away), whether or not it answers, and the process exits with status 0
+//! within a bounded time; an idle server exits 0 as well.
+
+mod common;
+
+use std::time::Duration;
+
+use tungstenite::Message;
+use tungstenite::protocol::frame::coding::CloseCode;
+
+use common::{OP_PING, OP_PONG, OP_TEXT, RawClient, Server, connect_ws, ws_send};
+
+const EXIT_LIMIT: Duration = Duration::from_secs(15);
+
+/// A raw client whose upgrade the server has surely finished (a ping was answered).
+fn ready_client(server: &Server) -> RawClient {
+    let mut client = RawClient::open(server);
+    client.send_frame(true, OP_PING, b"ready?");
+    loop {
+        let frame = client.read_frame();
+        match frame.opcode {
+            OP_PONG => return client,
+            OP_TEXT => continue, // a chat join notice
+            _ => panic!("expected a pong, got {frame:?}"),
+        }
+    }
+}
+
+/// Skips text frames (chat notices) up to the close frame, which must say 1001.
+#[track_caller]
+fn expect_going_away(client: &mut RawClient) {
+    for _ in 0..100 {
+        let frame = client.read_frame();
+        if frame.opcode != OP_TEXT {
+            assert_eq!(frame.close_code(), Some(1001), "{frame:?}");
+            return;
+        }
+    }
+    panic!("no close frame among 100 frames");
+}
+
+fn shutdown_with_clients(mode: &str) {
+    let mut server = Server::start(&["--mode", mode]);
+    let mut answering = ready_client(&server);
+    let mut silent = ready_client(&server);
+    let mut ws = connect_ws(&server);
+    ws_send(&mut ws, Message::Ping(b"ready?".to_vec().into()));
+    // Chat join notices may come before the pong.
+    for _ in 0..10 {
+        match ws.read() {
+            Ok(Message::Pong(_)) => break,
+            Ok(_) => continue,
+            Err(e) => panic!("tungstenite client waiting for its pong: {e}"),
+        }
+    }
+
+    server.terminate();
+
+    expect_going_away(&mut answering);
+    answering.finish_close(1001);
+    expect_going_away(&mut silent); // and never answers
+    let close = loop {
+        match ws.read() {
+            Ok(Message::Close(frame)) => break frame,
+            Ok(_) => continue,
+            Err(e) => panic!("tungstenite client: {e}"),
+        }
+    };
+    assert_eq!(close.map(|f| f.code), Some(CloseCode::Away));
+
+    let status = server.wait_exit(EXIT_LIMIT);
+    assert!(
+        status.success(),
+        "exit status {status}; stderr:\n{}",
+        server.stderr()
+    );
+    silent.expect_eof();
+}
+
+#[test]
+fn sigterm_sends_1001_to_every_client_and_exits_0() {
+    shutdown_with_clients("echo");
+}
+
+#[test]
+fn sigterm_in_chat_mode_sends_1001_and_exits_0() {
+    shutdown_with_clients("chat");
+}
+
+#[test]
+fn sigterm_with_no_clients_exits_0() {
+    let mut server = Server::start(&[]);
+    server.terminate();
+    let status = server.wait_exit(EXIT_LIMIT);
+    assert!(
+        status.success(),
+        "exit status {status}; stderr:\n{}",
+        server.stderr()
+    );
+}
