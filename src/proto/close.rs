@@ -74,7 +74,7 @@ pub fn encode(code: CloseCode, reason: &str, out: &mut Vec<u8>) {
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    out.extend_from_slice(&reason.as_bytes()[..end]);
+    out.extend_from_slice(reason.as_bytes().get(..end).unwrap_or_default());
 }
 
 #[cfg(test)]

@@ -258,13 +258,21 @@ impl Reader {
             }
             // decode_head needs at most MAX_HEAD_LEN bytes, so input is shorter than that.
             let n = input.len().min(MAX_HEAD_LEN);
-            self.head[..n].copy_from_slice(&input[..n]);
+            if let (Some(dst), Some(src)) = (self.head.get_mut(..n), input.get(..n)) {
+                dst.copy_from_slice(src);
+            }
             self.head_len = n as u8;
             return Ok(None);
         }
         let add = (MAX_HEAD_LEN - had).min(input.len());
-        self.head[had..had + add].copy_from_slice(&input[..add]);
-        match frame::decode_head(&self.head[..had + add], limits.max_message)? {
+        // had < MAX_HEAD_LEN (a spilled header is incomplete), so had + add <= MAX_HEAD_LEN.
+        if let (Some(dst), Some(src)) = (self.head.get_mut(had..had + add), input.get(..add)) {
+            dst.copy_from_slice(src);
+        }
+        match frame::decode_head(
+            self.head.get(..had + add).unwrap_or_default(),
+            limits.max_message,
+        )? {
             Some((head, len)) => {
                 self.head_len = 0;
                 // The header is longer than what was spilled before, since that was incomplete.

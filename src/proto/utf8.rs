@@ -40,10 +40,14 @@ impl Utf8Validator {
     pub fn feed(&mut self, mut input: &[u8]) -> Result<(), Utf8Error> {
         if self.partial_len > 0 {
             let have = usize::from(self.partial_len);
-            let need = sequence_len(self.partial[0]).ok_or(Utf8Error)?;
+            let need =
+                sequence_len(self.partial.first().copied().unwrap_or(0xff)).ok_or(Utf8Error)?;
             let take = need.saturating_sub(have).min(input.len());
             let mut buf = self.partial;
-            buf[have..have + take].copy_from_slice(&input[..take]);
+            // have <= 3 and have + take <= need <= 4.
+            if let (Some(dst), Some(src)) = (buf.get_mut(have..have + take), input.get(..take)) {
+                dst.copy_from_slice(src);
+            }
             match std::str::from_utf8(&buf[..have + take]) {
                 Ok(_) => {}
                 // std reports `error_len() == None` only for a valid prefix cut short.
@@ -55,13 +59,16 @@ impl Utf8Validator {
                 Err(_) => return Err(Utf8Error),
             }
             self.partial_len = 0;
-            input = &input[take..];
+            input = input.get(take..).unwrap_or_default();
         }
         match std::str::from_utf8(input) {
             Ok(_) => Ok(()),
             Err(e) if e.error_len().is_none() => {
-                let tail = &input[e.valid_up_to()..];
-                self.partial[..tail.len()].copy_from_slice(tail);
+                let tail = input.get(e.valid_up_to()..).unwrap_or_default();
+                // std reports an incomplete tail of at most 3 bytes.
+                if let Some(dst) = self.partial.get_mut(..tail.len()) {
+                    dst.copy_from_slice(tail);
+                }
                 self.partial_len = tail.len() as u8;
                 Ok(())
             }
