@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""Writes the named seed inputs under fuzz/corpus/<target>/ (RFC 6455 examples, Autobahn-style
+edge cases). Run it after changing a seed or an input format in fuzz/src/checks.rs; commit what
+it writes. Files it does not name are left alone, so hand-made seeds may sit beside these."""
+
+import json
+import os
+import struct
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
+KEY = bytes([0x37, 0xFA, 0x21, 0x3D])  # RFC 6455 §5.7's masking key
+SEEDS = {}
+
+
+def seed(target, name, data):
+    assert (target, name) not in SEEDS, name
+    SEEDS[(target, name)] = bytes(data)
+
+
+def mask(payload, key=KEY, offset=0):
+    return bytes(b ^ key[(offset + i) % 4] for i, b in enumerate(payload))
+
+
+def head(b0, length, key=KEY):
+    """A frame header with the shortest length encoding; key None: unmasked."""
+    m = 0x80 if key is not None else 0
+    if length < 126:
+        out = bytes([b0, m | length])
+    elif length <= 0xFFFF:
+        out = bytes([b0, m | 126]) + struct.pack(">H", length)
+    else:
+        out = bytes([b0, m | 127]) + struct.pack(">Q", length)
+    return out + (key or b"")
+
+
+def frame(b0, payload, key=KEY):
+    """A masked client frame (key None: unmasked, as a server sends)."""
+    return head(b0, len(payload), key) + (mask(payload, key) if key else payload)
+
+
+def reads(*sizes):
+    """The read-size header of the message and utf8 targets: () is one byte per read."""
+    return bytes([len(sizes)] + [s - 1 for s in sizes])
+
+
+# ---- frame_head: bare headers (and whatever follows them)
+FH = "frame_head"
+seed(FH, "rfc-5.7-unmasked-hello", frame(0x81, b"Hello", None))
+seed(FH, "rfc-5.7-masked-hello", frame(0x81, b"Hello"))
+seed(FH, "rfc-5.7-fragment-1-hel", frame(0x01, b"Hel", None))
+seed(FH, "rfc-5.7-fragment-2-lo", frame(0x80, b"lo", None))
+seed(FH, "rfc-5.7-unmasked-ping", frame(0x89, b"Hello", None))
+seed(FH, "rfc-5.7-masked-pong", frame(0x8A, b"Hello"))
+seed(FH, "rfc-5.7-256-bytes-binary", head(0x82, 256, None))
+seed(FH, "rfc-5.7-64k-binary", head(0x82, 65536, None))
+seed(FH, "masked-16bit-length", head(0x82, 300))
+seed(FH, "masked-64bit-length", head(0x82, 1 << 40))
+seed(FH, "len64-top-bit-set", bytes([0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0]) + KEY)
+seed(FH, "len64-max-allowed", bytes([0x82, 0xFF, 0x7F] + [0xFF] * 7) + KEY)
+seed(FH, "non-minimal-16bit-length", bytes([0x82, 0xFE, 0x00, 0x7D]) + KEY)
+seed(FH, "non-minimal-64bit-length", bytes([0x82, 0xFF, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF]) + KEY)
+seed(FH, "rsv1-set", bytes([0xC1, 0x80]) + KEY)
+seed(FH, "rsv3-set", bytes([0x91, 0x80]) + KEY)
+seed(FH, "reserved-opcode-3", bytes([0x83, 0x80]) + KEY)
+seed(FH, "reserved-opcode-b", bytes([0x8B, 0x80]) + KEY)
+seed(FH, "fragmented-ping", bytes([0x09, 0x80]) + KEY)
+seed(FH, "ping-126-bytes", head(0x89, 126))
+seed(FH, "close-empty", frame(0x88, b""))
+seed(FH, "continuation-not-fin", head(0x00, 10))
+seed(FH, "truncated-after-126", bytes([0x82, 0xFE, 0x01]))
+
+# ---- message: a read-size header, then a client byte stream
+MS = "message"
+hello = frame(0x81, b"Hello")
+seed(MS, "rfc-5.7-masked-hello-bytewise", reads() + hello)
+seed(MS, "rfc-5.7-masked-hello-reads-3-1", reads(3, 1) + hello)
+seed(MS, "rfc-5.7-fragmented-hel-lo", reads(4) + frame(0x01, b"Hel") + frame(0x80, b"lo"))
+seed(
+    MS,
+    "fragmented-text-ping-between",  # Autobahn 5.6
+    reads(5, 2)
+    + frame(0x01, b"fragment1")
+    + frame(0x89, b"ping payload")
+    + frame(0x80, b"fragment2"),
+)
+seed(
+    MS,
+    "fragmented-binary-pong-close-between",
+    reads(7) + frame(0x02, b"\x00\x01") + frame(0x8A, b"") + frame(0x80, b"\x02") + frame(0x88, b"\x03\xe8"),
+)
+seed(MS, "eight-fragments-at-limit", reads(11) + frame(0x01, b"a") + frame(0x00, b"b") * 6 + frame(0x80, b"c"))
+seed(MS, "nine-fragments-over-limit", reads(13) + frame(0x01, b"a") + frame(0x00, b"b") * 7 + frame(0x80, b"c"))
+seed(MS, "empty-fragments", reads(6) + frame(0x01, b"") + frame(0x00, b"") + frame(0x80, b""))
+kosme = "κόσμε".encode()
+seed(MS, "invalid-utf8-mid-message", reads(9) + frame(0x01, kosme) + frame(0x00, b"\xed\xa0\x80edited") + frame(0x80, b"x"))
+seed(MS, "utf8-code-point-split-across-frames", reads(2) + frame(0x01, kosme[:3]) + frame(0x80, kosme[3:]))
+seed(MS, "utf8-truncated-at-fin", reads() + frame(0x81, b"\xce\xba\xe1\xbd"))
+seed(MS, "invalid-utf8-single-frame", reads(64) + frame(0x81, b"\xf4\x90\x80\x80"))
+seed(MS, "len64-top-bit-set", reads(3) + bytes([0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0]) + KEY)
+seed(MS, "message-at-4096", reads(200) + frame(0x02, b"x" * 4000) + frame(0x80, b"y" * 96))
+seed(MS, "message-over-4096-fragments", reads(200) + frame(0x02, b"x" * 4000) + frame(0x80, b"y" * 97))
+seed(MS, "message-over-4096-declared", reads() + head(0x82, 4097) + b"xx")
+seed(MS, "close-1000-with-reason", reads(1, 2) + frame(0x88, b"\x03\xe8bye"))
+seed(MS, "close-1005-invalid", reads() + frame(0x88, b"\x03\xed"))
+seed(MS, "close-one-byte", reads() + frame(0x88, b"\x03"))
+seed(MS, "close-reason-invalid-utf8", reads(4) + frame(0x88, b"\x03\xe8\xce\xba\xe1\xbd"))
+seed(MS, "unmasked-frame", reads() + frame(0x81, b"hi", None))
+seed(MS, "continuation-without-start", reads() + frame(0x80, b"lo"))
+seed(MS, "text-inside-fragmented-message", reads() + frame(0x01, b"a") + frame(0x81, b"b"))
+seed(MS, "ping-125-bytes", reads(50) + frame(0x89, b"p" * 125))
+seed(MS, "ping-126-bytes", reads(50) + frame(0x89, b"p" * 126))
+seed(MS, "fragmented-ping", reads() + frame(0x09, b"p"))
+seed(MS, "rsv2-set", reads() + frame(0xA1, b"x"))
+seed(MS, "reserved-opcode-b", reads() + frame(0x8B, b"x"))
+seed(MS, "binary-256-bytes", reads(100, 7) + frame(0x82, bytes(range(256))))
+seed(MS, "two-messages-one-read", reads(255) + frame(0x81, b"one") + frame(0x82, b"two") + frame(0x89, b""))
+
+# ---- utf8: a read-size header, then the text
+U8 = "utf8"
+seed(U8, "autobahn-6.2-hello-utf8", reads() + "Hello-µ@ßöäüàá-UTF-8!!".encode())
+seed(U8, "kosme", reads(3) + kosme)
+seed(U8, "max-code-point-u10ffff", reads(1, 2) + b"\xf4\x8f\xbf\xbf")
+seed(U8, "first-4-byte-u10000", reads(2) + b"\xf0\x90\x80\x80")
+seed(U8, "over-max-f4-90", reads() + b"\xf4\x90\x80\x80")
+seed(U8, "surrogate-ed-a0-80", reads() + b"\xed\xa0\x80")
+seed(U8, "overlong-c0-af", reads() + b"\xc0\xaf")
+seed(U8, "overlong-e0-80-af", reads(1) + b"\xe0\x80\xaf")
+seed(U8, "byte-ff", reads() + b"\xff")
+seed(U8, "truncated-kosme", reads(2) + b"\xce\xba\xe1\xbd")
+seed(U8, "lone-continuation", reads() + b"\x80")
+seed(U8, "truncated-4-byte", reads() + b"a\xf0\x9f\x98")
+seed(U8, "noncharacter-u-ffff", reads() + b"\xef\xbf\xbf")
+seed(U8, "fail-fast-after-valid-prefix", reads(12, 1) + b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80edited")
+seed(U8, "broken-3-byte-sequence", reads(2) + b"\xe2\x82\x41")
+
+# ---- mask: key, offset (u32 LE), alignment, split, payload
+MK = "mask"
+seed(MK, "rfc-5.7-hello", KEY + struct.pack("<I", 0) + bytes([0, 2]) + mask(b"Hello"))
+seed(MK, "offset-3-unaligned-40-bytes", KEY + struct.pack("<I", 3) + bytes([5, 17]) + bytes(range(40)))
+seed(MK, "large-offset-split-at-8", bytes([1, 2, 3, 4]) + struct.pack("<I", 0xFFFFFFFF) + bytes([7, 8]) + bytes(range(100)))
+
+# ---- handshake: a request head (and maybe what follows it)
+HS = "handshake"
+rfc = (
+    b"GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://example.com\r\n"
+    b"Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+ok_fields = b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+seed(HS, "rfc-1.3-opening-handshake", rfc)
+seed(HS, "rfc-1.3-then-a-frame", rfc + hello)
+seed(HS, "plain-get-healthz", b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n")
+seed(HS, "tokens-mixed-case-lists", b"GET / HTTP/1.1\r\nhost: h\r\nupgrade: WebSocket\r\nconnection: keep-alive, UPGRADE\r\nsec-websocket-key:  AQIDBAUGBwgJCgsMDQ4PEA==\t\r\nsec-websocket-version: 13\r\n\r\n")
+seed(HS, "lf-line-endings", rfc.replace(b"\r\n", b"\n"))
+seed(HS, "missing-host", b"GET / HTTP/1.1\r\n" + ok_fields + b"Sec-WebSocket-Version: 13\r\n\r\n")
+seed(HS, "http-1.0", b"GET / HTTP/1.0\r\nHost: h\r\n" + ok_fields + b"Sec-WebSocket-Version: 13\r\n\r\n")
+seed(HS, "post", b"POST / HTTP/1.1\r\nHost: h\r\n" + ok_fields + b"Sec-WebSocket-Version: 13\r\n\r\n")
+seed(HS, "version-8", b"GET / HTTP/1.1\r\nHost: h\r\n" + ok_fields + b"Sec-WebSocket-Version: 8\r\n\r\n")
+seed(HS, "version-twice", b"GET / HTTP/1.1\r\nHost: h\r\n" + ok_fields + b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Version: 13\r\n\r\n")
+seed(HS, "key-twice", rfc.replace(b"Origin", b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin"))
+seed(HS, "key-8-bytes", rfc.replace(b"dGhlIHNhbXBsZSBub25jZQ==", b"c2hvcnQ="))
+seed(HS, "key-not-base64", rfc.replace(b"dGhlIHNhbXBsZSBub25jZQ==", b"dGhlIHNhbXBsZSBub25jZQ!!"))
+seed(HS, "missing-connection-upgrade", rfc.replace(b"Connection: Upgrade", b"Connection: keep-alive"))
+seed(HS, "leading-empty-lines", b"\r\n\n" + rfc)  # RFC 9112 §2.2: ignored
+seed(HS, "incomplete-head", rfc[:-2])
+seed(HS, "garbage", b"GARBAGE\x01\r\n\r\n")
+seed(HS, "header-over-256-bytes", b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 300 + b"\r\n\r\n")
+
+# ---- close: a close frame's payload
+CL = "close"
+seed(CL, "empty", b"")
+seed(CL, "one-byte", b"\x03")
+for code in [1000, 1001, 1003, 1007, 1011, 1012, 1014, 3000, 4999]:
+    seed(CL, f"code-{code}-valid", struct.pack(">H", code))
+for code in [0, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535]:
+    seed(CL, f"code-{code}-invalid", struct.pack(">H", code))
+seed(CL, "1000-with-reason", b"\x03\xe8bye")
+seed(CL, "reason-invalid-utf8", b"\x03\xe8\xce\xba\xe1\xbd")
+seed(CL, "reason-123-bytes", b"\x03\xe8" + b"r" * 123)
+seed(CL, "reason-124-bytes-multibyte", b"\x03\xe8" + "é".encode() * 62)
+
+# ---- connection: ops (see `checks::connection`)
+CN = "connection"
+UPGRADE = bytes([3, 0])  # the §1.3 request in one read
+WRITE_ALL = bytes([5, 255])
+
+
+def client(b0, payload, size=0, key=KEY):
+    assert len(payload) < 256
+    return bytes([1, b0, len(payload)]) + key + payload + bytes([size])
+
+
+def raw(data, size=0):
+    assert len(data) < 256
+    return bytes([0, len(data), size]) + data
+
+
+seed(CN, "rfc-upgrade-hello-echo", UPGRADE + client(0x81, b"Hello") + WRITE_ALL)
+seed(CN, "upgrade-byte-by-byte", bytes([3, 1]) + client(0x82, b"\x00\x01", 1) + WRITE_ALL)
+seed(CN, "fragmented-text-ping-between", UPGRADE + client(0x01, b"Hel") + client(0x89, b"ping") + client(0x80, b"lo") + WRITE_ALL)
+seed(CN, "client-close-echoed-then-eof", UPGRADE + WRITE_ALL + client(0x88, b"\x03\xe8bye") + bytes([9]) + WRITE_ALL)
+seed(CN, "server-close-then-client-close", UPGRADE + bytes([7, 0, 10]) + WRITE_ALL + client(0x88, b"\x03\xe8") + WRITE_ALL + bytes([9]))
+seed(CN, "fail-policy", UPGRADE + bytes([8, 2, 255]) + bytes([5, 3]) + WRITE_ALL)
+seed(CN, "invalid-utf8-closes-1007", UPGRADE + client(0x81, b"\xce\xba\xe1\xbd\xed\xa0\x80") + WRITE_ALL)
+seed(CN, "unmasked-frame-closes-1002", UPGRADE + raw(frame(0x81, b"hi", None)) + WRITE_ALL)
+seed(CN, "slow-consumer-overflow", UPGRADE + WRITE_ALL + bytes([6, 100, 6, 100, 5, 1, 6, 100]) + WRITE_ALL)
+seed(CN, "partial-writes", UPGRADE + client(0x81, b"x" * 200) + bytes([5, 1, 5, 2, 5, 3]) + bytes([6, 9, 5, 1]) + WRITE_ALL)
+seed(CN, "ping-repeated", UPGRADE + client(0x89, b"p" * 20) + bytes([2, 5]) + WRITE_ALL)
+seed(CN, "plain-get-answered", raw(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n", 7) + bytes([5, 2]) + WRITE_ALL + bytes([9]))
+seed(CN, "bad-request-400", raw(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n") + WRITE_ALL)
+seed(CN, "handshake-timeout", raw(b"GET / HTTP/1.1\r\n") + bytes([4, 255, 4, 255]))
+seed(CN, "close-timeout", UPGRADE + bytes([7, 1, 0]) + bytes([4, 50]) + WRITE_ALL)
+seed(CN, "eof-while-flushing-close", UPGRADE + client(0x88, b"\x03\xe8") + bytes([9]) + WRITE_ALL)
+seed(CN, "message-too-big-1009", UPGRADE + raw(head(0x82, 5000) + b"xxxx") + WRITE_ALL)
+seed(CN, "frames-after-close-ignored", UPGRADE + client(0x88, b"") + client(0x81, b"late") + WRITE_ALL)
+seed(CN, "socket-error", UPGRADE + client(0x81, b"x") + bytes([10]) + WRITE_ALL)
+
+# ---- chat: a text message from a client
+CH = "chat"
+seed(CH, "message", b'{"name":"ann","msg":"hello"}')
+seed(CH, "message-extra-fields-escapes", b'{"name":"ann","msg":"hi \\"there\\" <b>\\u00e9\\ud83d\\ude00","x":[1,{"y":null}],"z":1e400}')
+seed(CH, "name-64-chars", json.dumps({"name": "é" * 64, "msg": "x"}).encode())
+seed(CH, "name-65-chars", json.dumps({"name": "é" * 65, "msg": "x"}).encode())
+seed(CH, "msg-4000-chars", json.dumps({"name": "a", "msg": "m" * 4000}).encode())
+seed(CH, "msg-4001-chars", json.dumps({"name": "a", "msg": "m" * 4001}).encode())
+seed(CH, "empty-name", b'{"name":"","msg":"x"}')
+seed(CH, "missing-msg", b'{"name":"a"}')
+seed(CH, "name-not-string", b'{"name":1,"msg":"x"}')
+seed(CH, "duplicate-name", b'{"name":"a","name":"b","msg":"x"}')
+seed(CH, "array-form", b'["ann","hello"]')
+seed(CH, "not-json", b"not json")
+seed(CH, "truncated", b'{"name":"a"')
+seed(CH, "trailing-characters", b'{"name":"a","msg":"b"} x')
+seed(CH, "lone-surrogate-escape", b'{"name":"a","msg":"\\ud800"}')
+seed(CH, "deeply-nested-extra", b'{"name":"a","msg":"b","x":' + b"[" * 200 + b"]" * 200 + b"}")
+
+
+def main():
+    for (target, name), data in sorted(SEEDS.items()):
+        os.makedirs(os.path.join(ROOT, target), exist_ok=True)
+        with open(os.path.join(ROOT, target, name), "wb") as f:
+            f.write(data)
+    print(f"{len(SEEDS)} seeds under {ROOT}")
+
+
+if __name__ == "__main__":
+    main()
