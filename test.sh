@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every test wsrelay has, on a fresh machine: lints, unit and integration tests over real
-# sockets, the chat page in headless Chromium, and the Autobahn|Testsuite (RFC 6455).
+Testsuite (RFC 6455).|Testsuite (RFC 6455).
 # Installs what it needs (Chromium from Debian, playwright-core from npm, the Python 2
 # Autobahn suite from PyPI). `.ci/run` runs exactly this.
 set -euo pipefail
@@ -21,3 +21,6 @@ WSRELAY_BIN="$PWD/target/release/wsrelay" bash tests/browser/run.sh
 
 step "Autobahn|Testsuite, sections 1-10, against --mode echo"
 WSRELAY_BIN="$PWD/target/release/wsrelay" bash tests/autobahn/run.sh
+
+step "fuzz targets: build all, run each briefly from its seeds"
+bash fuzz/run.sh
