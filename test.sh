@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test wsrelay has, on a fresh machine: lints, unit and integration tests over real
-Testsuite (RFC 6455).|Testsuite (RFC 6455).
+# sockets, the chat page in headless Chromium, the Autobahn|Testsuite (RFC 6455), and a short
+# run of every fuzz target.
 # Installs what it needs (Chromium from Debian, playwright-core from npm, the Python 2
 # Autobahn suite from PyPI). `.ci/run` runs exactly this.
 set -euo pipefail
