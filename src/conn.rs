@@ -153,13 +153,13 @@ impl Outbox {
             (i == 1 && started) || matches!(c, Chunk::Head(_))
         });
         let total: usize = self.queue.iter().map(|c| c.bytes().len()).sum();
-        self.queued = total - self.offset;
+        self.queued = total.saturating_sub(self.offset);
     }
 
     fn advance(&mut self, mut n: usize) {
         self.queued = self.queued.saturating_sub(n);
         while let Some(front) = self.queue.front() {
-            let left = front.bytes().len() - self.offset;
+            let left = front.bytes().len().saturating_sub(self.offset);
             if n < left {
                 self.offset += n;
                 return;

@@ -48,7 +48,7 @@ impl Utf8Validator {
             if let (Some(dst), Some(src)) = (buf.get_mut(have..have + take), input.get(..take)) {
                 dst.copy_from_slice(src);
             }
-            match std::str::from_utf8(&buf[..have + take]) {
+            match std::str::from_utf8(buf.get(..have + take).unwrap_or_default()) {
                 Ok(_) => {}
                 // std reports `error_len() == None` only for a valid prefix cut short.
                 Err(e) if e.error_len().is_none() && have + take < need => {
