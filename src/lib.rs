@@ -22,4 +22,6 @@ pub mod daemon;
 pub mod event_loop;
 pub mod http;
 pub mod log;
+pub mod metrics;
+pub mod origin;
 pub mod proto;
