@@ -309,6 +309,31 @@ pub fn http_exchange(addr: SocketAddr, request: &[u8]) -> HttpResponse {
     response
 }
 
+/// `GET /metrics`, as `name{labels}` -> value; checks each line is a comment or a sample.
+#[track_caller]
+pub fn fetch_metrics(addr: SocketAddr) -> std::collections::HashMap<String, f64> {
+    let response = http_exchange(addr, &get_request(addr, "/metrics"));
+    assert_eq!(response.status, 200, "{response:?}");
+    parse_metrics(&String::from_utf8_lossy(&response.body))
+}
+
+/// Prometheus text lines, as `name{labels}` -> value.
+#[track_caller]
+pub fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (name, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad metrics line {line:?}"));
+            let value = value
+                .parse()
+                .unwrap_or_else(|e| panic!("bad value in {line:?}: {e}"));
+            (name.to_owned(), value)
+        })
+        .collect()
+}
+
 /// `GET <path> HTTP/1.1` with a Host header and nothing else.
 pub fn get_request(addr: SocketAddr, path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").into_bytes()
@@ -520,8 +545,15 @@ pub struct RawClient {
 impl RawClient {
     /// Opens TCP only.
     pub fn connect(addr: SocketAddr) -> RawClient {
+        RawClient::from_stream(tcp_connect(addr))
+    }
+
+    /// Wraps a connected stream (timeouts are set here).
+    pub fn from_stream(stream: TcpStream) -> RawClient {
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
         RawClient {
-            stream: tcp_connect(addr),
+            stream,
             buf: Vec::new(),
             mask_state: 0x37FA_213D,
         }
