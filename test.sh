@@ -7,7 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-step() { printf '\n== %s\n' "$*"; }
+# Each step prints the seconds spent so far, so the CI budget (well under 15 minutes) stays visible.
+started=$SECONDS
+step() { printf '\n== [%ss] %s\n' "$((SECONDS - started))" "$*"; }
 
 step "format and lints"
 cargo fmt --all -- --check
@@ -25,3 +27,5 @@ WSRELAY_BIN="$PWD/target/release/wsrelay" bash tests/autobahn/run.sh
 
 step "fuzz targets: build all, run each briefly from its seeds"
 bash fuzz/run.sh
+
+step "all passed"

@@ -498,6 +498,15 @@ impl Conn {
         let before = buf.len();
         let take = input.len().min(max.saturating_sub(before) + 1);
         buf.extend_from_slice(input.get(..take).unwrap_or_default());
+        // Re-parsing the whole copy on every read would make a client that sends one byte at
+        // a time cost O(n²): parse only once the empty line that ends a head (RFC 9112 §2.2
+        // allows bare LF) may have arrived, or the cap is reached.
+        let fresh = buf.get(before.saturating_sub(3)..).unwrap_or_default();
+        let may_end =
+            fresh.windows(2).any(|w| w == b"\n\n") || fresh.windows(3).any(|w| w == b"\n\r\n");
+        if !may_end && buf.len() < max {
+            return take;
+        }
         let owned = std::mem::take(buf);
         match handshake::parse(&owned, max) {
             Ok(None) => {
@@ -826,6 +835,23 @@ mod tests {
         let (conn, _, out) = drive(&input, 1000);
         assert!(out.starts_with(b"HTTP/1.1 431 "));
         assert!(!conn.is_open());
+    }
+
+    #[test]
+    fn heads_spanning_reads_are_parsed_once_they_can_end() {
+        for chunk in [1, 2, 3, 7] {
+            let (_, events, _) = drive(b"GET /x HTTP/1.1\nHost: h\n\n", chunk);
+            assert_eq!(
+                events,
+                ["Request { path: \"/x\" }"],
+                "bare LF, chunk {chunk}"
+            );
+            let (_, events, _) = drive(b"GET /y HTTP/1.1\r\nHost: h\r\n\r\n", chunk);
+            assert_eq!(events, ["Request { path: \"/y\" }"], "CRLF, chunk {chunk}");
+            let (conn, _, out) = drive(b"NOT A REQUEST\r\n\r\n", chunk);
+            assert!(out.starts_with(b"HTTP/1.1 400 "), "chunk {chunk}");
+            assert!(!conn.is_open());
+        }
     }
 
     #[test]
