@@ -1,6 +1,9 @@
 //! The chat protocol: `{"name","msg"}` in; messages, join/leave notices and errors out.
 //!
-//! Pure functions from text to JSON text; framing and fan-out belong to the layers around it.
+//! Pure functions from text to JSON text; framing, rooms and fan-out belong to the layers
+//! around it. Every message and notice of a room carries its per-room sequence number `seq`
+//! and the server's time `ts` (milliseconds since the Unix epoch): the cursor a client resumes
+//! from.
 
 use std::borrow::Cow;
 
@@ -27,15 +30,42 @@ enum Outgoing<'a> {
     Message {
         name: &'a str,
         msg: &'a str,
+        seq: u64,
+        ts: u64,
     },
     Notification {
         event: &'a str,
         count: usize,
         msg: &'a str,
+        seq: u64,
+        ts: u64,
     },
     Error {
         msg: &'a str,
     },
+    /// First on every connection: where the client is and the cursor it resumes from.
+    Welcome {
+        room: &'a str,
+        epoch: &'a str,
+        seq: u64,
+    },
+    /// Events the client missed that are no longer kept.
+    Gap {
+        msg: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        to: Option<u64>,
+    },
+}
+
+/// A room event's place in its room: sequence number and server time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// Per-room sequence number, from 1.
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch.
+    pub ts: u64,
 }
 
 /// Whether a client arrived or left.
@@ -47,12 +77,12 @@ pub enum Presence {
     Leave,
 }
 
-/// Handles one text message from a client.
+/// Handles one text message from a client; `stamp` is what the message gets if it is valid.
 ///
-/// `Ok(())`: `out` holds the JSON to broadcast to every client. `Err(())`: `out` holds an error
+/// `Ok(())`: `out` holds the JSON to broadcast to the room. `Err(())`: `out` holds an error
 /// for the sender only, and nothing is broadcast.
 #[allow(clippy::result_unit_err)]
-pub fn handle_text(text: &str, out: &mut Vec<u8>) -> Result<(), ()> {
+pub fn handle_text(text: &str, stamp: Stamp, out: &mut Vec<u8>) -> Result<(), ()> {
     out.clear();
     let error = match serde_json::from_str::<Incoming<'_>>(text) {
         Err(e) if e.is_data() => "expected {\"name\": string, \"msg\": string}",
@@ -68,6 +98,8 @@ pub fn handle_text(text: &str, out: &mut Vec<u8>) -> Result<(), ()> {
                 &Outgoing::Message {
                     name: &m.name,
                     msg: &m.msg,
+                    seq: stamp.seq,
+                    ts: stamp.ts,
                 },
                 out,
             );
@@ -78,8 +110,8 @@ pub fn handle_text(text: &str, out: &mut Vec<u8>) -> Result<(), ()> {
     Err(())
 }
 
-/// Writes the notice broadcast when a client joins or leaves; `count` is who is left online.
-pub fn presence(event: Presence, count: usize, out: &mut Vec<u8>) {
+/// Writes the notice broadcast when a client joins or leaves; `count` is who is in the room.
+pub fn presence(event: Presence, count: usize, stamp: Stamp, out: &mut Vec<u8>) {
     out.clear();
     let (event, text) = match event {
         Presence::Join => ("join", format!("A user joined. {count} online.")),
@@ -90,9 +122,53 @@ pub fn presence(event: Presence, count: usize, out: &mut Vec<u8>) {
             event,
             count,
             msg: &text,
+            seq: stamp.seq,
+            ts: stamp.ts,
         },
         out,
     );
+}
+
+/// Writes the first message of a connection: its room, the room's epoch (which changes when
+/// the room's sequence starts over) and the last sequence number so far.
+pub fn welcome(room: &str, epoch: &str, seq: u64, out: &mut Vec<u8>) {
+    out.clear();
+    write(&Outgoing::Welcome { room, epoch, seq }, out);
+}
+
+/// Writes the notice that events `from..=to` were missed and are gone (both unknown when the
+/// room started over since the client's cursor).
+pub fn gap(range: Option<(u64, u64)>, out: &mut Vec<u8>) {
+    out.clear();
+    let msg = match range {
+        Some((from, to)) if from == to => format!("1 earlier message was missed ({from})."),
+        Some((from, to)) => format!(
+            "{} earlier messages were missed ({from}-{to}).",
+            to - from + 1
+        ),
+        None => "The room started over; earlier messages were missed.".to_owned(),
+    };
+    write(
+        &Outgoing::Gap {
+            msg: &msg,
+            from: range.map(|r| r.0),
+            to: range.map(|r| r.1),
+        },
+        out,
+    );
+}
+
+/// Writes a kept event as sent again from history: the same object plus `"history":true`.
+pub fn history(json: &str, out: &mut Vec<u8>) {
+    out.clear();
+    // Every kept event is an object written by `write`, so it ends in `}`.
+    match json.strip_suffix('}') {
+        Some(body) => {
+            out.extend_from_slice(body.as_bytes());
+            out.extend_from_slice(br#","history":true}"#);
+        }
+        None => out.extend_from_slice(json.as_bytes()),
+    }
 }
 
 fn write(value: &Outgoing<'_>, out: &mut Vec<u8>) {
@@ -105,9 +181,11 @@ mod tests {
     use super::*;
     use serde_json::{Value, json};
 
+    const STAMP: Stamp = Stamp { seq: 7, ts: 1234 };
+
     fn run(text: &str) -> (bool, Value) {
         let mut out = Vec::new();
-        let ok = handle_text(text, &mut out).is_ok();
+        let ok = handle_text(text, STAMP, &mut out).is_ok();
         (ok, serde_json::from_slice(&out).unwrap())
     }
 
@@ -117,7 +195,7 @@ mod tests {
         assert!(ok);
         assert_eq!(
             v,
-            json!({"type":"message","name":"ann","msg":"hi \"there\" <b>"})
+            json!({"type":"message","name":"ann","msg":"hi \"there\" <b>","seq":7,"ts":1234})
         );
     }
 
@@ -148,17 +226,47 @@ mod tests {
     #[test]
     fn presence_notices_carry_the_count() {
         let mut out = Vec::new();
-        presence(Presence::Join, 3, &mut out);
+        presence(Presence::Join, 3, STAMP, &mut out);
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["type"], "notification");
         assert_eq!(v["event"], "join");
         assert_eq!(v["count"], 3);
         assert!(v["msg"].as_str().unwrap().contains('3'));
-        presence(Presence::Leave, 2, &mut out);
+        assert_eq!((v["seq"].as_u64(), v["ts"].as_u64()), (Some(7), Some(1234)));
+        presence(Presence::Leave, 2, STAMP, &mut out);
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(
             (v["event"].as_str(), v["count"].as_u64()),
             (Some("leave"), Some(2))
+        );
+    }
+
+    #[test]
+    fn welcome_gap_and_history() {
+        let mut out = Vec::new();
+        welcome("main", "e1", 41, &mut out);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"welcome","room":"main","epoch":"e1","seq":41})
+        );
+        gap(Some((3, 9)), &mut out);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            (v["type"].as_str(), v["from"].as_u64(), v["to"].as_u64()),
+            (Some("gap"), Some(3), Some(9))
+        );
+        assert!(v["msg"].as_str().unwrap().contains("7 earlier"));
+        gap(None, &mut out);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert!(v.get("from").is_none() && v["type"] == "gap");
+        let mut live = Vec::new();
+        handle_text(r#"{"name":"a","msg":"b"}"#, STAMP, &mut live).unwrap();
+        history(std::str::from_utf8(&live).unwrap(), &mut out);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"message","name":"a","msg":"b","seq":7,"ts":1234,"history":true})
         );
     }
 }

@@ -10,6 +10,7 @@ use crate::conn::Settings;
 use crate::log::Level;
 use crate::origin::OriginPolicy;
 use crate::proto::Limits;
+use crate::room::RoomLimits;
 
 /// A real-time chat and broadcast server on a hand-rolled RFC 6455 stack.
 #[derive(Debug, Clone, Parser)]
@@ -31,6 +32,21 @@ pub struct Config {
     /// In relay mode, do not send a message back to its sender.
     #[arg(long, env = "WSRELAY_NO_ECHO_SENDER")]
     pub no_echo_sender: bool,
+
+    /// Chat rooms held at once; at the limit an empty room is evicted, else a join gets 1013.
+    /// Default 1000 (with --history-bytes, bounds history memory to 64 MiB).
+    #[arg(long, env = "WSRELAY_MAX_ROOMS", default_value_t = 1000)]
+    pub max_rooms: usize,
+
+    /// Messages and notices each chat room keeps for late joiners and resuming clients.
+    /// Default 100 (Centrifugo's history_size is per channel and off by default; 100 covers a
+    /// reconnect after a short outage in a busy room).
+    #[arg(long, env = "WSRELAY_HISTORY", default_value_t = 100)]
+    pub history: usize,
+
+    /// Bytes of history each chat room keeps, whatever --history says. Default 64 KiB.
+    #[arg(long, env = "WSRELAY_HISTORY_BYTES", default_value_t = 64 << 10)]
+    pub history_bytes: usize,
 
     /// Largest message in bytes, over all its fragments; larger ones are closed with 1009.
     /// Default 1 MiB (ws: 100 MiB, tungstenite: 64 MiB, uWebSockets: 16 KiB).
@@ -118,6 +134,7 @@ impl Config {
                 "--max-connections-per-ip",
                 u64::from(self.max_connections_per_ip),
             ),
+            ("--max-rooms", self.max_rooms as u64),
         ];
         for (flag, value) in positive {
             if value == 0 {
@@ -134,6 +151,9 @@ impl Config {
             ("--pong-timeout", self.pong_timeout, day),
             ("--max-fragments", u64::from(self.max_fragments), 1 << 24),
             ("--max-connections", self.max_connections as u64, 1 << 24),
+            ("--max-rooms", self.max_rooms as u64, 1 << 20),
+            ("--history", self.history as u64, 1 << 20),
+            ("--history-bytes", self.history_bytes as u64, 1 << 30),
         ];
         for (flag, value, max) in bounded {
             if value > max {
@@ -163,6 +183,15 @@ impl Config {
             return Err(format!("--max-message is too large: {}", self.max_message));
         }
         Ok(())
+    }
+
+    /// The chat room limits derived from the flags.
+    pub fn room_limits(&self) -> RoomLimits {
+        RoomLimits {
+            max_rooms: self.max_rooms,
+            history: self.history,
+            history_bytes: self.history_bytes,
+        }
     }
 
     /// The per-connection settings derived from the flags.

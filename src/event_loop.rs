@@ -411,7 +411,10 @@ impl Server {
                 client
                     .conn
                     .handle_bytes(now, rest, &self.settings, &mut |event| match event {
-                        Event::Upgraded { .. } => m.upgraded += 1,
+                        Event::Upgraded { path } => {
+                            m.upgraded += 1;
+                            app.on_join(id, path, actions);
+                        }
                         Event::Request { path } => {
                             m.http_requests += 1;
                             let (open, online) = gauges;
@@ -466,15 +469,12 @@ impl Server {
             return;
         };
         let open = client.conn.is_open();
+        // The app heard of the join from `Event::Upgraded`, with the path; here, of the leave.
         if open != client.joined {
             client.joined = open;
             // At shutdown nobody is left to tell, and N notices to N clients would be O(N²).
-            if self.shutdown_deadline.is_none() {
-                if open {
-                    self.app.on_join(id, &mut self.actions);
-                } else {
-                    self.app.on_leave(id, &mut self.actions);
-                }
+            if !open && self.shutdown_deadline.is_none() {
+                self.app.on_leave(id, &mut self.actions);
             }
         }
         if client.conn.wants_write() {
@@ -563,6 +563,23 @@ impl Server {
                         self.metrics.messages_out += 1;
                         for (id, client) in &mut self.clients {
                             if Some(id) == except || !client.conn.is_open() {
+                                continue;
+                            }
+                            let out = Out {
+                                dirty: &mut self.dirty,
+                                changed: &mut overflowed,
+                                metrics: &mut self.metrics,
+                            };
+                            deliver(now, &self.settings, (id, client), frame.clone(), out);
+                        }
+                    }
+                    Action::Publish { room, frame } => {
+                        self.metrics.messages_out += 1;
+                        for &id in self.app.members(&room) {
+                            let Some(client) = self.clients.get_mut(id) else {
+                                continue;
+                            };
+                            if !client.conn.is_open() {
                                 continue;
                             }
                             let out = Out {

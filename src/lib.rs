@@ -25,3 +25,4 @@ pub mod log;
 pub mod metrics;
 pub mod origin;
 pub mod proto;
+pub mod room;

@@ -54,7 +54,7 @@ fn main() -> ExitCode {
             }
         },
     };
-    let app = App::new(config.mode, !config.no_echo_sender);
+    let app = App::new(config.mode, !config.no_echo_sender, config.room_limits());
     let options = Options {
         shutdown_timeout: Duration::from_secs(config.shutdown_timeout),
         max_connections: config.max_connections,

@@ -1067,22 +1067,31 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 /// `chat`: the chat protocol's handling of one text message.
 ///
 /// The input (as lossy UTF-8) goes to `chat::handle_text`. `Ok` means the output is exactly
-/// `{"type":"message","name":…,"msg":…}` with the input's fields, which an independent reading
+/// `{"type":"message","name":…,"msg":…,"seq":…,"ts":…}` with the input's fields and stamp, which an independent reading
 /// of the input confirms are valid; `Err` means it is exactly `{"type":"error","msg":…}` and
 /// the independent reading finds the input invalid. The output is one JSON value, so never
 /// both.
 pub fn chat(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let mut out = Vec::new();
-    let accepted = chat::handle_text(&text, &mut out).is_ok();
+    // The stamp is taken from the input too, so any seq and ts must come out unchanged.
+    let stamp = chat::Stamp {
+        seq: u64::from(data.len() as u32).wrapping_mul(0x9e37_79b9),
+        ts: data
+            .iter()
+            .fold(0u64, |h, &b| h.rotate_left(5) ^ u64::from(b)),
+    };
+    let accepted = chat::handle_text(&text, stamp, &mut out).is_ok();
     let reply: serde_json::Value =
         serde_json::from_slice(&out).expect("the output is exactly one JSON value");
     let reply = reply.as_object().expect("the output is an object");
     let expected = expected_chat(&text);
     if accepted {
         let (name, msg) = expected.expect("accepted an invalid chat message");
-        assert_eq!(reply.len(), 3, "{reply:?}");
+        assert_eq!(reply.len(), 5, "{reply:?}");
         assert_eq!(reply["type"], "message");
+        assert_eq!(reply["seq"].as_u64(), Some(stamp.seq));
+        assert_eq!(reply["ts"].as_u64(), Some(stamp.ts));
         assert_eq!(reply["name"].as_str(), Some(&name[..]));
         assert_eq!(reply["msg"].as_str(), Some(&msg[..]));
     } else {

@@ -23,6 +23,8 @@ impl CloseCode {
     pub const TOO_BIG: Self = Self(1009);
     /// 1011: an unexpected condition on the server.
     pub const INTERNAL: Self = Self(1011);
+    /// 1013: try again later (IANA registry, RFC 6455 §11.7), e.g. the server is at a limit.
+    pub const TRY_AGAIN_LATER: Self = Self(1013);
 
     /// Whether a peer may send this code in a close frame (§7.4.1, §7.4.2).
     ///

@@ -846,8 +846,14 @@ pub type Ws = tungstenite::WebSocket<TcpStream>;
 /// A tungstenite client connected to `ws://ADDR/`.
 #[track_caller]
 pub fn connect_ws(server: &Server) -> Ws {
+    connect_ws_to(server, "/")
+}
+
+/// A tungstenite client connected to `ws://ADDR<target>` (a room path, a query).
+#[track_caller]
+pub fn connect_ws_to(server: &Server, target: &str) -> Ws {
     let stream = tcp_connect(server.addr);
-    let url = format!("ws://{}/", server.addr);
+    let url = format!("ws://{}{target}", server.addr);
     match tungstenite::client(url.as_str(), stream) {
         Ok((ws, response)) => {
             assert_eq!(response.status(), 101);
