@@ -9,11 +9,22 @@
 //! it resumes from (`?since=SEQ&epoch=EPOCH`).
 
 use std::rc::Rc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::chat::{self, Presence, Stamp};
+use crate::proto::handshake::{Method, write_head};
 use crate::proto::{CloseCode, OpCode, frame};
-use crate::room::{DEFAULT_ROOM, RoomError, RoomId, RoomLimits, Rooms};
+use crate::room::{DEFAULT_ROOM, RoomError, RoomId, RoomLimits, Rooms, valid_name};
+
+/// How long a long-polling client counts as present after its last poll began: one wait
+/// (`poll_wait`), plus this much (at most) to make the next request.
+const GUEST_GRACE: Duration = Duration::from_secs(10);
+
+/// How often departed long-polling clients are looked for.
+const GUEST_SCAN: Duration = Duration::from_secs(1);
+
+const JSON_TYPE: &str = "application/json";
+const NO_STORE: &str = "Cache-Control: no-store\r\n";
 
 /// What the server does with messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -44,6 +55,13 @@ pub enum Action {
         /// The encoded frame.
         frame: Rc<[u8]>,
     },
+    /// Answer a held HTTP request (a long poll) with a whole response.
+    Respond {
+        /// The connection.
+        to: usize,
+        /// Status line, fields and body.
+        response: Vec<u8>,
+    },
     /// Queue `frame` to one connection.
     Send {
         /// The receiver.
@@ -71,9 +89,35 @@ pub struct App {
     online: usize,
     /// Chat rooms (empty in the other modes).
     rooms: Rooms,
+    /// Long polls waiting for their room's next event.
+    waiters: Vec<Waiter>,
+    /// When to look for long-polling clients that stopped polling.
+    guest_scan: Option<Instant>,
+    /// How long a long poll waits for an event.
+    poll_wait: Duration,
     /// Reused for JSON and frames, so a broadcast allocates only its shared frame.
     json: Vec<u8>,
     frame: Vec<u8>,
+}
+
+/// A long poll held open until its room has something after `since`.
+#[derive(Debug)]
+struct Waiter {
+    conn: usize,
+    room: Rc<str>,
+    since: u64,
+    deadline: Instant,
+}
+
+/// What the app does with a plain HTTP request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// Not the app's: the static routes answer it.
+    Pass,
+    /// This whole response, now.
+    Now(Vec<u8>),
+    /// Held: the app answers with [`Action::Respond`] by this time.
+    Hold(Instant),
 }
 
 /// Where a resuming client left off, from its URL's query.
@@ -88,15 +132,31 @@ fn parse_target(target: &str) -> (&str, Cursor<'_>) {
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let name = path.strip_prefix('/').unwrap_or(path);
     let name = if name.is_empty() { DEFAULT_ROOM } else { name };
-    let mut cursor = Cursor::default();
-    for pair in query.split('&') {
-        match pair.split_once('=') {
-            Some(("since", v)) => cursor.since = v.parse().ok(),
-            Some(("epoch", v)) if !v.is_empty() => cursor.epoch = Some(v),
-            _ => {}
-        }
+    (name, parse_cursor(query))
+}
+
+fn parse_cursor(query: &str) -> Cursor<'_> {
+    Cursor {
+        since: query_param(query, "since").and_then(|v| v.parse().ok()),
+        epoch: query_param(query, "epoch").filter(|v| !v.is_empty()),
     }
-    (name, cursor)
+}
+
+/// The first value of `key` in a query string (values are used as they are: every value the
+/// server reads is a number or a `[A-Za-z0-9_.-]` name, which need no decoding).
+fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .find_map(|pair| pair.split_once('=').filter(|(k, _)| *k == key))
+        .map(|(_, v)| v)
+}
+
+/// A whole JSON response.
+fn json_response(status: u16, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 160);
+    write_head(status, JSON_TYPE, body.len(), NO_STORE, &mut out);
+    out.extend_from_slice(body);
+    out
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
@@ -108,14 +168,17 @@ fn now_ms() -> u64 {
 
 impl App {
     /// An app in `mode`; `echo_sender` says whether relay mode sends a message back to its
-    /// sender; `rooms` bounds chat rooms and their history.
-    pub fn new(mode: Mode, echo_sender: bool, rooms: RoomLimits) -> Self {
+    /// sender; `rooms` bounds chat rooms and their history; a long poll waits `poll_wait`.
+    pub fn new(mode: Mode, echo_sender: bool, rooms: RoomLimits, poll_wait: Duration) -> Self {
         Self {
             mode,
             echo_sender,
             online: 0,
             // The start time tells this run's room epochs from an earlier run's.
             rooms: Rooms::new(rooms, now_ms()),
+            waiters: Vec::new(),
+            guest_scan: None,
+            poll_wait,
             json: Vec::new(),
             frame: Vec::new(),
         }
@@ -157,7 +220,7 @@ impl App {
             }
         };
         self.catch_up(id, room, &cursor, out);
-        let count = self.rooms.members(room).len();
+        let count = self.rooms.count(room);
         self.presence(room, Presence::Join, count, out);
     }
 
@@ -199,11 +262,188 @@ impl App {
         }
     }
 
+    /// A plain HTTP request: long polling (`GET /poll`) and sending (`POST /send`) in chat
+    /// mode; anything else passes to the static routes.
+    pub fn on_http(
+        &mut self,
+        id: usize,
+        method: Method,
+        target: &str,
+        body: &[u8],
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Reply {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        if self.mode != Mode::Chat || !matches!(path, "/poll" | "/send") {
+            return Reply::Pass;
+        }
+        let name = query_param(query, "room").unwrap_or(DEFAULT_ROOM);
+        let name = if name.is_empty() { DEFAULT_ROOM } else { name };
+        let room = match self.rooms.open(name) {
+            Ok(room) => room,
+            Err(RoomError::InvalidName) => return self.http_error(400, "invalid room name"),
+            Err(RoomError::TooManyRooms) => return self.http_error(503, "too many rooms"),
+        };
+        match (method, path) {
+            (Method::Get, "/poll") => self.poll(id, room, query, now, out),
+            (Method::Post, "/send") => self.send(room, body, out),
+            _ => self.http_error(405, "GET /poll, POST /send"),
+        }
+    }
+
+    fn http_error(&mut self, status: u16, msg: &str) -> Reply {
+        self.json.clear();
+        // Serializing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(
+            &mut self.json,
+            &serde_json::json!({"type": "error", "msg": msg}),
+        );
+        Reply::Now(json_response(status, &self.json))
+    }
+
+    /// `GET /poll?room=R&since=SEQ&epoch=EPOCH&client=ID`: what the room has after `since`,
+    /// now if there is any, else as soon as there is (or an empty answer after `poll_wait`).
+    fn poll(
+        &mut self,
+        id: usize,
+        room: RoomId,
+        query: &str,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Reply {
+        let cursor = parse_cursor(query);
+        // The client's id makes it count as present while it keeps polling.
+        if let Some(guest) = query_param(query, "client").filter(|g| valid_name(g)) {
+            let grace = self.poll_wait + GUEST_GRACE.min(self.poll_wait);
+            if self.rooms.touch_guest(room, guest, now + grace) {
+                let count = self.rooms.count(room);
+                self.presence(room, Presence::Join, count, out);
+            }
+            self.guest_scan.get_or_insert(now + GUEST_SCAN);
+        }
+        let epoch_ok = cursor.epoch.is_none_or(|e| e == self.rooms.epoch(room));
+        let last = self.rooms.next_seq(room).saturating_sub(1);
+        match cursor.since {
+            // Up to date: wait for the next event.
+            Some(since) if epoch_ok && since >= last => {
+                let deadline = now + self.poll_wait;
+                self.waiters.push(Waiter {
+                    conn: id,
+                    room: self.rooms.shared_name(room),
+                    since: last,
+                    deadline,
+                });
+                Reply::Hold(deadline)
+            }
+            _ => {
+                let body = if epoch_ok {
+                    self.poll_body(room, cursor.since, false)
+                } else {
+                    // The room started over since the client's cursor.
+                    self.poll_body(room, None, true)
+                };
+                Reply::Now(json_response(200, &body))
+            }
+        }
+    }
+
+    /// A long poll's answer: a JSON array of the welcome, a gap notice if events after
+    /// `since` are gone (or, with `reset`, if the room started over since the client's
+    /// cursor), and the kept events after `since` (all, marked as history, if none).
+    fn poll_body(&mut self, room: RoomId, since: Option<u64>, reset: bool) -> Vec<u8> {
+        let mut body = b"[".to_vec();
+        chat::welcome(
+            self.rooms.name(room),
+            self.rooms.epoch(room),
+            self.rooms.next_seq(room).saturating_sub(1),
+            &mut self.json,
+        );
+        body.extend_from_slice(&self.json);
+        let replay = self.rooms.replay(room, since);
+        let gap = if reset {
+            Some(None)
+        } else {
+            replay.gap.map(Some)
+        };
+        if let Some(range) = gap {
+            chat::gap(range, &mut self.json);
+            body.push(b',');
+            body.extend_from_slice(&self.json);
+        }
+        for (_, json) in replay.events {
+            body.push(b',');
+            if since.is_none() {
+                chat::history(json, &mut self.json);
+                body.extend_from_slice(&self.json);
+            } else {
+                body.extend_from_slice(json.as_bytes());
+            }
+        }
+        body.push(b']');
+        body
+    }
+
+    /// `POST /send?room=R` with `{"name","msg"}`: published like a WebSocket client's message.
+    fn send(&mut self, room: RoomId, body: &[u8], out: &mut Vec<Action>) -> Reply {
+        let Ok(text) = std::str::from_utf8(body) else {
+            return self.http_error(400, "body is not UTF-8");
+        };
+        let stamp = self.stamp(room);
+        if chat::handle_text(text, stamp, &mut self.json).is_err() {
+            return Reply::Now(json_response(400, &self.json));
+        }
+        let response = json_response(200, &self.json);
+        let frame = encode(&mut self.frame, OpCode::Text, &self.json);
+        self.publish(room, frame, out);
+        Reply::Now(response)
+    }
+
+    /// A connection is gone: a long poll it held waits no more.
+    pub fn on_drop(&mut self, id: usize) {
+        self.waiters.retain(|w| w.conn != id);
+    }
+
+    /// The earliest time [`App::handle_timeout`] has something to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let waiter = self.waiters.iter().map(|w| w.deadline).min();
+        [waiter, self.guest_scan].into_iter().flatten().min()
+    }
+
+    /// Answers long polls that waited `poll_wait` with no event, and announces long-polling
+    /// clients that stopped polling.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let mut i = 0;
+        while let Some(w) = self.waiters.get(i) {
+            if w.deadline > now {
+                i += 1;
+                continue;
+            }
+            let w = self.waiters.swap_remove(i);
+            let body = match self.rooms.find(&w.room) {
+                Some(room) => self.poll_body(room, Some(w.since), false),
+                None => b"[]".to_vec(),
+            };
+            out.push(Action::Respond {
+                to: w.conn,
+                response: json_response(200, &body),
+            });
+        }
+        if self.guest_scan.is_some_and(|t| t <= now) {
+            let mut gone = Vec::new();
+            self.rooms.expire_guests(now, &mut gone);
+            for room in gone {
+                let count = self.rooms.count(room);
+                self.presence(room, Presence::Leave, count, out);
+            }
+            self.guest_scan = self.rooms.has_guests().then_some(now + GUEST_SCAN);
+        }
+    }
+
     /// A connection stopped being open.
     pub fn on_leave(&mut self, id: usize, out: &mut Vec<Action>) {
         self.online = self.online.saturating_sub(1);
         if let Some(room) = self.rooms.room_of(id) {
-            let count = self.rooms.members(room).len().saturating_sub(1);
+            let count = self.rooms.count(room).saturating_sub(1);
             self.presence(room, Presence::Leave, count, out);
             self.rooms.leave(id);
         }
@@ -219,11 +459,11 @@ impl App {
                 let stamp = self.stamp(room);
                 let ok = chat::handle_text(text, stamp, &mut self.json).is_ok();
                 let frame = encode(&mut self.frame, OpCode::Text, &self.json);
-                out.push(if ok {
-                    self.publish(room, frame)
+                if ok {
+                    self.publish(room, frame, out);
                 } else {
-                    Action::Send { to: id, frame }
-                });
+                    out.push(Action::Send { to: id, frame });
+                }
             }
             _ => self.relay(id, OpCode::Text, text.as_bytes(), out),
         }
@@ -261,14 +501,28 @@ impl App {
         }
     }
 
-    /// Records the event in `self.json` (stamped with [`App::stamp`]) as the room's next one
-    /// and returns the action that sends `frame` to the room.
-    fn publish(&mut self, room: RoomId, frame: Rc<[u8]>) -> Action {
+    /// Records the event in `self.json` (stamped with [`App::stamp`]) as the room's next one,
+    /// sends `frame` to the room's connections and answers its waiting long polls.
+    fn publish(&mut self, room: RoomId, frame: Rc<[u8]>, out: &mut Vec<Action>) {
         let json = std::str::from_utf8(&self.json).unwrap_or_default();
         self.rooms.append(room, json);
-        Action::Publish {
-            room: self.rooms.shared_name(room),
+        let name = self.rooms.shared_name(room);
+        out.push(Action::Publish {
+            room: name.clone(),
             frame,
+        });
+        let mut i = 0;
+        while let Some(w) = self.waiters.get(i) {
+            if w.room != name {
+                i += 1;
+                continue;
+            }
+            let w = self.waiters.swap_remove(i);
+            let body = self.poll_body(room, Some(w.since), false);
+            out.push(Action::Respond {
+                to: w.conn,
+                response: json_response(200, &body),
+            });
         }
     }
 
@@ -276,8 +530,7 @@ impl App {
         let stamp = self.stamp(room);
         chat::presence(event, count, stamp, &mut self.json);
         let frame = encode(&mut self.frame, OpCode::Text, &self.json);
-        let action = self.publish(room, frame);
-        out.push(action);
+        self.publish(room, frame, out);
     }
 }
 

@@ -44,6 +44,11 @@ pub struct Config {
     #[arg(long, env = "WSRELAY_HISTORY", default_value_t = 100)]
     pub history: usize,
 
+    /// Seconds a long poll (`GET /poll`) waits for an event before it is answered with none.
+    /// Default 25 (engine.io's pingInterval; below the 30 s idle limit of common proxies).
+    #[arg(long, env = "WSRELAY_POLL_WAIT", default_value_t = 25)]
+    pub poll_wait: u64,
+
     /// Bytes of history each chat room keeps, whatever --history says. Default 64 KiB.
     #[arg(long, env = "WSRELAY_HISTORY_BYTES", default_value_t = 64 << 10)]
     pub history_bytes: usize,
@@ -135,6 +140,7 @@ impl Config {
                 u64::from(self.max_connections_per_ip),
             ),
             ("--max-rooms", self.max_rooms as u64),
+            ("--poll-wait", self.poll_wait),
         ];
         for (flag, value) in positive {
             if value == 0 {
@@ -152,6 +158,7 @@ impl Config {
             ("--max-fragments", u64::from(self.max_fragments), 1 << 24),
             ("--max-connections", self.max_connections as u64, 1 << 24),
             ("--max-rooms", self.max_rooms as u64, 1 << 20),
+            ("--poll-wait", self.poll_wait, 3600),
             ("--history", self.history as u64, 1 << 20),
             ("--history-bytes", self.history_bytes as u64, 1 << 30),
         ];

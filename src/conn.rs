@@ -20,10 +20,14 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::origin::OriginPolicy;
-use crate::proto::handshake::{self, Request};
+use crate::proto::handshake::{self, Method, Request};
 use crate::proto::{
     CloseCode, HandshakeError, Limits, Message, OpCode, ProtoError, Reader, close, frame,
 };
+
+/// Largest request body read: a chat message sent by `POST` (64 + 4000 characters of up to 4
+/// bytes each, JSON-escaped) fits; anything larger is answered 413 before a byte is buffered.
+pub const MAX_BODY: u64 = 32 * 1024;
 
 /// Per-server settings every connection is driven with (kept once, not per connection).
 #[derive(Debug, Clone)]
@@ -77,10 +81,15 @@ pub enum Event<'a> {
         /// The request target.
         path: &'a str,
     },
-    /// A plain HTTP GET; answer it with [`Conn::respond`].
+    /// A plain HTTP request, with its whole body; answer it with [`Conn::respond`], at once
+    /// or (a long poll) after [`Conn::hold`].
     Request {
+        /// `GET` or `POST`.
+        method: Method,
         /// The request target.
         path: &'a str,
+        /// The body of a `POST` (empty for a `GET`).
+        body: &'a [u8],
     },
     /// A complete text message.
     Text(&'a str),
@@ -128,6 +137,13 @@ enum State {
     Handshake {
         buf: Vec<u8>,
         refuse: Option<HandshakeError>,
+    },
+    /// Reading the `need` more bytes of a `POST` body (at most [`MAX_BODY`] in all).
+    Body {
+        method: Method,
+        target: Box<str>,
+        body: Vec<u8>,
+        need: usize,
     },
     /// A plain HTTP request was read; the application owes a response.
     Responding,
@@ -295,7 +311,8 @@ impl Conn {
                 self.handle_frames(now, input, settings, on)
             }
             State::Closing(_) => self.handle_frames(now, input, settings, on),
-            // Request bodies and bytes after a close are ignored (§5.5.1: after sending a
+            State::Body { .. } => self.handle_body(input, on),
+            // Bytes after a request and bytes after a close are ignored (§5.5.1: after sending a
             // Close frame the endpoint "MUST NOT send any more data frames"; reads are moot).
             State::Responding
             | State::Flushing
@@ -408,6 +425,19 @@ impl Conn {
         Sent::Queued
     }
 
+    /// Keeps a request waiting for its response until `until` at most (a long poll); the
+    /// application must [`Conn::respond`] before then or the connection is dropped.
+    pub fn hold(&mut self, until: Instant) {
+        if matches!(self.state, State::Responding) {
+            self.deadline = Some(until);
+        }
+    }
+
+    /// Whether a plain HTTP request waits for its response.
+    pub fn is_responding(&self) -> bool {
+        matches!(self.state, State::Responding)
+    }
+
     /// Answers a plain HTTP request with `head` then `body`; the connection closes after it.
     pub fn respond(
         &mut self,
@@ -435,7 +465,9 @@ impl Conn {
                 self.deadline = Some(now + settings.close_timeout);
             }
             // Not yet a WebSocket: nothing to say goodbye with.
-            State::Handshake { .. } | State::Responding => self.deadline = None,
+            State::Handshake { .. } | State::Body { .. } | State::Responding => {
+                self.deadline = None;
+            }
             other => self.state = other,
         }
     }
@@ -555,12 +587,67 @@ impl Conn {
                 self.deadline = Some(now + settings.ping_interval);
                 on(Event::Upgraded { path: up.path });
             }
-            Request::Http { path } => {
+            Request::Http { body_len, .. } if body_len > MAX_BODY => {
+                self.refuse(now, &HandshakeError::ContentTooLarge, settings, on);
+            }
+            Request::Http {
+                method,
+                path,
+                body_len: 0,
+            } => {
                 self.state = State::Responding;
                 self.deadline = Some(now + settings.close_timeout);
-                on(Event::Request { path });
+                on(Event::Request {
+                    method,
+                    path,
+                    body: &[],
+                });
+            }
+            Request::Http {
+                method,
+                path,
+                body_len,
+            } => {
+                // Checked against MAX_BODY above, so the allocation is bounded.
+                let need = usize::try_from(body_len).unwrap_or(0);
+                self.state = State::Body {
+                    method,
+                    target: path.into(),
+                    body: Vec::with_capacity(need),
+                    need,
+                };
+                // The handshake deadline still runs: the body is part of the request.
             }
         }
+    }
+
+    /// Collects a request body; once whole, hands the request to the application.
+    fn handle_body(&mut self, input: &[u8], on: &mut impl FnMut(Event<'_>)) -> usize {
+        let State::Body { body, need, .. } = &mut self.state else {
+            return 0;
+        };
+        let take = input.len().min(*need);
+        body.extend_from_slice(input.get(..take).unwrap_or_default());
+        *need -= take;
+        if *need > 0 {
+            return take;
+        }
+        if let State::Body {
+            method,
+            target,
+            body,
+            ..
+        } = std::mem::replace(&mut self.state, State::Responding)
+        {
+            // The deadline set for the request (handshake) now bounds the response.
+            on(Event::Request {
+                method,
+                path: &target,
+                body: &body,
+            });
+        }
+        // Bytes after the body (pipelined requests) are not read: one request per connection.
+        input.len()
     }
 
     fn refuse(
@@ -817,7 +904,10 @@ mod tests {
     fn plain_get_waits_for_respond() {
         let s = settings();
         let (mut conn, events, _) = drive(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n", 3);
-        assert_eq!(events, ["Request { path: \"/healthz\" }"]);
+        assert_eq!(
+            events,
+            ["Request { method: Get, path: \"/healthz\", body: [] }"]
+        );
         conn.respond(
             Instant::now(),
             b"HTTP/1.1 200 OK\r\n\r\n".to_vec(),
@@ -843,15 +933,49 @@ mod tests {
             let (_, events, _) = drive(b"GET /x HTTP/1.1\nHost: h\n\n", chunk);
             assert_eq!(
                 events,
-                ["Request { path: \"/x\" }"],
+                ["Request { method: Get, path: \"/x\", body: [] }"],
                 "bare LF, chunk {chunk}"
             );
             let (_, events, _) = drive(b"GET /y HTTP/1.1\r\nHost: h\r\n\r\n", chunk);
-            assert_eq!(events, ["Request { path: \"/y\" }"], "CRLF, chunk {chunk}");
+            assert_eq!(
+                events,
+                ["Request { method: Get, path: \"/y\", body: [] }"],
+                "CRLF, chunk {chunk}"
+            );
             let (conn, _, out) = drive(b"NOT A REQUEST\r\n\r\n", chunk);
             assert!(out.starts_with(b"HTTP/1.1 400 "), "chunk {chunk}");
             assert!(!conn.is_open());
         }
+    }
+
+    #[test]
+    fn post_body_is_read_whole_at_any_split_and_capped() {
+        let req = b"POST /send?room=a HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello";
+        for chunk in [1, 4, req.len()] {
+            let (conn, events, _) = drive(req, chunk);
+            assert_eq!(
+                events,
+                [
+                    "Request { method: Post, path: \"/send?room=a\", body: [104, 101, 108, 108, 111] }"
+                ],
+                "chunk {chunk}"
+            );
+            assert!(conn.is_responding());
+        }
+        let big = format!(
+            "POST /send HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        );
+        let (_, events, out) = drive(big.as_bytes(), 7);
+        assert_eq!(events, ["Refused { status: 413 }"]);
+        assert!(
+            out.starts_with(b"HTTP/1.1 413 "),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        let chunked = b"POST /send HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let (_, _, out) = drive(chunked, 3);
+        assert!(out.starts_with(b"HTTP/1.1 411 "));
     }
 
     #[test]

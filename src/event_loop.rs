@@ -19,12 +19,13 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::app::{Action, App};
+use crate::app::{Action, App, Reply};
 use crate::conn::{Chunk, Conn, Event, Expired, Sent, Settings};
 use crate::daemon::{Notifier, Notify};
 use crate::http;
 use crate::log;
 use crate::metrics::{Limit, Metrics};
+use crate::proto::handshake::Method;
 use crate::proto::{CloseCode, HandshakeError};
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -252,6 +253,7 @@ impl Server {
             self.shutdown_deadline,
             self.watchdog_at,
             self.status_at.filter(|_| self.shutdown_deadline.is_none()),
+            self.app.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -407,6 +409,7 @@ impl Server {
             let actions = &mut self.actions;
             let m = &mut self.metrics;
             let mut response = None;
+            let mut hold = None;
             let used =
                 client
                     .conn
@@ -415,10 +418,25 @@ impl Server {
                             m.upgraded += 1;
                             app.on_join(id, path, actions);
                         }
-                        Event::Request { path } => {
+                        Event::Request { method, path, body } => {
                             m.http_requests += 1;
                             let (open, online) = gauges;
-                            response = Some(http::route(path, |out| m.render(open, online, out)));
+                            match app.on_http(id, method, path, body, now, actions) {
+                                Reply::Pass if method == Method::Post => {
+                                    response = Some(http::method_not_allowed());
+                                }
+                                Reply::Pass => {
+                                    response =
+                                        Some(http::route(path, |out| m.render(open, online, out)));
+                                }
+                                Reply::Now(whole) => {
+                                    response = Some(http::Response {
+                                        head: whole,
+                                        body: b"",
+                                    });
+                                }
+                                Reply::Hold(until) => hold = Some(until),
+                            }
                         }
                         Event::Text(text) => {
                             m.messages_in += 1;
@@ -452,6 +470,10 @@ impl Server {
 
             if let Some(r) = response {
                 client.conn.respond(now, r.head, r.body, &self.settings);
+            }
+            if let Some(until) = hold {
+                // The app answers by `until`; the connection's own deadline is a backstop.
+                client.conn.hold(until + self.settings.close_timeout);
             }
             self.sync(now, id);
             self.apply_actions(now);
@@ -501,6 +523,8 @@ impl Server {
             let mut client = self.clients.remove(id);
             let _ = self.poll.registry().deregister(&mut client.stream);
             self.release_address(client.address);
+            // Before the id can be reused: a long poll this connection held is forgotten.
+            self.app.on_drop(id);
             log!(Debug, "closed {id}");
         }
     }
@@ -590,6 +614,14 @@ impl Server {
                             deliver(now, &self.settings, (id, client), frame.clone(), out);
                         }
                     }
+                    Action::Respond { to, response } => {
+                        if let Some(client) = self.clients.get_mut(to)
+                            && client.conn.is_responding()
+                        {
+                            client.conn.respond(now, response, b"", &self.settings);
+                            overflowed.push(to);
+                        }
+                    }
                     Action::Send { to, frame } => {
                         self.metrics.messages_out += 1;
                         if let Some(client) = self.clients.get_mut(to) {
@@ -653,6 +685,9 @@ impl Server {
                 }
                 self.sync(now, id);
             }
+        }
+        if self.app.poll_timeout().is_some_and(|at| at <= now) {
+            self.app.handle_timeout(now, &mut self.actions);
         }
         self.apply_actions(now);
         self.flush_dirty(now);

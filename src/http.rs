@@ -1,6 +1,7 @@
 //! Plain HTTP on the WebSocket port: the chat page, its assets, a health check and metrics.
 
-use crate::proto::handshake::write_head;
+use crate::proto::HandshakeError;
+use crate::proto::handshake::{write_head, write_refusal};
 
 /// The chat page and its assets, built into the binary.
 const INDEX_HTML: &str = include_str!("web/index.html");
@@ -25,6 +26,13 @@ pub struct Response {
 
 /// Prometheus' text exposition format, version 0.0.4.
 const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The answer to a `POST` anywhere but the long-polling endpoint.
+pub fn method_not_allowed() -> Response {
+    let mut head = Vec::with_capacity(200);
+    write_refusal(&HandshakeError::MethodNotAllowed, &mut head);
+    Response { head, body: b"" }
+}
 
 /// Answers a `GET` for `target` (path plus optional query); `metrics` writes the body of
 /// `/metrics` when that is asked for.

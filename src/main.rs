@@ -54,7 +54,12 @@ fn main() -> ExitCode {
             }
         },
     };
-    let app = App::new(config.mode, !config.no_echo_sender, config.room_limits());
+    let app = App::new(
+        config.mode,
+        !config.no_echo_sender,
+        config.room_limits(),
+        Duration::from_secs(config.poll_wait),
+    );
     let options = Options {
         shutdown_timeout: Duration::from_secs(config.shutdown_timeout),
         max_connections: config.max_connections,

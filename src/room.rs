@@ -13,11 +13,15 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
+use std::time::Instant;
 
 use slab::Slab;
 
 /// Longest room name, in bytes.
 pub const MAX_ROOM_NAME: usize = 64;
+
+/// Long-polling clients counted in one room; more still poll, but are not counted.
+pub const MAX_GUESTS: usize = 4096;
 
 /// The room that `/` joins, so a client written for the single-room chat still works.
 pub const DEFAULT_ROOM: &str = "main";
@@ -59,6 +63,8 @@ struct Room {
     name: Rc<str>,
     /// Connection ids; order is irrelevant (swap_remove).
     members: Vec<usize>,
+    /// Long-polling clients, by the id they chose, and when they stop counting as present.
+    guests: HashMap<Box<str>, Instant>,
     /// The sequence number the next event gets; the first is 1.
     next_seq: u64,
     history: VecDeque<Entry>,
@@ -146,7 +152,7 @@ impl Rooms {
             let victim = self
                 .rooms
                 .iter()
-                .filter(|(_, r)| r.members.is_empty())
+                .filter(|(_, r)| r.members.is_empty() && r.guests.is_empty())
                 .min_by_key(|(_, r)| r.active)
                 .map(|(id, _)| id)
                 .ok_or(RoomError::TooManyRooms)?;
@@ -157,6 +163,7 @@ impl Rooms {
         let id = self.rooms.insert(Room {
             name: name.clone(),
             members: Vec::new(),
+            guests: HashMap::new(),
             next_seq: 1,
             history: VecDeque::new(),
             history_bytes: 0,
@@ -188,10 +195,64 @@ impl Rooms {
         }
         self.clock += 1;
         room.active = self.clock;
-        if room.members.is_empty() && room.history.is_empty() {
+        if room.members.is_empty() && room.guests.is_empty() && room.history.is_empty() {
             self.free(id);
         }
         Some(id)
+    }
+
+    /// The room called `name`, made if needed, without joining it (long polling, `POST`).
+    pub fn open(&mut self, name: &str) -> Result<RoomId, RoomError> {
+        if !valid_name(name) {
+            return Err(RoomError::InvalidName);
+        }
+        match self.by_name.get(name) {
+            Some(&id) => Ok(id),
+            None => self.create(name),
+        }
+    }
+
+    /// The room called `name`, if it exists.
+    pub fn find(&self, name: &str) -> Option<RoomId> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Who is in the room: WebSocket members and long-polling guests.
+    pub fn count(&self, id: RoomId) -> usize {
+        self.rooms
+            .get(id)
+            .map_or(0, |r| r.members.len() + r.guests.len())
+    }
+
+    /// Counts long-polling client `guest` as present in the room until `until`; returns true
+    /// if it just arrived.
+    pub fn touch_guest(&mut self, id: RoomId, guest: &str, until: Instant) -> bool {
+        let Some(room) = self.rooms.get_mut(id) else {
+            return false;
+        };
+        if let Some(t) = room.guests.get_mut(guest) {
+            *t = until;
+            return false;
+        }
+        if room.guests.len() >= MAX_GUESTS {
+            return false;
+        }
+        room.guests.insert(guest.into(), until);
+        true
+    }
+
+    /// Whether any long-polling client is counted anywhere.
+    pub fn has_guests(&self) -> bool {
+        self.rooms.iter().any(|(_, r)| !r.guests.is_empty())
+    }
+
+    /// Forgets guests whose time is up, pushing their room once for each; O(guests).
+    pub fn expire_guests(&mut self, now: Instant, gone: &mut Vec<RoomId>) {
+        for (id, room) in &mut self.rooms {
+            let before = room.guests.len();
+            room.guests.retain(|_, until| *until > now);
+            gone.extend(std::iter::repeat_n(id, before - room.guests.len()));
+        }
     }
 
     /// The connections in a room.

@@ -89,6 +89,10 @@ pub enum HandshakeError {
     HeadersTooLarge,
     /// §10.2: the `Origin` is not one this server accepts: 403.
     ForbiddenOrigin,
+    /// A `POST` without one `Content-Length` (chunked bodies are not read): 411.
+    LengthRequired,
+    /// A request body over the server's cap: 413.
+    ContentTooLarge,
     /// The server or this client's address holds its maximum of connections: 503.
     Unavailable(&'static str),
 }
@@ -102,6 +106,8 @@ impl HandshakeError {
             Self::UnsupportedVersion => 426,
             Self::HeadersTooLarge => 431,
             Self::ForbiddenOrigin => 403,
+            Self::LengthRequired => 411,
+            Self::ContentTooLarge => 413,
             Self::Unavailable(_) => 503,
         }
     }
@@ -114,6 +120,8 @@ impl HandshakeError {
             Self::UnsupportedVersion => "unsupported websocket version",
             Self::HeadersTooLarge => "request header too large",
             Self::ForbiddenOrigin => "origin not allowed",
+            Self::LengthRequired => "a POST needs one Content-Length",
+            Self::ContentTooLarge => "request body too large",
             Self::Unavailable(why) => why,
         }
     }

@@ -21,11 +21,24 @@ const MAX_HEADERS: usize = 32;
 pub enum Request<'a> {
     /// A valid opening handshake (§4.2.1).
     Upgrade(Upgrade<'a>),
-    /// A plain `GET` without `Upgrade: websocket`.
+    /// A plain HTTP request (`GET`, or a `POST` with a body of `body_len` bytes to follow).
     Http {
+        /// `GET` or `POST`.
+        method: Method,
         /// The request target, e.g. `/healthz`.
         path: &'a str,
+        /// `Content-Length` of a `POST`; 0 for a `GET`.
+        body_len: u64,
     },
+}
+
+/// The HTTP methods served; any other is answered 405.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// Pages, health, metrics, long polling; and the opening handshake (§4.2.1 item 1).
+    Get,
+    /// Sending a chat message without a WebSocket.
+    Post,
 }
 
 /// What the server needs from a valid opening handshake.
@@ -72,12 +85,29 @@ pub fn parse(buf: &[u8], max_len: usize) -> Result<Option<(Request<'_>, usize)>,
     }
     // §4.2.1 item 3: |Upgrade| "including the value websocket", compared case-insensitively.
     let wants_ws = field("upgrade").any(|h| has_token(h.value, b"websocket"));
+    if req.method == Some("POST") && !wants_ws {
+        let mut lengths = field("content-length").map(|h| h.value);
+        let chunked = field("transfer-encoding").next().is_some();
+        return post_body_len(chunked, (lengths.next(), lengths.next())).map(|body_len| {
+            let post = Request::Http {
+                method: Method::Post,
+                path,
+                body_len,
+            };
+            Some((post, len))
+        });
+    }
     if req.method != Some("GET") {
         // §4.2.1 item 1: "An HTTP/1.1 or higher GET request"; the plain pages are GET too.
         return Err(HandshakeError::MethodNotAllowed);
     }
     if !wants_ws {
-        return Ok(Some((Request::Http { path }, len)));
+        let get = Request::Http {
+            method: Method::Get,
+            path,
+            body_len: 0,
+        };
+        return Ok(Some((get, len)));
     }
     if !http11 {
         return Err(HandshakeError::BadRequest("websocket needs HTTP/1.1"));
@@ -120,6 +150,23 @@ pub fn parse(buf: &[u8], max_len: usize) -> Result<Option<(Request<'_>, usize)>,
     )))
 }
 
+/// The body length of a `POST`, which must be given as one `Content-Length` (RFC 9112 §6.3):
+/// a chunked body would need a parser of its own, and a server may ask for a length (411).
+fn post_body_len(
+    transfer_encoding: bool,
+    content_length: (Option<&[u8]>, Option<&[u8]>),
+) -> Result<u64, HandshakeError> {
+    let (false, (Some(value), None)) = (transfer_encoding, content_length) else {
+        return Err(HandshakeError::LengthRequired);
+    };
+    let digits = trim(value);
+    // RFC 9110 §8.6: Content-Length = 1*DIGIT; more than 18 digits is beyond any cap anyway.
+    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(HandshakeError::BadRequest("invalid Content-Length"));
+    }
+    Ok(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
 /// Appends the 101 response that completes a handshake (§4.2.2 item 5).
 pub fn write_accept(accept: &[u8; 28], out: &mut Vec<u8>) {
     out.extend_from_slice(
@@ -146,6 +193,8 @@ pub fn write_head(
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        411 => "Length Required",
+        413 => "Content Too Large",
         426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
@@ -164,7 +213,7 @@ pub fn write_refusal(err: &HandshakeError, out: &mut Vec<u8>) {
     let extra = match err {
         // §4.2.2: a 426 carries the versions the server understands.
         HandshakeError::UnsupportedVersion => "Sec-WebSocket-Version: 13\r\n",
-        HandshakeError::MethodNotAllowed => "Allow: GET\r\n",
+        HandshakeError::MethodNotAllowed => "Allow: GET, POST\r\n",
         _ => "",
     };
     let body = err.reason();
@@ -300,7 +349,11 @@ mod tests {
     fn plain_get_is_http() {
         assert_eq!(
             req("GET /healthz HTTP/1.1\r\nHost: h").map(|r| r.map(|(r, _)| r)),
-            Ok(Some(Request::Http { path: "/healthz" }))
+            Ok(Some(Request::Http {
+                method: Method::Get,
+                path: "/healthz",
+                body_len: 0
+            }))
         );
     }
 
