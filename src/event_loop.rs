@@ -93,6 +93,8 @@ pub struct Server {
     /// Deadlines, earliest first; entries can be stale (checked against the connection).
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     accept_paused_until: Option<Instant>,
+    /// The last accept failed for want of descriptors (logged once per episode, not per retry).
+    fd_starved: bool,
     shutdown_deadline: Option<Instant>,
     options: Options,
     /// Open sockets per peer address; an address leaves both when its count drops to 0, so
@@ -136,6 +138,7 @@ impl Server {
             readable: Vec::new(),
             timers: BinaryHeap::new(),
             accept_paused_until: None,
+            fd_starved: false,
             shutdown_deadline: None,
             options,
             addresses: Slab::new(),
@@ -265,6 +268,7 @@ impl Server {
             match self.listener.accept() {
                 Ok((mut stream, peer)) => {
                     self.metrics.accepted += 1;
+                    self.fd_starved = false;
                     let open = self.clients.len();
                     let (address, from_ip) = self.count_address(peer.ip());
                     let entry = self.clients.vacant_entry();
@@ -317,7 +321,11 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
                     self.metrics.limit(Limit::OpenFiles);
-                    log!(Warn, "accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                    if std::mem::replace(&mut self.fd_starved, true) {
+                        log!(Debug, "accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                    } else {
+                        log!(Warn, "accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                    }
                     self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
                 }
                 // ECONNABORTED and the like concern one peer only.
