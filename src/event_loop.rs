@@ -62,7 +62,7 @@ struct Client {
 const _: () = assert!(size_of::<Client>() <= 160);
 
 /// Server-wide settings that are not per connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Options {
     /// How long to wait for clients to close after SIGTERM/SIGINT.
     pub shutdown_timeout: Duration,
