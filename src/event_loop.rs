@@ -270,7 +270,7 @@ impl Server {
                     self.metrics.accepted += 1;
                     self.fd_starved = false;
                     let open = self.clients.len();
-                    let (address, from_ip) = self.count_address(peer.ip());
+                    let (address, from_ip) = self.count_address(limit_key(peer.ip()));
                     let entry = self.clients.vacant_entry();
                     let id = entry.key();
                     // Chat lines are small and latency matters more than packet count.
@@ -454,7 +454,6 @@ impl Server {
                             }
                         }
                     });
-
             if let Some(r) = response {
                 client.conn.respond(now, r.head, r.body, &self.settings);
             }
@@ -650,6 +649,19 @@ impl Server {
     }
 }
 
+/// The address a client is counted under for `--max-connections-per-ip`: an IPv4 address
+/// (also when mapped into IPv6), or an IPv6 /64, the smallest block a site is given (RFC 6177),
+/// so one host cannot dodge the limit by cycling through its own /64.
+fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((v6.to_bits() & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
 /// Where [`deliver`] reports: `dirty` collects clients with output, `changed` those whose
 /// state may have changed.
 struct Out<'a> {
@@ -725,4 +737,19 @@ fn write_out(client: &mut Client, now: Instant, settings: &Settings, m: &mut Met
         let _ = client.stream.shutdown(Shutdown::Write);
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_ip_limit_keys() {
+        let key = |s: &str| limit_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2:bbbb::9"), "2001:db8:1:2::");
+        assert_eq!(key("::1"), "::");
+    }
 }
