@@ -7,15 +7,22 @@ use clap::Parser;
 
 use crate::app::Mode;
 use crate::conn::Settings;
+use crate::log::Level;
+use crate::origin::OriginPolicy;
 use crate::proto::Limits;
 
 /// A real-time chat and broadcast server on a hand-rolled RFC 6455 stack.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "wsrelay", version, about, max_term_width = 100)]
 pub struct Config {
-    /// Address to listen on (chat page, /healthz and the WebSocket endpoint share it).
+    /// Address to listen on (chat page, /healthz, /metrics and the WebSocket endpoint share
+    /// it). Ignored when systemd passes a listening socket (socket activation).
     #[arg(long, env = "WSRELAY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// Most verbose log level printed on stderr; no level logs a line per message.
+    #[arg(long, env = "WSRELAY_LOG_LEVEL", value_enum, default_value_t = Level::Info)]
+    pub log_level: Level,
 
     /// What to do with messages: chat (JSON chat), relay (broadcast verbatim), echo (back to sender).
     #[arg(long, env = "WSRELAY_MODE", value_enum, default_value_t = Mode::Chat)]
@@ -57,6 +64,43 @@ pub struct Config {
     /// Seconds to wait for clients to finish closing on SIGTERM/SIGINT.
     #[arg(long, env = "WSRELAY_SHUTDOWN_TIMEOUT", default_value_t = 5)]
     pub shutdown_timeout: u64,
+
+    /// Seconds a client may stay silent before it is pinged. Default 30, under the 60 s idle
+    /// timeout of common proxies (nginx proxy_read_timeout, AWS ALB) (Centrifugo pings every
+    /// 25 s, Socket.IO every 25 s, uWebSockets' idleTimeout is 120 s, ws has none).
+    #[arg(long, env = "WSRELAY_PING_INTERVAL", default_value_t = 30)]
+    pub ping_interval: u64,
+
+    /// Seconds a pinged client has to send anything (a pong will do) before it is dropped.
+    /// Default 30 (Centrifugo waits 8 s for a pong, Socket.IO 20 s).
+    #[arg(long, env = "WSRELAY_PONG_TIMEOUT", default_value_t = 30)]
+    pub pong_timeout: u64,
+
+    /// Most client sockets at once; more get HTTP 503. Default 10000 (uWebSockets and ws have
+    /// no such limit, only the open-file limit; Centrifugo's client connection_limit is off by
+    /// default). Keep it under LimitNOFILE.
+    #[arg(long, env = "WSRELAY_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Most client sockets from one IP address (IPv6: one /64) at once; more get HTTP 503.
+    /// Default 256: many
+    /// users behind one NAT still fit (uWebSockets, ws and Centrifugo have no per-address limit;
+    /// nginx limit_conn has no default).
+    #[arg(long, env = "WSRELAY_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    pub max_connections_per_ip: u32,
+
+    /// An Origin allowed to open a WebSocket, as scheme://host[:port], or * for any; repeat
+    /// the flag for more (comma-separated in the variable). Default: none besides same-origin
+    /// pages (Origin host:port equals Host) and clients that send no Origin; others get 403
+    /// (Centrifugo's allowed_origins also defaults to same-origin only; ws and uWebSockets
+    /// accept any).
+    #[arg(
+        long = "allow-origin",
+        env = "WSRELAY_ALLOW_ORIGIN",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub allow_origins: Vec<String>,
 }
 
 impl Config {
@@ -68,6 +112,13 @@ impl Config {
             ("--max-output", self.max_output as u64),
             ("--handshake-timeout", self.handshake_timeout),
             ("--close-timeout", self.close_timeout),
+            ("--ping-interval", self.ping_interval),
+            ("--pong-timeout", self.pong_timeout),
+            ("--max-connections", self.max_connections as u64),
+            (
+                "--max-connections-per-ip",
+                u64::from(self.max_connections_per_ip),
+            ),
         ];
         for (flag, value) in positive {
             if value == 0 {
@@ -80,7 +131,10 @@ impl Config {
             ("--handshake-timeout", self.handshake_timeout, day),
             ("--close-timeout", self.close_timeout, day),
             ("--shutdown-timeout", self.shutdown_timeout, day),
+            ("--ping-interval", self.ping_interval, day),
+            ("--pong-timeout", self.pong_timeout, day),
             ("--max-fragments", u64::from(self.max_fragments), 1 << 24),
+            ("--max-connections", self.max_connections as u64, 1 << 24),
         ];
         for (flag, value, max) in bounded {
             if value > max {
@@ -92,6 +146,18 @@ impl Config {
                 "--max-handshake must be at least 256, got {}",
                 self.max_handshake
             ));
+        }
+        for origin in &self.allow_origins {
+            let o = origin.trim();
+            let lower = o.to_ascii_lowercase();
+            let scheme_ok = lower.starts_with("http://") || lower.starts_with("https://");
+            // RFC 6454 §6.2: an origin is scheme, host and port, with no path, or "null".
+            let path_free = o.splitn(4, '/').nth(3).is_none_or(str::is_empty);
+            if !(o == "*" || o == "null" || (scheme_ok && path_free && o.len() > 8)) {
+                return Err(format!(
+                    "--allow-origin must be *, null or scheme://host[:port], got {origin:?}"
+                ));
+            }
         }
         // §5.2: a 64-bit length's top bit is 0, so nothing larger can be sent.
         if self.max_message > i64::MAX as u64 {
@@ -111,6 +177,9 @@ impl Config {
             max_handshake: self.max_handshake,
             handshake_timeout: Duration::from_secs(self.handshake_timeout),
             close_timeout: Duration::from_secs(self.close_timeout),
+            ping_interval: Duration::from_secs(self.ping_interval),
+            pong_timeout: Duration::from_secs(self.pong_timeout),
+            origins: OriginPolicy::new(&self.allow_origins),
         }
     }
 }

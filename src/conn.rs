@@ -10,8 +10,9 @@
 //! Handshake --upgrade--> Open --peer close / error--> Flushing --written--> Lingering --EOF--> Done
 //!     |  \--GET page--> Responding --respond()--> Flushing        ^
 //!     |                  Open --close()--> Closing --peer close---/
-//!     \--bad request / timeout--> Flushing / Done
+//!     \--bad request, foreign Origin (403), over a limit (503) / timeout--> Flushing / Done
 //! Flushing or Responding --peer EOF with output queued--> Draining --written--> Done
+//! Open --silent for ping_interval--> Open (pinged) --silent for pong_timeout--> Done
 //! ```
 
 use std::collections::VecDeque;
@@ -19,8 +20,11 @@ use std::io::IoSlice;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::origin::OriginPolicy;
 use crate::proto::handshake::{self, Request};
-use crate::proto::{CloseCode, Limits, Message, OpCode, ProtoError, Reader, close, frame};
+use crate::proto::{
+    CloseCode, HandshakeError, Limits, Message, OpCode, ProtoError, Reader, close, frame,
+};
 
 /// Per-server settings every connection is driven with (kept once, not per connection).
 #[derive(Debug, Clone)]
@@ -35,6 +39,12 @@ pub struct Settings {
     pub handshake_timeout: Duration,
     /// Time allowed for the closing handshake and the last writes.
     pub close_timeout: Duration,
+    /// Silence after which an open connection is pinged (§5.5.2).
+    pub ping_interval: Duration,
+    /// Time a pinged connection has to send anything (a pong will do) before it is dropped.
+    pub pong_timeout: Duration,
+    /// Which pages may open a WebSocket (§10.2).
+    pub origins: OriginPolicy,
 }
 
 /// Bytes queued for a peer: shared broadcast frames, static page bodies or owned replies.
@@ -77,6 +87,27 @@ pub enum Event<'a> {
     Text(&'a str),
     /// A complete binary message.
     Binary(&'a [u8]),
+    /// The request was refused with this HTTP status (the response is queued).
+    Refused {
+        /// 400, 403, 405, 426, 431 or 503.
+        status: u16,
+    },
+    /// The connection queued a close frame of its own accord: an echo of the peer's close, or
+    /// a protocol violation (§7.4.1).
+    CloseSent(CloseCode),
+}
+
+/// What an expired deadline did, from [`Conn::handle_timeout`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expired {
+    /// The request head did not arrive in time: the socket is dropped.
+    Handshake,
+    /// An open connection was silent for `ping_interval`: a ping is queued.
+    Pinged,
+    /// A pinged connection sent nothing for `pong_timeout`: the socket is dropped.
+    Idle,
+    /// A closing handshake or the last writes took too long: the socket is dropped.
+    Closing,
 }
 
 /// The outcome of [`Conn::send`].
@@ -93,12 +124,18 @@ pub enum Sent {
 /// Where the connection is; each variant says what the peer may do next.
 #[derive(Debug)]
 enum State {
-    /// Reading the HTTP request head; `buf` holds it only when it spans reads.
-    Handshake { buf: Vec<u8> },
+    /// Reading the HTTP request head; `buf` holds it only when it spans reads. `refuse`: the
+    /// server was over a connection limit at accept, so the request is answered with it.
+    Handshake {
+        buf: Vec<u8>,
+        refuse: Option<HandshakeError>,
+    },
     /// A plain HTTP request was read; the application owes a response.
     Responding,
-    /// WebSocket messages flow both ways.
-    Open(Reader),
+    /// WebSocket messages flow both ways. `pinged`: the peer went silent, was pinged, and has
+    /// sent nothing since; the next deadline drops it. (The flag sits beside the enum's tag,
+    /// where it costs no bytes.)
+    Open { reader: Reader, pinged: bool },
     /// We sent a close frame; reading until the peer's close (§7.1.2).
     Closing(Reader),
     /// The last bytes are queued; the write half closes once they are written.
@@ -188,15 +225,29 @@ impl Conn {
     /// A connection just accepted at `now`.
     pub fn new(now: Instant, settings: &Settings) -> Self {
         Self {
-            state: State::Handshake { buf: Vec::new() },
+            state: State::Handshake {
+                buf: Vec::new(),
+                refuse: None,
+            },
             out: Outbox::default(),
             deadline: Some(now + settings.handshake_timeout),
         }
     }
 
+    /// A connection accepted over a connection limit: once its request head is read, it is
+    /// answered with `err` (a 503), so the client learns why instead of seeing a reset.
+    pub fn new_refused(now: Instant, settings: &Settings, err: HandshakeError) -> Self {
+        let mut conn = Self::new(now, settings);
+        conn.state = State::Handshake {
+            buf: Vec::new(),
+            refuse: Some(err),
+        };
+        conn
+    }
+
     /// Whether WebSocket messages may be sent to this connection.
     pub fn is_open(&self) -> bool {
-        matches!(self.state, State::Open(_))
+        matches!(self.state, State::Open { .. })
     }
 
     /// Whether the socket can be dropped.
@@ -237,7 +288,14 @@ impl Conn {
     ) -> usize {
         match &mut self.state {
             State::Handshake { .. } => self.handle_handshake(now, input, settings, on),
-            State::Open(_) | State::Closing(_) => self.handle_frames(now, input, settings, on),
+            State::Open { pinged, .. } => {
+                // Anything from the peer shows it is alive: the idle clock starts over. Moving
+                // the deadline later costs the event loop nothing (its timer is re-armed lazily).
+                *pinged = false;
+                self.deadline = Some(now + settings.ping_interval);
+                self.handle_frames(now, input, settings, on)
+            }
+            State::Closing(_) => self.handle_frames(now, input, settings, on),
             // Request bodies and bytes after a close are ignored (§5.5.1: after sending a
             // Close frame the endpoint "MUST NOT send any more data frames"; reads are moot).
             State::Responding
@@ -270,13 +328,28 @@ impl Conn {
         self.deadline = None;
     }
 
-    /// Acts on an expired deadline; a no-op when `now` is before it.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if self.deadline.is_some_and(|d| d <= now) {
-            // Every state with a deadline ends the same way: the peer was too slow.
-            self.state = State::Done;
-            self.deadline = None;
+    /// Acts on an expired deadline; a no-op (`None`) when `now` is before it.
+    pub fn handle_timeout(&mut self, now: Instant, settings: &Settings) -> Option<Expired> {
+        if self.deadline.is_none_or(|d| d > now) {
+            return None;
         }
+        let expired = match &mut self.state {
+            // §5.5.2: a Ping "MAY be sent … as a means to verify that the remote endpoint is
+            // still responsive"; §5.5.2 also obliges the peer to answer it with a Pong.
+            State::Open { pinged, .. } if !*pinged => {
+                *pinged = true;
+                self.out.push_frame(OpCode::Ping, b"");
+                self.deadline = Some(now + settings.pong_timeout);
+                return Some(Expired::Pinged);
+            }
+            State::Open { .. } => Expired::Idle,
+            State::Handshake { .. } => Expired::Handshake,
+            _ => Expired::Closing,
+        };
+        // Every other deadline ends the same way: the peer was too slow; no more bytes for it.
+        self.state = State::Done;
+        self.deadline = None;
+        Some(expired)
     }
 
     /// Fills `slices` with queued output, front first; returns how many were filled.
@@ -357,7 +430,7 @@ impl Conn {
     /// Starts the closing handshake with `code` (§7.1.2); the peer's close is awaited.
     pub fn close(&mut self, now: Instant, code: CloseCode, reason: &str, settings: &Settings) {
         match std::mem::replace(&mut self.state, State::Done) {
-            State::Open(reader) => {
+            State::Open { reader, .. } => {
                 self.queue_close(code, reason);
                 self.state = State::Closing(reader);
                 self.deadline = Some(now + settings.close_timeout);
@@ -370,8 +443,8 @@ impl Conn {
 
     /// Fails the WebSocket connection (§7.1.7): a close frame with `code`, then the TCP close.
     pub fn fail(&mut self, now: Instant, code: CloseCode, reason: &str, settings: &Settings) {
-        if let State::Open(_) | State::Closing(_) = self.state {
-            if matches!(self.state, State::Open(_)) {
+        if let State::Open { .. } | State::Closing(_) = self.state {
+            if matches!(self.state, State::Open { .. }) {
                 self.queue_close(code, reason);
             }
             self.state = State::Flushing;
@@ -399,9 +472,10 @@ impl Conn {
         settings: &Settings,
         on: &mut impl FnMut(Event<'_>),
     ) -> usize {
-        let State::Handshake { buf } = &mut self.state else {
+        let State::Handshake { buf, refuse } = &mut self.state else {
             return 0;
         };
+        let refuse = *refuse;
         let max = settings.max_handshake;
         // The common case: the whole head in one read, parsed where it lies.
         if buf.is_empty() {
@@ -411,11 +485,11 @@ impl Conn {
                     input.len()
                 }
                 Ok(Some((req, len))) => {
-                    self.accept(now, req, settings, on);
+                    self.accept(now, req, refuse, settings, on);
                     len
                 }
                 Err(e) => {
-                    self.refuse(now, &e, settings);
+                    self.refuse(now, &e, settings, on);
                     input.len()
                 }
             };
@@ -437,17 +511,17 @@ impl Conn {
         let owned = std::mem::take(buf);
         match handshake::parse(&owned, max) {
             Ok(None) => {
-                if let State::Handshake { buf } = &mut self.state {
+                if let State::Handshake { buf, .. } = &mut self.state {
                     *buf = owned;
                 }
                 take
             }
             Ok(Some((req, len))) => {
-                self.accept(now, req, settings, on);
+                self.accept(now, req, refuse, settings, on);
                 len.saturating_sub(before)
             }
             Err(e) => {
-                self.refuse(now, &e, settings);
+                self.refuse(now, &e, settings, on);
                 input.len()
             }
         }
@@ -458,16 +532,28 @@ impl Conn {
         &mut self,
         now: Instant,
         req: Request<'_>,
+        refuse: Option<HandshakeError>,
         settings: &Settings,
         on: &mut impl FnMut(Event<'_>),
     ) {
+        if let Some(err) = refuse {
+            return self.refuse(now, &err, settings, on);
+        }
         match req {
+            // §10.2: "servers that are not intended to process input from any web page but only
+            // for certain sites SHOULD verify the |Origin| field"; 403 as §4.2.2 suggests.
+            Request::Upgrade(up) if !settings.origins.allows(up.origin, up.host) => {
+                self.refuse(now, &HandshakeError::ForbiddenOrigin, settings, on);
+            }
             Request::Upgrade(up) => {
                 let mut head = Vec::with_capacity(160);
                 handshake::write_accept(&up.accept, &mut head);
                 self.out.push(Chunk::Head(head.into_boxed_slice()));
-                self.state = State::Open(Reader::new());
-                self.deadline = None;
+                self.state = State::Open {
+                    reader: Reader::new(),
+                    pinged: false,
+                };
+                self.deadline = Some(now + settings.ping_interval);
                 on(Event::Upgraded { path: up.path });
             }
             Request::Http { path } => {
@@ -478,12 +564,21 @@ impl Conn {
         }
     }
 
-    fn refuse(&mut self, now: Instant, err: &crate::proto::HandshakeError, settings: &Settings) {
+    fn refuse(
+        &mut self,
+        now: Instant,
+        err: &HandshakeError,
+        settings: &Settings,
+        on: &mut impl FnMut(Event<'_>),
+    ) {
         let mut resp = Vec::with_capacity(200);
         handshake::write_refusal(err, &mut resp);
         self.out.push(Chunk::Head(resp.into_boxed_slice()));
         self.state = State::Flushing;
         self.deadline = Some(now + settings.close_timeout);
+        on(Event::Refused {
+            status: err.status(),
+        });
     }
 
     fn handle_frames(
@@ -494,13 +589,14 @@ impl Conn {
         on: &mut impl FnMut(Event<'_>),
     ) -> usize {
         let closing = matches!(self.state, State::Closing(_));
-        let (State::Open(reader) | State::Closing(reader)) = &mut self.state else {
+        let (State::Open { reader, .. } | State::Closing(reader)) = &mut self.state else {
             return 0;
         };
         let mut pos = 0;
         let mut failure: Option<ProtoError> = None;
         let mut overflow = false;
         let mut peer_closed = false;
+        let mut echoed = None;
         while let Some(rest) = input.get_mut(pos..) {
             let (used, msg) = match reader.next(rest, &settings.limits) {
                 Ok(step) => step,
@@ -520,6 +616,8 @@ impl Conn {
                             close::encode(code, "", &mut payload);
                         }
                         self.out.push_frame(OpCode::Close, &payload);
+                        // §7.4.1: an empty close is counted as 1005, "no status code present".
+                        echoed = Some(c.code.unwrap_or(CloseCode(1005)));
                     }
                     peer_closed = true;
                     break;
@@ -549,14 +647,19 @@ impl Conn {
         reader.reclaim();
         if overflow {
             self.overflow(now, settings);
+            on(Event::CloseSent(CloseCode::POLICY));
         } else if let Some(e) = failure {
             if closing {
                 self.state = State::Done;
                 self.deadline = None;
             } else {
                 self.fail(now, e.close_code(), e.as_str(), settings);
+                on(Event::CloseSent(e.close_code()));
             }
         } else if peer_closed {
+            if let Some(code) = echoed {
+                on(Event::CloseSent(code));
+            }
             // §7.1.1: the server closes the TCP connection first, once its close frame is out.
             self.state = State::Flushing;
             self.deadline = Some(now + settings.close_timeout);
@@ -581,6 +684,9 @@ mod tests {
             max_handshake: 8192,
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(2),
+            ping_interval: Duration::from_secs(30),
+            pong_timeout: Duration::from_secs(30),
+            origins: OriginPolicy::default(),
         }
     }
 
@@ -667,7 +773,8 @@ mod tests {
         input.extend(client_frame(0x88, &[0x03, 0xe8, b'x']));
         input.extend(client_frame(0x81, b"ignored after close"));
         let (mut conn, events, out) = drive(&input, input.len());
-        assert_eq!(events.len(), 1);
+        assert_eq!(events.len(), 2);
+        assert!(events[1].starts_with("CloseSent"), "{events:?}");
         assert!(out.ends_with(&[0x88, 0x02, 0x03, 0xe8]));
         assert!(conn.handle_flushed(Instant::now(), &settings()));
         assert!(!conn.is_done());
@@ -753,9 +860,12 @@ mod tests {
         let s = settings();
         let now = Instant::now();
         let mut conn = Conn::new(now, &s);
-        conn.handle_timeout(now + Duration::from_secs(1));
+        assert_eq!(conn.handle_timeout(now + Duration::from_secs(1), &s), None);
         assert!(!conn.is_done());
-        conn.handle_timeout(now + s.handshake_timeout);
+        assert_eq!(
+            conn.handle_timeout(now + s.handshake_timeout, &s),
+            Some(Expired::Handshake)
+        );
         assert!(conn.is_done());
     }
 
@@ -789,5 +899,76 @@ mod tests {
         assert_eq!(out.len(), 2 + 2 + "slow consumer".len());
         assert_eq!(&out[..4], &[0x88, 15, 0x03, 0xf0]);
         assert_eq!(conn.send(now, Chunk::Shared(big), &s), Sent::NotOpen);
+    }
+
+    #[test]
+    fn silent_open_connection_is_pinged_then_dropped_and_input_resets_the_clock() {
+        let s = settings();
+        let (mut conn, _, _) = drive(UPGRADE, UPGRADE.len());
+        let opened = conn
+            .poll_timeout()
+            .expect("an open connection has an idle deadline");
+        // Input pushes the deadline later.
+        let later = opened + Duration::from_secs(10);
+        let mut ping = client_frame(0x8a, b"");
+        conn.handle_bytes(later, &mut ping, &s, &mut |_| {});
+        assert_eq!(conn.poll_timeout(), Some(later + s.ping_interval));
+        // Not due yet: nothing happens (the event loop re-arms).
+        assert_eq!(conn.handle_timeout(opened, &s), None);
+        let due = later + s.ping_interval;
+        assert_eq!(conn.handle_timeout(due, &s), Some(Expired::Pinged));
+        assert_eq!(written(&mut conn), [0x89, 0x00]);
+        assert!(conn.is_open());
+        // A pong (any input) clears it.
+        let mut pong = client_frame(0x8a, b"");
+        conn.handle_bytes(due, &mut pong, &s, &mut |_| {});
+        let next = due + s.ping_interval;
+        assert_eq!(conn.handle_timeout(next, &s), Some(Expired::Pinged));
+        written(&mut conn);
+        // Silence after the ping: dropped.
+        let end = next + s.pong_timeout;
+        assert_eq!(conn.handle_timeout(end, &s), Some(Expired::Idle));
+        assert!(conn.is_done());
+    }
+
+    #[test]
+    fn foreign_origin_is_403_and_same_origin_upgrades() {
+        let s = settings();
+        let with_origin = |origin: &str| {
+            let head = String::from_utf8(UPGRADE.to_vec())
+                .unwrap()
+                .replace("Host: h\r\n", &format!("Host: h\r\nOrigin: {origin}\r\n"));
+            let now = Instant::now();
+            let mut conn = Conn::new(now, &s);
+            let mut events = Vec::new();
+            conn.handle_bytes(now, &mut head.into_bytes(), &s, &mut |e| {
+                events.push(format!("{e:?}"))
+            });
+            (conn, events)
+        };
+        let (mut conn, events) = with_origin("https://evil.example");
+        assert_eq!(events, ["Refused { status: 403 }"]);
+        assert!(written(&mut conn).starts_with(b"HTTP/1.1 403 "));
+        let (conn, events) = with_origin("http://h");
+        assert!(conn.is_open(), "{events:?}");
+    }
+
+    #[test]
+    fn connection_over_a_limit_answers_any_request_with_503() {
+        let s = settings();
+        let now = Instant::now();
+        for request in [UPGRADE, b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n"] {
+            let err = HandshakeError::Unavailable("server full");
+            let mut conn = Conn::new_refused(now, &s, err);
+            let mut events = Vec::new();
+            conn.handle_bytes(now, &mut request.to_vec(), &s, &mut |e| {
+                events.push(format!("{e:?}"))
+            });
+            assert_eq!(events, ["Refused { status: 503 }"]);
+            let out = written(&mut conn);
+            assert!(out.starts_with(b"HTTP/1.1 503 "));
+            assert!(out.ends_with(b"server full\n"));
+            assert!(conn.handle_flushed(now, &s));
+        }
     }
 }

@@ -3,11 +3,14 @@
 //!
 //! Sockets are registered once, edge-triggered, for both directions; reads drain to
 //! `WouldBlock` (bounded per turn for fairness), writes are batched with `write_vectored`.
+//! The loop also keeps the connection limits, the counters behind `/metrics`, and tells the
+//! service manager how it is doing (`READY=1`, `STATUS=`, `WATCHDOG=1`, `STOPPING=1`) on
+//! deadlines of its own.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::io::{self, IoSlice, Read, Write};
-use std::net::Shutdown;
+use std::net::{IpAddr, Shutdown};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -17,10 +20,12 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::app::{Action, App};
-use crate::conn::{Chunk, Conn, Event, Sent, Settings};
+use crate::conn::{Chunk, Conn, Event, Expired, Sent, Settings};
+use crate::daemon::{Notifier, Notify};
 use crate::http;
 use crate::log;
-use crate::proto::CloseCode;
+use crate::metrics::{Limit, Metrics};
+use crate::proto::{CloseCode, HandshakeError};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -33,6 +38,9 @@ const READS_PER_TURN: usize = 16;
 const IOVECS: usize = 64;
 /// How long to stop accepting after EMFILE/ENFILE, so a full fd table does not spin the loop.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How often `STATUS=` may be sent to the service manager: often enough to be current in
+/// `systemctl status`, rarely enough that a connection storm is not a datagram storm.
+const STATUS_INTERVAL: Duration = Duration::from_secs(2);
 
 /// One accepted client.
 struct Client {
@@ -46,10 +54,27 @@ struct Client {
     blocked: bool,
     /// The deadline last put in the timer heap.
     timer: Option<Instant>,
+    /// The peer's address: its key in `Server::addresses` (4 bytes here, not an `IpAddr`'s 17).
+    address: u32,
 }
 
 // The loop's whole per-connection cost besides the kernel's socket: keep it visible.
 const _: () = assert!(size_of::<Client>() <= 160);
+
+/// Server-wide settings that are not per connection.
+#[derive(Debug)]
+pub struct Options {
+    /// How long to wait for clients to close after SIGTERM/SIGINT.
+    pub shutdown_timeout: Duration,
+    /// Most client sockets at once; more are answered 503.
+    pub max_connections: usize,
+    /// Most client sockets from one IP address at once; more are answered 503.
+    pub max_connections_per_ip: u32,
+    /// Where to send `READY=1` and the rest (`NOTIFY_SOCKET`).
+    pub notifier: Option<Notifier>,
+    /// How often to send `WATCHDOG=1` (half of `WATCHDOG_USEC`).
+    pub watchdog: Option<Duration>,
+}
 
 /// The server: a listener, its clients and the app.
 pub struct Server {
@@ -68,8 +93,20 @@ pub struct Server {
     /// Deadlines, earliest first; entries can be stale (checked against the connection).
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     accept_paused_until: Option<Instant>,
-    shutdown_timeout: Duration,
+    /// The last accept failed for want of descriptors (logged once per episode, not per retry).
+    fd_starved: bool,
     shutdown_deadline: Option<Instant>,
+    options: Options,
+    /// Open sockets per peer address; an address leaves both when its count drops to 0, so
+    /// they never hold more entries than there are sockets.
+    addresses: Slab<(IpAddr, u32)>,
+    address_keys: HashMap<IpAddr, u32>,
+    metrics: Metrics,
+    /// When to send the next `WATCHDOG=1`.
+    watchdog_at: Option<Instant>,
+    /// When `STATUS=` may next be sent, and the counts it last reported.
+    status_at: Option<Instant>,
+    status_sent: (usize, usize),
 }
 
 impl Server {
@@ -78,7 +115,7 @@ impl Server {
         listener: std::net::TcpListener,
         app: App,
         settings: Settings,
-        shutdown_timeout: Duration,
+        options: Options,
     ) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
         let mut listener = TcpListener::from_std(listener);
@@ -101,9 +138,50 @@ impl Server {
             readable: Vec::new(),
             timers: BinaryHeap::new(),
             accept_paused_until: None,
-            shutdown_timeout,
+            fd_starved: false,
             shutdown_deadline: None,
+            options,
+            addresses: Slab::new(),
+            address_keys: HashMap::new(),
+            metrics: Metrics::default(),
+            watchdog_at: None,
+            status_at: None,
+            status_sent: (usize::MAX, usize::MAX),
         })
+    }
+
+    /// Sends one message to the service manager, if there is one.
+    fn notify(&self, state: Notify<'_>) {
+        if let Some(n) = &self.options.notifier
+            && let Err(e) = n.notify(&state)
+        {
+            log!(Warn, "sd_notify {state}: {e}");
+        }
+    }
+
+    /// Sends `WATCHDOG=1` and `STATUS=` when they are due.
+    fn tick_manager(&mut self, now: Instant) {
+        if self.options.notifier.is_none() {
+            return;
+        }
+        if let Some(interval) = self.options.watchdog
+            && self.watchdog_at.is_none_or(|at| at <= now)
+        {
+            self.notify(Notify::Watchdog);
+            self.watchdog_at = Some(now + interval);
+        }
+        if self.shutdown_deadline.is_none() && self.status_at.is_none_or(|at| at <= now) {
+            let counts = (self.clients.len(), self.app.online());
+            if counts != self.status_sent {
+                self.status_sent = counts;
+                let status = format!(
+                    "{} connections, {} websockets, {} accepted",
+                    counts.0, counts.1, self.metrics.accepted
+                );
+                self.notify(Notify::Status(&status));
+            }
+            self.status_at = Some(now + STATUS_INTERVAL);
+        }
     }
 
     /// The address the listener is bound to.
@@ -114,6 +192,9 @@ impl Server {
     /// Runs until a signal asks to stop and every client has closed (or the deadline passed).
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        // The listener is bound, listening and registered: connections are accepted from now.
+        self.notify(Notify::Ready);
+        self.tick_manager(Instant::now());
         loop {
             let timeout = self.poll_timeout(Instant::now());
             match self.poll.poll(&mut events, timeout) {
@@ -144,6 +225,7 @@ impl Server {
             self.apply_actions(now);
             self.flush_dirty(now);
             self.fire_timers(now);
+            self.tick_manager(now);
             if let Some(at) = self.accept_paused_until
                 && at <= now
             {
@@ -171,6 +253,8 @@ impl Server {
             self.timers.peek().map(|Reverse((at, _))| *at),
             self.accept_paused_until,
             self.shutdown_deadline,
+            self.watchdog_at,
+            self.status_at.filter(|_| self.shutdown_deadline.is_none()),
         ]
         .into_iter()
         .flatten()
@@ -183,6 +267,10 @@ impl Server {
         while self.shutdown_deadline.is_none() && self.accept_paused_until.is_none() {
             match self.listener.accept() {
                 Ok((mut stream, peer)) => {
+                    self.metrics.accepted += 1;
+                    self.fd_starved = false;
+                    let open = self.clients.len();
+                    let (address, from_ip) = self.count_address(limit_key(peer.ip()));
                     let entry = self.clients.vacant_entry();
                     let id = entry.key();
                     // Chat lines are small and latency matters more than packet count.
@@ -193,9 +281,30 @@ impl Server {
                         Interest::READABLE | Interest::WRITABLE,
                     ) {
                         log!(Warn, "register {peer}: {e}");
+                        self.release_address(address);
                         continue;
                     }
-                    let conn = Conn::new(now, &self.settings);
+                    // Over a limit the socket is still taken, so the client reads a 503 instead
+                    // of waiting in the backlog; it holds a slot only until its answer is out.
+                    let over = if open >= self.options.max_connections {
+                        Some((Limit::MaxConnections, "server full"))
+                    } else if from_ip > self.options.max_connections_per_ip {
+                        Some((
+                            Limit::MaxConnectionsPerIp,
+                            "too many connections from your address",
+                        ))
+                    } else {
+                        None
+                    };
+                    let conn = match over {
+                        Some((limit, why)) => {
+                            self.metrics.limit(limit);
+                            log!(Debug, "{peer}: over {}", limit.as_str());
+                            let err = HandshakeError::Unavailable(why);
+                            Conn::new_refused(now, &self.settings, err)
+                        }
+                        None => Conn::new(now, &self.settings),
+                    };
                     entry.insert(Client {
                         stream,
                         conn,
@@ -203,6 +312,7 @@ impl Server {
                         dirty: false,
                         blocked: false,
                         timer: None,
+                        address,
                     });
                     log!(Debug, "accepted {peer} as {id}");
                     self.sync(now, id);
@@ -210,7 +320,12 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
-                    log!(Warn, "accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                    self.metrics.limit(Limit::OpenFiles);
+                    if std::mem::replace(&mut self.fd_starved, true) {
+                        log!(Debug, "accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                    } else {
+                        log!(Warn, "accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                    }
                     self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
                 }
                 // ECONNABORTED and the like concern one peer only.
@@ -233,11 +348,15 @@ impl Server {
             "shutting down: closing {} clients",
             self.clients.len()
         );
-        self.shutdown_deadline = Some(now + self.shutdown_timeout);
+        self.notify(Notify::Stopping);
+        self.shutdown_deadline = Some(now + self.options.shutdown_timeout);
         let _ = self.poll.registry().deregister(&mut self.listener);
         let ids: Vec<usize> = self.clients.iter().map(|(id, _)| id).collect();
         for id in ids {
             if let Some(c) = self.clients.get_mut(id) {
+                if c.conn.is_open() {
+                    self.metrics.close_sent(CloseCode::GOING_AWAY);
+                }
                 // §7.4.1: 1001, "an endpoint is going away, such as a server going down".
                 c.conn.close(
                     now,
@@ -267,7 +386,10 @@ impl Server {
             }
             match client.stream.read(&mut buf) {
                 Ok(0) => client.conn.handle_eof(),
-                Ok(n) => self.handle_input(now, id, buf.get_mut(..n).unwrap_or_default()),
+                Ok(n) => {
+                    self.metrics.bytes_in += n as u64;
+                    self.handle_input(now, id, buf.get_mut(..n).unwrap_or_default());
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -284,20 +406,53 @@ impl Server {
     fn handle_input(&mut self, now: Instant, id: usize, input: &mut [u8]) {
         let mut pos = 0;
         while let Some(rest) = input.get_mut(pos..).filter(|r| !r.is_empty()) {
+            // Taken before the client is borrowed, for `/metrics`.
+            let gauges = (self.clients.len(), self.app.online());
             let Some(client) = self.clients.get_mut(id) else {
                 return;
             };
             let app = &mut self.app;
             let actions = &mut self.actions;
+            let m = &mut self.metrics;
             let mut response = None;
             let used =
                 client
                     .conn
                     .handle_bytes(now, rest, &self.settings, &mut |event| match event {
-                        Event::Upgraded { .. } => {}
-                        Event::Request { path } => response = Some(http::route(path)),
-                        Event::Text(text) => app.on_text(id, text, actions),
-                        Event::Binary(data) => app.on_binary(id, data, actions),
+                        Event::Upgraded { .. } => m.upgraded += 1,
+                        Event::Request { path } => {
+                            m.http_requests += 1;
+                            let (open, online) = gauges;
+                            response = Some(http::route(path, |out| m.render(open, online, out)));
+                        }
+                        Event::Text(text) => {
+                            m.messages_in += 1;
+                            m.message_bytes_in += text.len() as u64;
+                            app.on_text(id, text, actions);
+                        }
+                        Event::Binary(data) => {
+                            m.messages_in += 1;
+                            m.message_bytes_in += data.len() as u64;
+                            app.on_binary(id, data, actions);
+                        }
+                        Event::Refused { status } => {
+                            m.rejected(status);
+                            match status {
+                                403 => m.limit(Limit::Origin),
+                                431 => m.limit(Limit::MaxHandshake),
+                                _ => {}
+                            }
+                        }
+                        Event::CloseSent(code) => {
+                            m.close_sent(code);
+                            if code == CloseCode::TOO_BIG {
+                                m.limit(Limit::MaxMessage);
+                            } else if code == CloseCode::POLICY {
+                                // A peer that pings faster than it reads the pongs.
+                                m.slow_consumers += 1;
+                                m.limit(Limit::MaxOutput);
+                            }
+                        }
                     });
             if let Some(r) = response {
                 client.conn.respond(now, r.head, r.body, &self.settings);
@@ -339,7 +494,11 @@ impl Server {
             let _ = client.stream.shutdown(Shutdown::Write);
         }
         let deadline = client.conn.poll_timeout();
-        if deadline != client.timer {
+        // A deadline that moved later keeps its heap entry: when that fires, the connection
+        // says it is not due yet and is re-armed then. An open connection's idle deadline moves
+        // on every read, and this keeps it at one heap entry instead of one per read.
+        let armed_earlier = matches!((client.timer, deadline), (Some(t), Some(d)) if t <= d);
+        if deadline != client.timer && !armed_earlier {
             client.timer = deadline;
             if let Some(at) = deadline {
                 self.timers.push(Reverse((at, id)));
@@ -348,7 +507,45 @@ impl Server {
         if client.conn.is_done() {
             let mut client = self.clients.remove(id);
             let _ = self.poll.registry().deregister(&mut client.stream);
+            self.release_address(client.address);
             log!(Debug, "closed {id}");
+        }
+    }
+
+    /// Counts one more socket from `ip`; returns its address key and its sockets now.
+    fn count_address(&mut self, ip: IpAddr) -> (u32, u32) {
+        if let Some(&key) = self.address_keys.get(&ip)
+            && let Some((_, n)) = self.addresses.get_mut(key as usize)
+        {
+            *n = n.saturating_add(1);
+            return (key, *n);
+        }
+        let key = self.addresses.insert((ip, 1));
+        // Keys stay below the number of sockets, far below u32::MAX (--max-connections is
+        // capped at 2^24 and the open-file limit bounds the rest).
+        let key = u32::try_from(key).unwrap_or(u32::MAX);
+        self.address_keys.insert(ip, key);
+        (key, 1)
+    }
+
+    /// Forgets one socket from an address; the address is dropped at zero.
+    fn release_address(&mut self, key: u32) {
+        let Some((ip, n)) = self.addresses.get_mut(key as usize) else {
+            return;
+        };
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            let ip = *ip;
+            self.addresses.remove(key as usize);
+            self.address_keys.remove(&ip);
+        }
+        // A flood from many addresses grew the tables; give the memory back once it is over.
+        let cap = self.address_keys.capacity();
+        if cap > 1024 && self.address_keys.len() < cap / 8 {
+            self.address_keys.shrink_to(self.address_keys.len() * 2);
+        }
+        if self.addresses.is_empty() {
+            self.addresses = Slab::new();
         }
     }
 
@@ -370,29 +567,35 @@ impl Server {
             for action in std::mem::take(&mut self.actions) {
                 match action {
                     Action::Broadcast { frame, except } => {
+                        self.metrics.messages_out += 1;
                         for (id, client) in &mut self.clients {
                             if Some(id) == except || !client.conn.is_open() {
                                 continue;
                             }
-                            let (dirty, settings) = (&mut self.dirty, &self.settings);
-                            let frame = frame.clone();
-                            deliver(now, settings, (id, client), frame, dirty, &mut overflowed);
+                            let out = Out {
+                                dirty: &mut self.dirty,
+                                changed: &mut overflowed,
+                                metrics: &mut self.metrics,
+                            };
+                            deliver(now, &self.settings, (id, client), frame.clone(), out);
                         }
                     }
                     Action::Send { to, frame } => {
+                        self.metrics.messages_out += 1;
                         if let Some(client) = self.clients.get_mut(to) {
-                            deliver(
-                                now,
-                                &self.settings,
-                                (to, client),
-                                frame,
-                                &mut self.dirty,
-                                &mut overflowed,
-                            );
+                            let out = Out {
+                                dirty: &mut self.dirty,
+                                changed: &mut overflowed,
+                                metrics: &mut self.metrics,
+                            };
+                            deliver(now, &self.settings, (to, client), frame, out);
                         }
                     }
                     Action::Close { to, code, reason } => {
                         if let Some(client) = self.clients.get_mut(to) {
+                            if client.conn.is_open() {
+                                self.metrics.close_sent(code);
+                            }
                             client.conn.fail(now, code, reason, &self.settings);
                             overflowed.push(to);
                         }
@@ -413,7 +616,7 @@ impl Server {
                     continue;
                 };
                 client.dirty = false;
-                client.blocked = write_out(client, now, &self.settings);
+                client.blocked = write_out(client, now, &self.settings, &mut self.metrics);
                 self.sync(now, id);
             }
             // Leaves caused by failed writes queue notices for others.
@@ -431,7 +634,13 @@ impl Server {
                 && client.timer == Some(at)
             {
                 client.timer = None;
-                client.conn.handle_timeout(now);
+                match client.conn.handle_timeout(now, &self.settings) {
+                    None => {}
+                    Some(Expired::Pinged) => self.metrics.pings += 1,
+                    Some(Expired::Idle) => self.metrics.limit(Limit::IdleTimeout),
+                    Some(Expired::Handshake) => self.metrics.limit(Limit::HandshakeTimeout),
+                    Some(Expired::Closing) => self.metrics.limit(Limit::CloseTimeout),
+                }
                 self.sync(now, id);
             }
         }
@@ -440,39 +649,64 @@ impl Server {
     }
 }
 
-/// Queues a frame for a client; `dirty` collects clients with output, `changed` those whose
+/// The address a client is counted under for `--max-connections-per-ip`: an IPv4 address
+/// (also when mapped into IPv6), or an IPv6 /64, the smallest block a site is given (RFC 6177),
+/// so one host cannot dodge the limit by cycling through its own /64.
+fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((v6.to_bits() & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
+/// Where [`deliver`] reports: `dirty` collects clients with output, `changed` those whose
 /// state may have changed.
+struct Out<'a> {
+    dirty: &'a mut Vec<usize>,
+    changed: &'a mut Vec<usize>,
+    metrics: &'a mut Metrics,
+}
+
+/// Queues a frame for a client.
 fn deliver(
     now: Instant,
     settings: &Settings,
     (id, client): (usize, &mut Client),
     frame: Rc<[u8]>,
-    dirty: &mut Vec<usize>,
-    changed: &mut Vec<usize>,
+    out: Out<'_>,
 ) {
     let queued = client.conn.queued();
     if queued > 0 && queued + frame.len() > settings.max_output && !client.blocked {
         // The budget is for what the peer does not take, not for what this turn produced:
         // give the socket a chance before calling the peer slow.
-        client.blocked = write_out(client, now, settings);
-        changed.push(id);
+        client.blocked = write_out(client, now, settings, out.metrics);
+        out.changed.push(id);
     }
     let sent = client.conn.send(now, Chunk::Shared(frame), settings);
+    if sent == Sent::Queued {
+        out.metrics.deliveries += 1;
+    }
     match sent {
         Sent::Queued if !client.dirty && !client.blocked => {
             client.dirty = true;
-            dirty.push(id);
+            out.dirty.push(id);
         }
         Sent::Overflow => {
             log!(Debug, "closing slow consumer {id}");
-            changed.push(id);
+            out.metrics.slow_consumers += 1;
+            out.metrics.close_sent(CloseCode::POLICY);
+            out.metrics.limit(Limit::MaxOutput);
+            out.changed.push(id);
         }
         _ => {}
     }
 }
 
 /// Writes queued output until it is gone or the socket would block; returns true if it would.
-fn write_out(client: &mut Client, now: Instant, settings: &Settings) -> bool {
+fn write_out(client: &mut Client, now: Instant, settings: &Settings, m: &mut Metrics) -> bool {
     loop {
         let mut slices = [IoSlice::new(&[]); IOVECS];
         let n = client.conn.io_slices(&mut slices);
@@ -487,7 +721,10 @@ fn write_out(client: &mut Client, now: Instant, settings: &Settings) -> bool {
                 client.conn.handle_error();
                 return false;
             }
-            Ok(written) => client.conn.handle_written(written),
+            Ok(written) => {
+                m.bytes_out += written as u64;
+                client.conn.handle_written(written);
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => {
@@ -500,4 +737,19 @@ fn write_out(client: &mut Client, now: Instant, settings: &Settings) -> bool {
         let _ = client.stream.shutdown(Shutdown::Write);
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_ip_limit_keys() {
+        let key = |s: &str| limit_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2:bbbb::9"), "2001:db8:1:2::");
+        assert_eq!(key("::1"), "::");
+    }
 }

@@ -1,4 +1,4 @@
-//! Plain HTTP on the WebSocket port: the chat page, its assets and a health check.
+//! Plain HTTP on the WebSocket port: the chat page, its assets, a health check and metrics.
 
 use crate::proto::handshake::write_head;
 
@@ -23,9 +23,28 @@ pub struct Response {
     pub body: &'static [u8],
 }
 
-/// Answers a `GET` for `target` (path plus optional query).
-pub fn route(target: &str) -> Response {
+/// Prometheus' text exposition format, version 0.0.4.
+const METRICS_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Answers a `GET` for `target` (path plus optional query); `metrics` writes the body of
+/// `/metrics` when that is asked for.
+pub fn route(target: &str, metrics: impl FnOnce(&mut String)) -> Response {
     let path = target.split_once('?').map_or(target, |(p, _)| p);
+    if path == "/metrics" {
+        let mut body = String::with_capacity(4096);
+        metrics(&mut body);
+        let mut head = Vec::with_capacity(body.len() + 256);
+        write_head(
+            200,
+            METRICS_TYPE,
+            body.len(),
+            "Cache-Control: no-store\r\n",
+            &mut head,
+        );
+        // The body is built per request, so it travels in the head's buffer.
+        head.extend_from_slice(body.as_bytes());
+        return Response { head, body: b"" };
+    }
     let (status, content_type, extra, body) = match path {
         "/" | "/index.html" => (200, "text/html; charset=utf-8", PAGE_HEADERS, INDEX_HTML),
         "/chat.js" => (
@@ -57,11 +76,14 @@ mod tests {
 
     #[test]
     fn routes() {
-        let r = route("/?room=x");
+        let r = route("/?room=x", |_| {});
         assert!(r.head.starts_with(b"HTTP/1.1 200 OK\r\n"));
         assert!(String::from_utf8_lossy(&r.head).contains("Content-Security-Policy"));
         assert!(std::str::from_utf8(r.body).unwrap().contains("chat.js"));
-        assert!(route("/healthz").head.starts_with(b"HTTP/1.1 200 "));
-        assert!(route("/nope").head.starts_with(b"HTTP/1.1 404 "));
+        assert!(route("/healthz", |_| {}).head.starts_with(b"HTTP/1.1 200 "));
+        assert!(route("/nope", |_| {}).head.starts_with(b"HTTP/1.1 404 "));
+        let m = route("/metrics?x", |b| b.push_str("a 1\n"));
+        assert!(m.head.starts_with(b"HTTP/1.1 200 "));
+        assert!(m.head.ends_with(b"\r\n\r\na 1\n") && m.body.is_empty());
     }
 }

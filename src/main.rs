@@ -1,4 +1,5 @@
-//! The `wsrelay` binary: flags, the open-file limit, the listener, then the event loop.
+//! The `wsrelay` binary: flags, the open-file limit, the listener (bound here or passed by
+//! systemd), the service manager's notify socket, then the event loop.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -7,39 +8,77 @@ use clap::Parser;
 
 use wsrelay::app::App;
 use wsrelay::config::Config;
-use wsrelay::event_loop::Server;
+use wsrelay::event_loop::{Options, Server};
 use wsrelay::{daemon, log};
 
 fn main() -> ExitCode {
+    // First, so that even a configuration error reaches the journal as an error.
+    log::set_journal(daemon::stderr_is_journal());
     let config = Config::parse();
     if let Err(e) = config.validate() {
-        eprintln!("wsrelay: error: {e}");
+        log!(Error, "{e}");
         return ExitCode::from(2);
     }
-    match daemon::raise_nofile_limit() {
-        Ok(n) => log!(Debug, "open-file limit {n}"),
-        Err(e) => log!(Warn, "could not raise the open-file limit: {e}"),
-    }
-    let listener = match std::net::TcpListener::bind(config.listen) {
+    log::set_level(config.log_level);
+    // First: it reads and clears the environment, which is only sound before threads exist.
+    let passed = match daemon::listen_fd() {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("wsrelay: error: --listen {}: {e}", config.listen);
+            log!(Error, "socket activation: {e}");
             return ExitCode::from(1);
         }
     };
-    let app = App::new(config.mode, !config.no_echo_sender);
-    let shutdown = Duration::from_secs(config.shutdown_timeout);
-    let mut server = match Server::new(listener, app, config.settings(), shutdown) {
-        Ok(s) => s,
+    let notifier = match daemon::Notifier::from_env() {
+        Ok(n) => n,
         Err(e) => {
-            eprintln!("wsrelay: error: {e}");
+            log!(Error, "{e}");
             return ExitCode::from(1);
         }
+    };
+    match daemon::raise_nofile_limit() {
+        Ok(n) if n < config.max_connections as u64 + 16 => log!(
+            Warn,
+            "open-file limit {n} is below --max-connections {}: accepts will pause at the limit",
+            config.max_connections
+        ),
+        Ok(n) => log!(Debug, "open-file limit {n}"),
+        Err(e) => log!(Warn, "could not raise the open-file limit: {e}"),
+    }
+    let activated = passed.is_some();
+    let listener = match passed {
+        Some(l) => l,
+        None => match std::net::TcpListener::bind(config.listen) {
+            Ok(l) => l,
+            Err(e) => {
+                log!(Error, "--listen {}: {e}", config.listen);
+                return ExitCode::from(1);
+            }
+        },
+    };
+    let app = App::new(config.mode, !config.no_echo_sender);
+    let options = Options {
+        shutdown_timeout: Duration::from_secs(config.shutdown_timeout),
+        max_connections: config.max_connections,
+        max_connections_per_ip: config.max_connections_per_ip,
+        notifier,
+        watchdog: daemon::watchdog_interval(),
+    };
+    let mut server = match Server::new(listener, app, config.settings(), options) {
+        Ok(s) => s,
+        Err(e) => {
+            log!(Error, "{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let how = if activated {
+        "socket from systemd"
+    } else {
+        "bound"
     };
     match server.local_addr() {
         Ok(addr) => log!(
             Info,
-            "listening on ws://{addr}/ (mode {})",
+            "listening on ws://{addr}/ (mode {}, {how})",
             format!("{:?}", config.mode).to_lowercase()
         ),
         Err(e) => log!(Warn, "listening (address unknown: {e})"),

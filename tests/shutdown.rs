@@ -1,6 +1,7 @@
 //! Verifies shutdown on SIGTERM: every connected client gets a close frame with code
 //! 1001 (going away), whether or not it answers, and the process exits with status 0
-//! within a bounded time; an idle server exits 0 as well.
+//! within a bounded time; an idle server exits 0 as well. With 100 clients, every message
+//! the server accepted before the signal reaches every client before its close frame.
 
 mod common;
 
@@ -92,6 +93,45 @@ fn sigterm_in_chat_mode_sends_1001_and_exits_0() {
 fn sigterm_with_no_clients_exits_0() {
     let mut server = Server::start(&[]);
     server.terminate();
+    let status = server.wait_exit(EXIT_LIMIT);
+    assert!(
+        status.success(),
+        "exit status {status}; stderr:\n{}",
+        server.stderr()
+    );
+}
+
+#[test]
+fn sigterm_with_100_clients_delivers_accepted_messages_then_1001_to_all() {
+    const CLIENTS: usize = 100;
+    const MESSAGES: usize = 20;
+    let mut server = Server::start(&["--mode", "relay"]);
+    let mut clients: Vec<RawClient> = (0..CLIENTS).map(|_| ready_client(&server)).collect();
+    let sent: Vec<String> = (0..MESSAGES).map(|i| format!("message {i}")).collect();
+    let sender = &mut clients[0];
+    for text in &sent {
+        sender.send_frame(true, OP_TEXT, text.as_bytes());
+    }
+    // The sender's own copies back mean the server has read and broadcast all of them.
+    for text in &sent {
+        assert_eq!(&sender.read_text(), text);
+    }
+
+    server.terminate();
+
+    for (i, client) in clients.iter_mut().enumerate() {
+        let skip = if i == 0 { MESSAGES } else { 0 };
+        for text in &sent[skip..] {
+            let frame = client.read_frame();
+            assert_eq!(frame.opcode, OP_TEXT, "client {i}: {frame:?}");
+            assert_eq!(frame.text(), text, "client {i}");
+        }
+        let close = client.read_frame();
+        assert_eq!(close.close_code(), Some(1001), "client {i}: {close:?}");
+    }
+    for client in &mut clients {
+        client.finish_close(1001);
+    }
     let status = server.wait_exit(EXIT_LIMIT);
     assert!(
         status.success(),

@@ -20,6 +20,7 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use sha1::{Digest as _, Sha1};
 use wsrelay::chat;
 use wsrelay::conn::{Chunk, Conn, Event, Sent, Settings};
+use wsrelay::origin::OriginPolicy;
 use wsrelay::proto::ProtoError;
 use wsrelay::proto::close::{self, CloseCode};
 use wsrelay::proto::frame::{self, FrameHead, MAX_HEAD_LEN, OpCode, decode_head, encode_head};
@@ -622,6 +623,11 @@ pub fn connection_settings() -> Settings {
         max_handshake: 1024,
         handshake_timeout: Duration::from_secs(10),
         close_timeout: Duration::from_secs(2),
+        // Short, so timer ticks reach the ping and the idle drop.
+        ping_interval: Duration::from_secs(1),
+        pong_timeout: Duration::from_secs(1),
+        // RFC_UPGRADE comes from another origin; the target is about what follows the 101.
+        origins: OriginPolicy::any(),
     }
 }
 
@@ -741,7 +747,7 @@ pub fn connection(data: &[u8]) {
             }
             4 => {
                 d.now += Duration::from_millis(50) * u32::from(ops.byte());
-                d.conn.handle_timeout(d.now);
+                d.conn.handle_timeout(d.now, &d.settings);
                 let deadline = d.conn.poll_timeout();
                 assert!(
                     deadline.is_none_or(|at| at > d.now),
@@ -812,6 +818,8 @@ impl Driver {
                             Event::Request { .. } => Seen::Request,
                             Event::Text(t) => Seen::Data(OpCode::Text, t.as_bytes().to_vec()),
                             Event::Binary(b) => Seen::Data(OpCode::Binary, b.to_vec()),
+                            Event::Refused { .. } => Seen::Refused,
+                            Event::CloseSent(_) => Seen::CloseSent,
                         });
                     });
                 assert!(used > 0 && used <= len, "used {used} of {len}");
@@ -846,6 +854,7 @@ impl Driver {
                 let head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n".to_vec();
                 self.conn.respond(self.now, head, b"ok", &self.settings);
             }
+            Seen::Refused | Seen::CloseSent => {}
             Seen::Data(opcode, payload) => {
                 assert!(self.upgraded, "a message before the upgrade");
                 assert!(payload.len() as u64 <= self.settings.limits.max_message);
@@ -966,6 +975,8 @@ impl Driver {
 enum Seen {
     Upgraded,
     Request,
+    Refused,
+    CloseSent,
     Data(OpCode, Vec<u8>),
 }
 

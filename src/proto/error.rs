@@ -87,6 +87,10 @@ pub enum HandshakeError {
     UnsupportedVersion,
     /// The request head is over the byte cap or has too many fields: 431.
     HeadersTooLarge,
+    /// §10.2: the `Origin` is not one this server accepts: 403.
+    ForbiddenOrigin,
+    /// The server or this client's address holds its maximum of connections: 503.
+    Unavailable(&'static str),
 }
 
 impl HandshakeError {
@@ -97,6 +101,8 @@ impl HandshakeError {
             Self::MethodNotAllowed => 405,
             Self::UnsupportedVersion => 426,
             Self::HeadersTooLarge => 431,
+            Self::ForbiddenOrigin => 403,
+            Self::Unavailable(_) => 503,
         }
     }
 
@@ -107,6 +113,8 @@ impl HandshakeError {
             Self::MethodNotAllowed => "method not allowed",
             Self::UnsupportedVersion => "unsupported websocket version",
             Self::HeadersTooLarge => "request header too large",
+            Self::ForbiddenOrigin => "origin not allowed",
+            Self::Unavailable(why) => why,
         }
     }
 }

@@ -35,6 +35,8 @@ pub struct Upgrade<'a> {
     pub path: &'a str,
     /// The `Origin` field, if a browser sent one (§4.2.1 item 7, §10.2).
     pub origin: Option<&'a [u8]>,
+    /// The `Host` field (§4.2.1 item 2), to tell a same-origin page from a foreign one.
+    pub host: Option<&'a [u8]>,
     /// The `Sec-WebSocket-Accept` value for this request's key (§4.2.2).
     pub accept: [u8; 28],
 }
@@ -106,10 +108,12 @@ pub fn parse(buf: &[u8], max_len: usize) -> Result<Option<(Request<'_>, usize)>,
         _ => return Err(HandshakeError::BadRequest("invalid Sec-WebSocket-Key")),
     }
     let origin = field("origin").next().map(|h| trim(h.value));
+    let host = field("host").next().map(|h| trim(h.value));
     Ok(Some((
         Request::Upgrade(Upgrade {
             path,
             origin,
+            host,
             accept: accept_key(key),
         }),
         len,
@@ -228,6 +232,7 @@ mod tests {
         let expected = Request::Upgrade(Upgrade {
             path: "/chat",
             origin: Some(b"http://example.com"),
+            host: Some(b"server.example.com"),
             accept: *b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
         });
         assert_eq!(

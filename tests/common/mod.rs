@@ -67,30 +67,70 @@ impl Server {
     /// Starts `wsrelay --listen 127.0.0.1:0 <args>` and waits (bounded) for the
     /// `listening on ws://HOST:PORT/` line on its stderr.
     pub fn start(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wsrelay"))
-            .args(["--listen", "127.0.0.1:0"])
+        Server::start_command(Server::command(args))
+    }
+
+    /// `wsrelay --listen 127.0.0.1:0 <args>`, not yet started, to add environment variables.
+    pub fn command(args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsrelay"));
+        cmd.args(["--listen", "127.0.0.1:0"])
             .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the wsrelay binary");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let thread_log = Arc::clone(&log);
-        thread::spawn(move || drain_stderr(stderr, &thread_log, tx));
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Starts `cmd` (which runs wsrelay, maybe through a wrapper; its stdin is the caller's
+    /// to set) and waits (bounded) for its
+    /// `listening on ws://HOST:PORT/` line.
+    pub fn start_command(cmd: Command) -> Server {
+        let shown = format!("{cmd:?}");
+        let (mut child, log, rx) = Server::spawn_logged(cmd);
         match rx.recv_timeout(STARTUP_TIMEOUT) {
             Ok(addr) => Server { child, addr, log },
             Err(err) => {
                 let _ = child.kill();
                 let status = child.wait();
                 panic!(
-                    "wsrelay {args:?} did not print `listening on ws://HOST:PORT/` \
+                    "{shown} did not print `listening on ws://HOST:PORT/` \
                      ({err}; exit: {status:?}); stderr:\n{}",
                     lock(&log)
                 );
             }
+        }
+    }
+
+    /// Starts `cmd` without waiting for anything: for a server that starts on the first
+    /// connection (`systemd-socket-activate`) at `addr`.
+    pub fn spawn_at(cmd: Command, addr: SocketAddr) -> Server {
+        let (child, log, _rx) = Server::spawn_logged(cmd);
+        Server { child, addr, log }
+    }
+
+    fn spawn_logged(mut cmd: Command) -> (Child, Arc<Mutex<String>>, mpsc::Receiver<SocketAddr>) {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = mpsc::channel();
+        let thread_log = Arc::clone(&log);
+        thread::spawn(move || drain_stderr(stderr, &thread_log, tx));
+        (child, log, rx)
+    }
+
+    /// Waits (polling, at most `limit`) until stderr holds `needle`.
+    #[track_caller]
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !self.stderr().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in stderr within {limit:?}:\n{}",
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -267,6 +307,31 @@ pub fn http_exchange(addr: SocketAddr, request: &[u8]) -> HttpResponse {
         );
     }
     response
+}
+
+/// `GET /metrics`, as `name{labels}` -> value; checks each line is a comment or a sample.
+#[track_caller]
+pub fn fetch_metrics(addr: SocketAddr) -> std::collections::HashMap<String, f64> {
+    let response = http_exchange(addr, &get_request(addr, "/metrics"));
+    assert_eq!(response.status, 200, "{response:?}");
+    parse_metrics(&String::from_utf8_lossy(&response.body))
+}
+
+/// Prometheus text lines, as `name{labels}` -> value.
+#[track_caller]
+pub fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (name, value) = line
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad metrics line {line:?}"));
+            let value = value
+                .parse()
+                .unwrap_or_else(|e| panic!("bad value in {line:?}: {e}"));
+            (name.to_owned(), value)
+        })
+        .collect()
 }
 
 /// `GET <path> HTTP/1.1` with a Host header and nothing else.
@@ -480,8 +545,15 @@ pub struct RawClient {
 impl RawClient {
     /// Opens TCP only.
     pub fn connect(addr: SocketAddr) -> RawClient {
+        RawClient::from_stream(tcp_connect(addr))
+    }
+
+    /// Wraps a connected stream (timeouts are set here).
+    pub fn from_stream(stream: TcpStream) -> RawClient {
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
         RawClient {
-            stream: tcp_connect(addr),
+            stream,
             buf: Vec::new(),
             mask_state: 0x37FA_213D,
         }

@@ -1,0 +1,290 @@
+//! Counters for `GET /metrics`, in the Prometheus text exposition format (version 0.0.4).
+//!
+//! One plain struct owned by the event loop: it runs on one thread, so no atomics. Every label
+//! value comes from a fixed list here, never from peer bytes, so a peer cannot grow the output.
+
+use std::fmt::Write as _;
+
+use crate::proto::CloseCode;
+
+/// The limits whose hits are counted, each a `limit` label value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `--max-connections`: a handshake answered 503.
+    MaxConnections,
+    /// `--max-connections-per-ip`: a handshake answered 503.
+    MaxConnectionsPerIp,
+    /// `--allow-origin`: a handshake answered 403.
+    Origin,
+    /// `--max-handshake`: 431.
+    MaxHandshake,
+    /// `--handshake-timeout`: the socket dropped.
+    HandshakeTimeout,
+    /// `--ping-interval` / `--pong-timeout`: a silent peer dropped.
+    IdleTimeout,
+    /// `--close-timeout`: a closing handshake not finished in time.
+    CloseTimeout,
+    /// `--max-message` or `--max-fragments`: close 1009.
+    MaxMessage,
+    /// `--max-output`: a slow consumer closed with 1008.
+    MaxOutput,
+    /// The open-file limit: `accept` failed with EMFILE/ENFILE and accepting paused.
+    OpenFiles,
+}
+
+impl Limit {
+    const ALL: [Limit; 10] = [
+        Limit::MaxConnections,
+        Limit::MaxConnectionsPerIp,
+        Limit::Origin,
+        Limit::MaxHandshake,
+        Limit::HandshakeTimeout,
+        Limit::IdleTimeout,
+        Limit::CloseTimeout,
+        Limit::MaxMessage,
+        Limit::MaxOutput,
+        Limit::OpenFiles,
+    ];
+
+    /// The `limit` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::MaxConnections => "max_connections",
+            Limit::MaxConnectionsPerIp => "max_connections_per_ip",
+            Limit::Origin => "origin",
+            Limit::MaxHandshake => "max_handshake",
+            Limit::HandshakeTimeout => "handshake_timeout",
+            Limit::IdleTimeout => "idle_timeout",
+            Limit::CloseTimeout => "close_timeout",
+            Limit::MaxMessage => "max_message",
+            Limit::MaxOutput => "max_output",
+            Limit::OpenFiles => "open_files",
+        }
+    }
+}
+
+/// HTTP statuses a handshake can be refused with (`status` label values).
+const STATUSES: [u16; 6] = [400, 403, 405, 426, 431, 503];
+
+/// Close codes counted by value (§7.4.1); any other code counts as `other`.
+const CODES: [u16; 10] = [1000, 1001, 1002, 1003, 1005, 1007, 1008, 1009, 1010, 1011];
+
+/// Every counter the server keeps.
+#[derive(Debug, Default, Clone)]
+pub struct Metrics {
+    /// TCP connections accepted.
+    pub accepted: u64,
+    /// Handshakes completed (101 sent).
+    pub upgraded: u64,
+    /// Plain HTTP requests answered (the page, /healthz, /metrics, 404s).
+    pub http_requests: u64,
+    rejections: [u64; STATUSES.len() + 1],
+    /// WebSocket messages received (text and binary, reassembled).
+    pub messages_in: u64,
+    /// Payload bytes of those messages.
+    pub message_bytes_in: u64,
+    /// Bytes read from client sockets.
+    pub bytes_in: u64,
+    /// Messages the application produced (a broadcast counts once).
+    pub messages_out: u64,
+    /// Frames queued to a connection (a broadcast to N clients counts N).
+    pub deliveries: u64,
+    /// Bytes written to client sockets.
+    pub bytes_out: u64,
+    closes: [u64; CODES.len() + 1],
+    /// Clients closed with 1008 for not reading their output.
+    pub slow_consumers: u64,
+    /// Server pings sent to silent clients.
+    pub pings: u64,
+    limits: [u64; Limit::ALL.len()],
+}
+
+impl Metrics {
+    /// Counts a refused request by its status.
+    pub fn rejected(&mut self, status: u16) {
+        let i = STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(STATUSES.len());
+        if let Some(n) = self.rejections.get_mut(i) {
+            *n += 1;
+        }
+    }
+
+    /// Counts a close frame the server sent.
+    pub fn close_sent(&mut self, code: CloseCode) {
+        let i = CODES
+            .iter()
+            .position(|&c| c == code.0)
+            .unwrap_or(CODES.len());
+        if let Some(n) = self.closes.get_mut(i) {
+            *n += 1;
+        }
+    }
+
+    /// Counts a limit being hit.
+    pub fn limit(&mut self, limit: Limit) {
+        let i = Limit::ALL
+            .iter()
+            .position(|&l| l == limit)
+            .unwrap_or(usize::MAX);
+        if let Some(n) = self.limits.get_mut(i) {
+            *n += 1;
+        }
+    }
+
+    /// Appends the whole exposition; `connections` and `websockets` are the current gauges.
+    pub fn render(&self, connections: usize, websockets: usize, out: &mut String) {
+        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+            // Writing to a String cannot fail.
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(out, "{name}{labels} {value}");
+            }
+        };
+        let one = |v: u64| [("", v)];
+        metric(
+            "wsrelay_connections_open",
+            "gauge",
+            "Client sockets open (handshaking, open or closing).",
+            &one(connections as u64),
+        );
+        metric(
+            "wsrelay_websockets_open",
+            "gauge",
+            "WebSocket connections open (handshake done, not closing).",
+            &one(websockets as u64),
+        );
+        metric(
+            "wsrelay_connections_accepted_total",
+            "counter",
+            "TCP connections accepted.",
+            &one(self.accepted),
+        );
+        metric(
+            "wsrelay_upgrades_total",
+            "counter",
+            "WebSocket handshakes completed with 101.",
+            &one(self.upgraded),
+        );
+        metric(
+            "wsrelay_http_requests_total",
+            "counter",
+            "Plain HTTP requests answered.",
+            &one(self.http_requests),
+        );
+        let labels: Vec<String> = STATUSES
+            .iter()
+            .map(|s| format!("{{status=\"{s}\"}}"))
+            .chain(["{status=\"other\"}".to_owned()])
+            .collect();
+        let samples: Vec<(&str, u64)> = labels
+            .iter()
+            .map(String::as_str)
+            .zip(self.rejections)
+            .collect();
+        metric(
+            "wsrelay_handshake_rejections_total",
+            "counter",
+            "Requests refused before the upgrade, by HTTP status.",
+            &samples,
+        );
+        metric(
+            "wsrelay_messages_received_total",
+            "counter",
+            "WebSocket messages received.",
+            &one(self.messages_in),
+        );
+        metric(
+            "wsrelay_message_bytes_received_total",
+            "counter",
+            "Payload bytes of the WebSocket messages received.",
+            &one(self.message_bytes_in),
+        );
+        metric(
+            "wsrelay_received_bytes_total",
+            "counter",
+            "Bytes read from client sockets.",
+            &one(self.bytes_in),
+        );
+        metric(
+            "wsrelay_messages_sent_total",
+            "counter",
+            "Messages the application sent (a broadcast counts once).",
+            &one(self.messages_out),
+        );
+        metric(
+            "wsrelay_deliveries_total",
+            "counter",
+            "Frames queued to a client (a broadcast to N clients counts N).",
+            &one(self.deliveries),
+        );
+        metric(
+            "wsrelay_sent_bytes_total",
+            "counter",
+            "Bytes written to client sockets.",
+            &one(self.bytes_out),
+        );
+        let labels: Vec<String> = CODES
+            .iter()
+            .map(|c| format!("{{code=\"{c}\"}}"))
+            .chain(["{code=\"other\"}".to_owned()])
+            .collect();
+        let samples: Vec<(&str, u64)> =
+            labels.iter().map(String::as_str).zip(self.closes).collect();
+        metric(
+            "wsrelay_close_frames_sent_total",
+            "counter",
+            "Close frames sent, by status code (1005: an echo of an empty close).",
+            &samples,
+        );
+        metric(
+            "wsrelay_slow_consumer_closes_total",
+            "counter",
+            "Clients closed with 1008 for not reading their output.",
+            &one(self.slow_consumers),
+        );
+        metric(
+            "wsrelay_pings_sent_total",
+            "counter",
+            "Pings sent to silent clients.",
+            &one(self.pings),
+        );
+        let labels: Vec<String> = Limit::ALL
+            .iter()
+            .map(|l| format!("{{limit=\"{}\"}}", l.as_str()))
+            .collect();
+        let samples: Vec<(&str, u64)> =
+            labels.iter().map(String::as_str).zip(self.limits).collect();
+        metric(
+            "wsrelay_limit_hits_total",
+            "counter",
+            "Times a limit was hit, by limit.",
+            &samples,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_once() {
+        let mut m = Metrics::default();
+        m.rejected(403);
+        m.rejected(999);
+        m.close_sent(CloseCode(1001));
+        m.close_sent(CloseCode(4000));
+        m.limit(Limit::Origin);
+        let mut out = String::new();
+        m.render(3, 2, &mut out);
+        assert!(out.contains("wsrelay_connections_open 3\n"));
+        assert!(out.contains("wsrelay_handshake_rejections_total{status=\"403\"} 1\n"));
+        assert!(out.contains("wsrelay_handshake_rejections_total{status=\"other\"} 1\n"));
+        assert!(out.contains("wsrelay_close_frames_sent_total{code=\"1001\"} 1\n"));
+        assert!(out.contains("wsrelay_close_frames_sent_total{code=\"other\"} 1\n"));
+        assert!(out.contains("wsrelay_limit_hits_total{limit=\"origin\"} 1\n"));
+        assert_eq!(out.matches("# TYPE wsrelay_limit_hits_total").count(), 1);
+    }
+}

@@ -1,0 +1,150 @@
+//! Which pages may open a WebSocket here: the `Origin` check of RFC 6455 §10.2.
+//!
+//! A browser sends `Origin` with every WebSocket handshake, and any page can try to connect to
+//! any server (cross-site WebSocket hijacking). The default admits clients that send no
+//! `Origin` (they are not browsers, §4.1: only "browser clients" MUST send it) and pages served
+//! from the same host and port the client connected to (its `Host`); `--allow-origin` adds more.
+
+/// The set of origins a server accepts; built once from the flags.
+#[derive(Debug, Clone, Default)]
+pub struct OriginPolicy {
+    /// Origins admitted besides the same-origin ones, lowercased, without a trailing `/`.
+    allow: Vec<Box<str>>,
+    /// `--allow-origin '*'`: every origin.
+    any: bool,
+}
+
+impl OriginPolicy {
+    /// A policy from `--allow-origin` values: `*` for any, else `scheme://host[:port]`.
+    pub fn new<S: AsRef<str>>(origins: &[S]) -> Self {
+        let mut policy = Self::default();
+        for origin in origins {
+            let origin = origin.as_ref().trim();
+            if origin == "*" {
+                policy.any = true;
+            } else {
+                let origin = origin.strip_suffix('/').unwrap_or(origin);
+                policy.allow.push(origin.to_ascii_lowercase().into());
+            }
+        }
+        policy
+    }
+
+    /// Every origin is admitted.
+    pub fn any() -> Self {
+        Self {
+            allow: Vec::new(),
+            any: true,
+        }
+    }
+
+    /// Whether a handshake with these `Origin` and `Host` fields is admitted.
+    pub fn allows(&self, origin: Option<&[u8]>, host: Option<&[u8]>) -> bool {
+        let Some(origin) = origin else {
+            return true;
+        };
+        self.any
+            || self
+                .allow
+                .iter()
+                .any(|a| a.as_bytes().eq_ignore_ascii_case(origin))
+            || host.is_some_and(|h| same_origin(origin, h))
+    }
+}
+
+/// Whether `origin` (RFC 6454 §6.1: `scheme "://" host [ ":" port ]`) names the same host and
+/// port as a `Host` field (RFC 9110 §7.2: `host [ ":" port ]`); a missing port is the scheme's.
+fn same_origin(origin: &[u8], host: &[u8]) -> bool {
+    let Some((scheme, authority)) = split_scheme(origin) else {
+        return false;
+    };
+    let default_port = if scheme.eq_ignore_ascii_case(b"https") {
+        443
+    } else if scheme.eq_ignore_ascii_case(b"http") {
+        80
+    } else {
+        return false;
+    };
+    match (
+        split_port(authority, default_port),
+        split_port(host, default_port),
+    ) {
+        (Some((a, ap)), Some((b, bp))) => ap == bp && a.eq_ignore_ascii_case(b),
+        _ => false,
+    }
+}
+
+/// `https://h:1` -> (`https`, `h:1`).
+fn split_scheme(origin: &[u8]) -> Option<(&[u8], &[u8])> {
+    let at = origin.windows(3).position(|w| w == b"://")?;
+    Some((origin.get(..at)?, origin.get(at + 3..)?))
+}
+
+/// `h:8080` -> (`h`, 8080); `[::1]:80` -> (`[::1]`, 80); `h` -> (`h`, default).
+fn split_port(authority: &[u8], default: u16) -> Option<(&[u8], u16)> {
+    // An IPv6 literal holds colons of its own; the port comes after its `]`.
+    let port_from = authority
+        .iter()
+        .rposition(|&b| b == b']')
+        .map_or(0, |i| i + 1);
+    let tail = authority.get(port_from..)?;
+    match tail.iter().position(|&b| b == b':') {
+        None => (!authority.is_empty()).then_some((authority, default)),
+        Some(i) => {
+            let colon = port_from + i;
+            let port = std::str::from_utf8(authority.get(colon + 1..)?)
+                .ok()?
+                .parse()
+                .ok()?;
+            Some((authority.get(..colon)?, port))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_policy() {
+        let p = OriginPolicy::new::<&str>(&[]);
+        let yes = [
+            (None, Some("x")),
+            (Some("http://chat.example:8080"), Some("chat.example:8080")),
+            (Some("HTTP://Chat.Example"), Some("chat.example:80")),
+            (Some("https://chat.example"), Some("chat.example")),
+            (Some("http://[::1]:9"), Some("[::1]:9")),
+        ];
+        for (origin, host) in yes {
+            assert!(
+                p.allows(origin.map(str::as_bytes), host.map(str::as_bytes)),
+                "{origin:?} {host:?}"
+            );
+        }
+        let no = [
+            (Some("http://evil.example"), Some("chat.example")),
+            (Some("http://chat.example:8081"), Some("chat.example:8080")),
+            (Some("https://chat.example"), Some("chat.example:80")),
+            (Some("null"), Some("chat.example")),
+            (Some("ftp://chat.example"), Some("chat.example")),
+            (Some("http://chat.example"), None),
+            (Some("http://chat.example:x"), Some("chat.example:x")),
+        ];
+        for (origin, host) in no {
+            assert!(
+                !p.allows(origin.map(str::as_bytes), host.map(str::as_bytes)),
+                "{origin:?} {host:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn allowlist_and_any() {
+        let p = OriginPolicy::new(&["https://App.example/", "null"]);
+        assert!(p.allows(Some(b"https://app.example"), Some(b"ws.example")));
+        assert!(p.allows(Some(b"null"), Some(b"ws.example")));
+        assert!(!p.allows(Some(b"https://app.example:444"), Some(b"ws.example")));
+        assert!(OriginPolicy::new(&["*"]).allows(Some(b"http://x"), Some(b"y")));
+        assert!(OriginPolicy::any().allows(Some(b"http://x"), None));
+    }
+}

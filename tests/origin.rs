@@ -1,0 +1,83 @@
+//! Verifies the Origin check (RFC 6455 §10.2): by default a client that sends no Origin and
+//! a page from the same host:port as the `Host` it asked for are upgraded (101), a page from
+//! anywhere else gets 403 before any upgrade; `--allow-origin` (repeatable, or comma-separated
+//! in `WSRELAY_ALLOW_ORIGIN`) admits the listed origins, and `*` admits all.
+
+mod common;
+
+use common::{RawClient, Server, http_exchange, new_key, request, upgrade_headers};
+
+/// The status of an upgrade that carries `origin` (and the server's address as `Host`).
+fn status_with_origin(server: &Server, origin: Option<&str>) -> u16 {
+    let mut headers = upgrade_headers(server.addr, &new_key());
+    if let Some(origin) = origin {
+        headers.push(("Origin", origin.to_owned()));
+    }
+    let refs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let head = request("GET / HTTP/1.1", &refs);
+    let mut client = RawClient::connect(server.addr);
+    client.handshake(&head).status
+}
+
+#[test]
+fn default_admits_no_origin_and_same_origin_only() {
+    let server = Server::start(&[]);
+    let same = format!("http://{}", server.addr);
+    let other_port = format!("http://127.0.0.1:{}", server.addr.port().wrapping_add(1));
+    assert_eq!(status_with_origin(&server, None), 101);
+    assert_eq!(status_with_origin(&server, Some(&same)), 101);
+    for origin in [
+        "http://evil.example",
+        &other_port,
+        &format!("https://{}.evil.example", server.addr.ip()),
+        "null",
+    ] {
+        assert_eq!(status_with_origin(&server, Some(origin)), 403, "{origin}");
+    }
+}
+
+#[test]
+fn forbidden_origin_response_is_a_complete_403() {
+    let server = Server::start(&[]);
+    let mut headers = upgrade_headers(server.addr, &new_key());
+    headers.push(("Origin", "http://evil.example".to_owned()));
+    let refs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let response = http_exchange(server.addr, &request("GET / HTTP/1.1", &refs));
+    assert_eq!(response.status, 403);
+    assert!(response.header("sec-websocket-accept").is_none());
+}
+
+#[test]
+fn allow_origin_flag_and_env() {
+    let server = Server::start(&[
+        "--allow-origin",
+        "https://app.example",
+        "--allow-origin",
+        "http://localhost:3000",
+    ]);
+    assert_eq!(
+        status_with_origin(&server, Some("https://app.example")),
+        101
+    );
+    assert_eq!(
+        status_with_origin(&server, Some("http://localhost:3000")),
+        101
+    );
+    assert_eq!(
+        status_with_origin(&server, Some("https://evil.example")),
+        403
+    );
+    assert_eq!(status_with_origin(&server, None), 101);
+
+    let mut cmd = Server::command(&[]);
+    cmd.env(
+        "WSRELAY_ALLOW_ORIGIN",
+        "https://a.example,https://b.example",
+    );
+    let server = Server::start_command(cmd);
+    assert_eq!(status_with_origin(&server, Some("https://b.example")), 101);
+    assert_eq!(status_with_origin(&server, Some("https://c.example")), 403);
+
+    let server = Server::start(&["--allow-origin", "*"]);
+    assert_eq!(status_with_origin(&server, Some("https://c.example")), 101);
+}
