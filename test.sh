@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Every test wsrelay has, on a fresh machine: lints, unit and integration tests over real
-# sockets, the chat page in headless Chromium, the Autobahn|Testsuite (RFC 6455), and a short
-# run of every fuzz target.
-# Installs what it needs (Chromium from Debian, playwright-core from npm, the Python 2
-# Autobahn suite from PyPI). `.ci/run` runs exactly this.
+# sockets (systemd's protocols among them), the systemd unit files, the chat page in headless
+# Chromium, the Autobahn|Testsuite (RFC 6455), and a short run of every fuzz target.
+# Installs what it needs (systemd and Chromium from Debian, prometheus-client from PyPI,
+# playwright-core from npm, the Python 2 Autobahn suite from PyPI). `.ci/run` runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -15,9 +15,27 @@ step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 
+step "test dependencies: systemd (systemd-socket-activate, systemd-analyze), prometheus-client"
+if ! command -v systemd-socket-activate >/dev/null 2>&1 || ! command -v systemd-analyze >/dev/null 2>&1; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; fi
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q systemd
+fi
+# tests/metrics.rs parses /metrics with Prometheus' own Python parser.
+venv="${XDG_CACHE_HOME:-$HOME/.cache}/wsrelay-py"
+if ! "$venv/bin/python" -c 'import prometheus_client' >/dev/null 2>&1; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-input prometheus-client==0.26.0
+fi
+export WSRELAY_PYTHON="$venv/bin/python"
+
 step "unit and integration tests"
 cargo build --locked --release
 cargo test --locked
+
+step "deploy/: systemd-analyze verify, and security exposure <= 2.0"
+WSRELAY_BIN="$PWD/target/release/wsrelay" bash deploy/check.sh
 
 step "chat page in headless Chromium"
 WSRELAY_BIN="$PWD/target/release/wsrelay" bash tests/browser/run.sh

@@ -103,7 +103,8 @@ pub struct Config {
     #[arg(long, env = "WSRELAY_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
-    /// Most client sockets from one IP address at once; more get HTTP 503. Default 256: many
+    /// Most client sockets from one IP address (IPv6: one /64) at once; more get HTTP 503.
+    /// Default 256: many
     /// users behind one NAT still fit (uWebSockets, ws and Centrifugo have no per-address limit;
     /// nginx limit_conn has no default).
     #[arg(long, env = "WSRELAY_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]

@@ -10,8 +10,9 @@
 //! Handshake --upgrade--> Open --peer close / error--> Flushing --written--> Lingering --EOF--> Done
 //!     |  \--GET page--> Responding --respond()--> Flushing        ^
 //!     |                  Open --close()--> Closing --peer close---/
-//!     \--bad request / timeout--> Flushing / Done
+//!     \--bad request, foreign Origin (403), over a limit (503) / timeout--> Flushing / Done
 //! Flushing or Responding --peer EOF with output queued--> Draining --written--> Done
+//! Open --silent for ping_interval--> Open (pinged) --silent for pong_timeout--> Done
 //! ```
 
 use std::collections::VecDeque;
@@ -1022,5 +1023,76 @@ mod tests {
         assert_eq!(out.len(), 2 + 2 + "slow consumer".len());
         assert_eq!(&out[..4], &[0x88, 15, 0x03, 0xf0]);
         assert_eq!(conn.send(now, Chunk::Shared(big), &s), Sent::NotOpen);
+    }
+
+    #[test]
+    fn silent_open_connection_is_pinged_then_dropped_and_input_resets_the_clock() {
+        let s = settings();
+        let (mut conn, _, _) = drive(UPGRADE, UPGRADE.len());
+        let opened = conn
+            .poll_timeout()
+            .expect("an open connection has an idle deadline");
+        // Input pushes the deadline later.
+        let later = opened + Duration::from_secs(10);
+        let mut ping = client_frame(0x8a, b"");
+        conn.handle_bytes(later, &mut ping, &s, &mut |_| {});
+        assert_eq!(conn.poll_timeout(), Some(later + s.ping_interval));
+        // Not due yet: nothing happens (the event loop re-arms).
+        assert_eq!(conn.handle_timeout(opened, &s), None);
+        let due = later + s.ping_interval;
+        assert_eq!(conn.handle_timeout(due, &s), Some(Expired::Pinged));
+        assert_eq!(written(&mut conn), [0x89, 0x00]);
+        assert!(conn.is_open());
+        // A pong (any input) clears it.
+        let mut pong = client_frame(0x8a, b"");
+        conn.handle_bytes(due, &mut pong, &s, &mut |_| {});
+        let next = due + s.ping_interval;
+        assert_eq!(conn.handle_timeout(next, &s), Some(Expired::Pinged));
+        written(&mut conn);
+        // Silence after the ping: dropped.
+        let end = next + s.pong_timeout;
+        assert_eq!(conn.handle_timeout(end, &s), Some(Expired::Idle));
+        assert!(conn.is_done());
+    }
+
+    #[test]
+    fn foreign_origin_is_403_and_same_origin_upgrades() {
+        let s = settings();
+        let with_origin = |origin: &str| {
+            let head = String::from_utf8(UPGRADE.to_vec())
+                .unwrap()
+                .replace("Host: h\r\n", &format!("Host: h\r\nOrigin: {origin}\r\n"));
+            let now = Instant::now();
+            let mut conn = Conn::new(now, &s);
+            let mut events = Vec::new();
+            conn.handle_bytes(now, &mut head.into_bytes(), &s, &mut |e| {
+                events.push(format!("{e:?}"))
+            });
+            (conn, events)
+        };
+        let (mut conn, events) = with_origin("https://evil.example");
+        assert_eq!(events, ["Refused { status: 403 }"]);
+        assert!(written(&mut conn).starts_with(b"HTTP/1.1 403 "));
+        let (conn, events) = with_origin("http://h");
+        assert!(conn.is_open(), "{events:?}");
+    }
+
+    #[test]
+    fn connection_over_a_limit_answers_any_request_with_503() {
+        let s = settings();
+        let now = Instant::now();
+        for request in [UPGRADE, b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n"] {
+            let err = HandshakeError::Unavailable("server full");
+            let mut conn = Conn::new_refused(now, &s, err);
+            let mut events = Vec::new();
+            conn.handle_bytes(now, &mut request.to_vec(), &s, &mut |e| {
+                events.push(format!("{e:?}"))
+            });
+            assert_eq!(events, ["Refused { status: 503 }"]);
+            let out = written(&mut conn);
+            assert!(out.starts_with(b"HTTP/1.1 503 "));
+            assert!(out.ends_with(b"server full\n"));
+            assert!(conn.handle_flushed(now, &s));
+        }
     }
 }

@@ -143,12 +143,13 @@ pub fn listen_fd() -> Result<Option<std::net::TcpListener>, String> {
     if !ours {
         return Ok(None);
     }
-    let count: RawFd = fds
+    let count: u32 = fds
         .trim()
         .parse()
-        .map_err(|_| format!("LISTEN_FDS {fds:?} is not a number"))?;
-    let end = LISTEN_FDS_START
-        .checked_add(count)
+        .map_err(|_| format!("LISTEN_FDS {fds:?} is not a count"))?;
+    let end = RawFd::try_from(count)
+        .ok()
+        .and_then(|n| LISTEN_FDS_START.checked_add(n))
         .ok_or_else(|| format!("LISTEN_FDS {fds:?} is out of range"))?;
     match count {
         0 => return Ok(None),

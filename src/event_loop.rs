@@ -63,7 +63,7 @@ struct Client {
 const _: () = assert!(size_of::<Client>() <= 160);
 
 /// Server-wide settings that are not per connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Options {
     /// How long to wait for clients to close after SIGTERM/SIGINT.
     pub shutdown_timeout: Duration,
@@ -94,6 +94,8 @@ pub struct Server {
     /// Deadlines, earliest first; entries can be stale (checked against the connection).
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     accept_paused_until: Option<Instant>,
+    /// The last accept failed for want of descriptors (logged once per episode, not per retry).
+    fd_starved: bool,
     shutdown_deadline: Option<Instant>,
     options: Options,
     /// Open sockets per peer address; an address leaves both when its count drops to 0, so
@@ -137,6 +139,7 @@ impl Server {
             readable: Vec::new(),
             timers: BinaryHeap::new(),
             accept_paused_until: None,
+            fd_starved: false,
             shutdown_deadline: None,
             options,
             addresses: Slab::new(),
@@ -267,8 +270,9 @@ impl Server {
             match self.listener.accept() {
                 Ok((mut stream, peer)) => {
                     self.metrics.accepted += 1;
+                    self.fd_starved = false;
                     let open = self.clients.len();
-                    let (address, from_ip) = self.count_address(peer.ip());
+                    let (address, from_ip) = self.count_address(limit_key(peer.ip()));
                     let entry = self.clients.vacant_entry();
                     let id = entry.key();
                     // Chat lines are small and latency matters more than packet count.
@@ -319,7 +323,11 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
                     self.metrics.limit(Limit::OpenFiles);
-                    log!(Warn, "accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                    if std::mem::replace(&mut self.fd_starved, true) {
+                        log!(Debug, "accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                    } else {
+                        log!(Warn, "accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
+                    }
                     self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
                 }
                 // ECONNABORTED and the like concern one peer only.
@@ -467,7 +475,6 @@ impl Server {
                             }
                         }
                     });
-
             if let Some(r) = response {
                 client.conn.respond(now, r.head, r.body, &self.settings);
             }
@@ -694,6 +701,19 @@ impl Server {
     }
 }
 
+/// The address a client is counted under for `--max-connections-per-ip`: an IPv4 address
+/// (also when mapped into IPv6), or an IPv6 /64, the smallest block a site is given (RFC 6177),
+/// so one host cannot dodge the limit by cycling through its own /64.
+fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((v6.to_bits() & !u128::from(u64::MAX)).into()),
+        },
+    }
+}
+
 /// Where [`deliver`] reports: `dirty` collects clients with output, `changed` those whose
 /// state may have changed.
 struct Out<'a> {
@@ -769,4 +789,19 @@ fn write_out(client: &mut Client, now: Instant, settings: &Settings, m: &mut Met
         let _ = client.stream.shutdown(Shutdown::Write);
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_ip_limit_keys() {
+        let key = |s: &str| limit_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2:bbbb::9"), "2001:db8:1:2::");
+        assert_eq!(key("::1"), "::");
+    }
 }

@@ -9,8 +9,9 @@
 //! event_loop.rs              the only module that imports mio: sockets, Slab, deadlines, signals
 //! ```
 //!
-//! `config.rs` holds the flags and their defaults; `daemon.rs` the process glue (the only
-//! `unsafe`); `log.rs` the log lines.
+//! `config.rs` holds the flags and their defaults; `daemon.rs` the process glue: rlimit,
+//! sd_notify, socket activation (the only `unsafe`); `log.rs` the log lines; `metrics.rs` the
+//! counters behind `/metrics`; `origin.rs` the Origin policy (RFC 6455 §10.2).
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 

@@ -12,25 +12,26 @@ use wsrelay::event_loop::{Options, Server};
 use wsrelay::{daemon, log};
 
 fn main() -> ExitCode {
+    // First, so that even a configuration error reaches the journal as an error.
+    log::set_journal(daemon::stderr_is_journal());
     let config = Config::parse();
     if let Err(e) = config.validate() {
-        eprintln!("wsrelay: error: {e}");
+        log!(Error, "{e}");
         return ExitCode::from(2);
     }
     log::set_level(config.log_level);
-    log::set_journal(daemon::stderr_is_journal());
     // First: it reads and clears the environment, which is only sound before threads exist.
     let passed = match daemon::listen_fd() {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("wsrelay: error: socket activation: {e}");
+            log!(Error, "socket activation: {e}");
             return ExitCode::from(1);
         }
     };
     let notifier = match daemon::Notifier::from_env() {
         Ok(n) => n,
         Err(e) => {
-            eprintln!("wsrelay: error: {e}");
+            log!(Error, "{e}");
             return ExitCode::from(1);
         }
     };
@@ -49,7 +50,7 @@ fn main() -> ExitCode {
         None => match std::net::TcpListener::bind(config.listen) {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("wsrelay: error: --listen {}: {e}", config.listen);
+                log!(Error, "--listen {}: {e}", config.listen);
                 return ExitCode::from(1);
             }
         },
@@ -70,7 +71,7 @@ fn main() -> ExitCode {
     let mut server = match Server::new(listener, app, config.settings(), options) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("wsrelay: error: {e}");
+            log!(Error, "{e}");
             return ExitCode::from(1);
         }
     };

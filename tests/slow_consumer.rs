@@ -1,7 +1,8 @@
 //! Verifies the per-connection output budget (`--max-output`): in relay mode, a client
 //! that never reads while another sends 2000 messages of 16 KiB is disconnected (close
 //! 1008, or EOF/reset, once it starts reading, after an in-order prefix of the
-//! messages), while a client that keeps reading receives every message, in order.
+//! messages), while a client that keeps reading receives every message, in order, and the
+//! server's peak RSS stays far below the 32 MiB the never-reading client was sent.
 
 mod common;
 
@@ -26,6 +27,16 @@ fn seq_of(payload: &[u8]) -> u32 {
         .try_into()
         .expect("payload has a sequence number");
     u32::from_be_bytes(bytes)
+}
+
+/// The peak resident set size of `pid` in KiB (`VmHWM` in proc(5)'s status).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/PID/status");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 #[test]
@@ -58,6 +69,8 @@ fn slow_reader_is_disconnected_while_others_get_everything() {
     reading
         .join()
         .expect("the reading client got every message in order");
+    let peak = peak_rss_kib(server.pid());
+    assert!(peak < 16 * 1024, "server peak RSS {peak} KiB");
 
     // Now the slow client reads: some prefix of the messages, then the end.
     let mut next = 0;

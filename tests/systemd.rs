@@ -5,13 +5,15 @@
 //! process), and `STOPPING=1` after SIGTERM. Socket activation: a listening socket passed as
 //! fd 3 with `LISTEN_PID`/`LISTEN_FDS` is used instead of `--listen`, by a shell wrapper of this
 //! test's and by Debian's `systemd-socket-activate`; a passed socket that is not a listening
-//! TCP socket is refused, and `LISTEN_PID` of another process is ignored.
+//! TCP socket is refused, and `LISTEN_PID` of another process is ignored. Logs carry syslog
+//! priority prefixes exactly when `JOURNAL_STREAM` names the process's stderr.
 
 mod common;
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::OwnedFd;
 use std::os::linux::net::SocketAddrExt;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{self, UnixDatagram};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -264,4 +266,51 @@ fn systemd_socket_activate_starts_it_on_the_first_connection() {
     server.terminate();
     let status = server.wait_exit(EXIT_LIMIT);
     assert!(status.success(), "{status}; stderr:\n{}", server.stderr());
+}
+
+#[test]
+fn journal_stream_on_stderr_gets_priority_prefixes() {
+    let path = std::env::temp_dir().join(unique("journal"));
+    let file = std::fs::File::create(&path).unwrap();
+    let meta = file.metadata().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wsrelay"))
+        .args(["--listen", "127.0.0.1:0", "--log-level", "debug"])
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let text = loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if text.contains("listening on") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("<6>wsrelay: info: listening on")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("<7>wsrelay: debug: ")),
+        "{text}"
+    );
+
+    // Inherited from elsewhere (another stream): plain lines.
+    let mut cmd = Server::command(&[]);
+    cmd.env("JOURNAL_STREAM", "1:1");
+    let server = Server::start_command(cmd);
+    let log = server.stderr();
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("wsrelay: info: listening on"))
+            && !log.contains('<'),
+        "{log}"
+    );
 }
