@@ -146,7 +146,9 @@ pub fn gap(range: Option<(u64, u64)>, out: &mut Vec<u8>) {
             "{} earlier messages were missed ({from}-{to}).",
             to - from + 1
         ),
-        None => "The room started over; earlier messages were missed.".to_owned(),
+        None => "This room started over (the server restarted, or the room was idle and \
+                 freed); its history begins again."
+            .to_owned(),
     };
     write(
         &Outgoing::Gap {

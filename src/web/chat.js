@@ -1,5 +1,10 @@
 // wsrelay chat client. User-supplied text is only ever inserted with
 // textContent / text nodes, never parsed as HTML.
+//
+// Transports: a WebSocket to /<room>, or, where WebSocket is missing or keeps failing, HTTP long
+// polling (GET /poll, POST /send). Either way the client keeps a cursor (the room's epoch and
+// the last sequence number shown), resumes from it after a reconnect, and drops any event it
+// has already shown, so nothing is lost or doubled across reconnects.
 (function () {
   "use strict";
 
@@ -8,6 +13,10 @@
   var BACKOFF_MIN = 500;
   var BACKOFF_MAX = 10000;
   var MAX_LINES = 500;
+  // WebSocket attempts that fail without ever opening before falling back to long polling.
+  var WS_FAILURES_BEFORE_POLLING = 3;
+  var ROOM_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+  var DEFAULT_ROOM = "main";
 
   var log = document.getElementById("log");
   var form = document.getElementById("compose");
@@ -16,10 +25,32 @@
   var statusEl = document.getElementById("status");
   var statusText = document.getElementById("status-text");
   var countEl = document.getElementById("count");
+  var transportEl = document.getElementById("transport");
+  var roomForm = document.getElementById("room-form");
+  var roomInput = document.getElementById("room");
 
+  var room = roomFromLocation();
+  var cursor = { epoch: null, seq: 0 };
+  var usePolling = typeof window.WebSocket !== "function";
+  var wsFailures = 0;
   var ws = null;
   var backoff = BACKOFF_MIN;
   var retryTimer = null;
+  // Bumped whenever the room changes, so answers for the old room are ignored.
+  var generation = 0;
+  var clientId = randomId();
+
+  function randomId() {
+    var bytes = new Uint8Array(8);
+    if (window.crypto && window.crypto.getRandomValues) window.crypto.getRandomValues(bytes);
+    else for (var i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
+    return Array.prototype.map.call(bytes, function (b) { return (b + 256).toString(16).slice(1); }).join("");
+  }
+
+  function roomFromLocation() {
+    var r = new URLSearchParams(location.search).get("room");
+    return r && ROOM_RE.test(r) ? r : DEFAULT_ROOM;
+  }
 
   // Code-point aware truncation so a surrogate pair is never split.
   function clip(s, n) {
@@ -30,6 +61,11 @@
   function setStatus(state, text) {
     statusEl.setAttribute("data-state", state);
     statusText.textContent = text;
+  }
+
+  function setTransport(name) {
+    transportEl.textContent = name ? "via " + name : "";
+    statusEl.setAttribute("data-transport", name || "");
   }
 
   function setCount(n) {
@@ -54,8 +90,8 @@
     addLine(kind, function (line) { line.textContent = text; });
   }
 
-  function addMessage(name, msg) {
-    addLine("message", function (line) {
+  function addMessage(name, msg, extra) {
+    addLine("message" + extra, function (line) {
       var who = document.createElement("span");
       who.className = "name";
       who.textContent = name;
@@ -81,66 +117,188 @@
     return n ? clip(n, MAX_NAME) : "Anonymous";
   }
 
-  function handle(data) {
-    var m;
-    try { m = JSON.parse(data); } catch (e) { return; }
+  // One event from either transport.
+  function handle(m) {
     if (!m || typeof m !== "object") return;
+    if (m.type === "welcome") {
+      if (m.epoch !== cursor.epoch) cursor = { epoch: str(m.epoch), seq: 0 };
+      return;
+    }
+    if (typeof m.seq === "number") {
+      if (m.seq <= cursor.seq) return; // shown already (before a reconnect)
+      cursor.seq = m.seq;
+    }
+    var extra = m.history ? " history" : "";
     if (m.type === "message") {
-      addMessage(str(m.name), str(m.msg));
+      addMessage(str(m.name), str(m.msg), extra);
     } else if (m.type === "notification") {
-      if (typeof m.count === "number") setCount(m.count);
-      addText("notice " + (m.event === "leave" ? "leave" : "join"), str(m.msg));
+      if (typeof m.count === "number" && !m.history) setCount(m.count);
+      addText("notice " + (m.event === "leave" ? "leave" : "join") + extra, str(m.msg));
+    } else if (m.type === "gap") {
+      // With a range, events were lost for good; without, the room started over.
+      addText(typeof m.from === "number" ? "notice gap" : "notice restart", str(m.msg));
     } else if (m.type === "error") {
       addText("error", "Error: " + str(m.msg));
     }
   }
 
+  function handleText(data) {
+    var m;
+    try { m = JSON.parse(data); } catch (e) { return; }
+    handle(m);
+  }
+
+  function cursorQuery(sep) {
+    return cursor.epoch === null ? "" :
+      sep + "since=" + cursor.seq + "&epoch=" + encodeURIComponent(cursor.epoch);
+  }
+
+  function connected(name) {
+    backoff = BACKOFF_MIN;
+    setTransport(name);
+    setStatus("connected", "Connected to " + room);
+  }
+
   function connect() {
     retryTimer = null;
     setStatus("connecting", "Connecting…");
-    var proto = location.protocol === "https:" ? "wss://" : "ws://";
-    try {
-      ws = new WebSocket(proto + location.host + "/");
-    } catch (e) {
-      scheduleReconnect();
+    if (usePolling) {
+      poll(generation);
       return;
     }
-    ws.addEventListener("open", function () {
-      backoff = BACKOFF_MIN;
-      setStatus("connected", "Connected");
+    var proto = location.protocol === "https:" ? "wss://" : "ws://";
+    var opened = false;
+    var socket;
+    try {
+      socket = new WebSocket(proto + location.host + "/" + encodeURIComponent(room) + cursorQuery("?"));
+    } catch (e) {
+      wsFailed();
+      return;
+    }
+    ws = socket;
+    socket.addEventListener("open", function () {
+      opened = true;
+      wsFailures = 0;
+      connected("WebSocket");
     });
-    ws.addEventListener("message", function (ev) {
-      if (typeof ev.data === "string") handle(ev.data);
+    socket.addEventListener("message", function (ev) {
+      if (socket === ws && typeof ev.data === "string") handleText(ev.data);
     });
-    ws.addEventListener("close", function () {
+    socket.addEventListener("close", function () {
+      if (socket !== ws) return; // replaced after a room change
       ws = null;
       setCount(null);
-      scheduleReconnect();
+      if (opened) scheduleReconnect();
+      else wsFailed();
     });
+  }
+
+  function wsFailed() {
+    wsFailures += 1;
+    if (wsFailures >= WS_FAILURES_BEFORE_POLLING) usePolling = true;
+    scheduleReconnect();
+  }
+
+  // One long poll; the next starts when it answers, so there is always one waiting.
+  function poll(gen) {
+    var url = "/poll?room=" + encodeURIComponent(room) + "&client=" + clientId + cursorQuery("&");
+    fetch(url, { cache: "no-store" })
+      .then(function (r) {
+        if (!r.ok) throw new Error("HTTP " + r.status);
+        return r.json();
+      })
+      .then(function (events) {
+        if (gen !== generation) return;
+        connected("long polling");
+        if (Array.isArray(events)) events.forEach(handle);
+        poll(gen);
+      })
+      .catch(function () {
+        if (gen !== generation) return;
+        setCount(null);
+        scheduleReconnect();
+      });
   }
 
   function scheduleReconnect() {
     if (retryTimer) return;
-    var delay = backoff + Math.floor(Math.random() * backoff / 2);
+    // Jittered exponential backoff, so a restarted server is not hit by every client at once.
+    var delay = backoff + Math.floor(Math.random() * backoff);
     backoff = Math.min(backoff * 2, BACKOFF_MAX);
-    setStatus("disconnected", "Disconnected, retrying in " + Math.ceil(delay / 1000) + " s");
+    setStatus("disconnected", "Disconnected, reconnecting in " + Math.ceil(delay / 1000) + " s");
     retryTimer = setTimeout(connect, delay);
   }
+
+  function send(payload) {
+    if (usePolling) {
+      fetch("/send?room=" + encodeURIComponent(room), {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(payload),
+      })
+        .then(function (r) {
+          if (r.ok) return null;
+          return r.json().then(handle, function () { addText("error", "Error: HTTP " + r.status); });
+        })
+        .catch(function () { addText("error", "Not connected; message not sent."); });
+      return true;
+    }
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    ws.send(JSON.stringify(payload));
+    return true;
+  }
+
+  function showRoom() {
+    roomInput.value = room;
+    document.title = room === DEFAULT_ROOM ? "wsrelay chat" : room + " · wsrelay chat";
+  }
+
+  function switchRoom(next) {
+    if (next === room) return;
+    room = next;
+    generation += 1;
+    cursor = { epoch: null, seq: 0 };
+    var url = new URL(location.href);
+    if (room === DEFAULT_ROOM) url.searchParams.delete("room");
+    else url.searchParams.set("room", room);
+    history.pushState(null, "", url);
+    showRoom();
+    while (log.firstChild) log.removeChild(log.firstChild);
+    setCount(null);
+    if (retryTimer) { clearTimeout(retryTimer); retryTimer = null; }
+    var old = ws;
+    ws = null;
+    if (old) old.close();
+    backoff = BACKOFF_MIN;
+    connect();
+  }
+
+  roomForm.addEventListener("submit", function (ev) {
+    ev.preventDefault();
+    var next = roomInput.value.trim() || DEFAULT_ROOM;
+    if (!ROOM_RE.test(next)) {
+      addText("error", "Room names are 1-64 letters, digits, '.', '_' or '-'.");
+      return;
+    }
+    switchRoom(next);
+  });
+
+  window.addEventListener("popstate", function () { switchRoom(roomFromLocation()); });
 
   form.addEventListener("submit", function (ev) {
     ev.preventDefault();
     var msg = msgInput.value;
     if (!msg.trim()) return;
-    if (!ws || ws.readyState !== WebSocket.OPEN) {
+    if (!send({ name: currentName(), msg: clip(msg, MAX_MSG) })) {
       addText("error", "Not connected; message not sent.");
       return;
     }
-    ws.send(JSON.stringify({ name: currentName(), msg: clip(msg, MAX_MSG) }));
     saveName();
     msgInput.value = "";
     msgInput.focus();
     log.scrollTop = log.scrollHeight; // own message: jump to the newest line
   });
 
+  showRoom();
   connect();
 })();

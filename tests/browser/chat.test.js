@@ -86,7 +86,7 @@ let pageB;
 const dialogs = [];
 const pageErrors = [];
 
-async function openPage(ctx, label) {
+async function openPage(ctx, label, query = '') {
   const page = await ctx.newPage();
   page.setDefaultTimeout(WAIT_MS);
   page.setDefaultNavigationTimeout(WAIT_MS);
@@ -102,7 +102,7 @@ async function openPage(ctx, label) {
       window.__csp.push(`${e.violatedDirective} ${e.blockedURI} ${e.sourceFile}:${e.lineNumber}`),
     );
   });
-  const res = await page.goto(baseURL);
+  const res = await page.goto(baseURL + query);
   assert.equal(res.status(), 200);
   assert.match(res.headers()['content-security-policy'] || '', /default-src 'none'/);
   return page;
@@ -297,13 +297,83 @@ test('client frame shape and error rendering (socket mocked by Playwright)', { t
   assert.deepEqual(dialogs, []);
 });
 
-test('A shows disconnected when the server stops, then reconnects', { timeout: TEST_MS }, async () => {
+test('A shows disconnected when the server stops, then reconnects with no duplicate and no gap', { timeout: TEST_MS }, async () => {
   const host = server.host;
+  const before = await messages(pageA).allTextContents();
   await stopServer(server.proc);
   await assertEventually(() => status(pageA).getAttribute('data-state'), 'disconnected');
+  assert.match(await status(pageA).textContent(), /reconnecting in \d+ s/);
   server = await startServer(host); // same port: the page reconnects to location.host
   await assertEventually(() => status(pageA).getAttribute('data-state'), 'connected', 15_000);
   await assertEventually(() => pageA.locator('#count').textContent(), /\b1 online/);
+  // The new server's room starts over: said once, nothing shown twice, nothing claimed lost.
+  await log(pageA).locator('.notice.restart').first().waitFor();
+  assert.equal(await log(pageA).locator('.notice.gap').count(), 0);
+  await send(pageA, 'A', 'after the restart');
+  await messages(pageA).filter({ hasText: 'after the restart' }).first().waitFor();
+  await pageA.waitForTimeout(200);
+  assert.deepEqual(await messages(pageA).allTextContents(), [...before, 'A: after the restart']);
+});
+
+test('rooms: ?room= keeps traffic apart, late joiners get history, the form switches rooms', { timeout: TEST_MS }, async () => {
+  const ctx = await browser.newContext();
+  try {
+    const side = await openPage(ctx, 'S', '?room=side');
+    await assertEventually(() => status(side).getAttribute('data-state'), 'connected');
+    assert.equal(await side.locator('#room').inputValue(), 'side');
+    await send(side, 'S', 'only in side');
+    await messages(side).filter({ hasText: 'only in side' }).first().waitFor();
+    await send(pageA, 'A', 'only in main');
+    await messages(pageA).filter({ hasText: 'only in main' }).first().waitFor();
+    await side.waitForTimeout(300);
+    assert.equal(await messages(side).filter({ hasText: 'only in main' }).count(), 0);
+    assert.equal(await messages(pageA).filter({ hasText: 'only in side' }).count(), 0);
+    // A late joiner of "side" is shown its history, marked as such.
+    const late = await openPage(ctx, 'L', '?room=side');
+    await log(late).locator('.message.history').filter({ hasText: 'only in side' }).first().waitFor();
+    await assertEventually(() => late.locator('#count').textContent(), /\b2 online/);
+    // The room form moves a page to another room and puts it in the URL, to share.
+    await late.locator('#room').fill('other');
+    await late.locator('#room').press('Enter');
+    await assertEventually(() => new URL(late.url()).searchParams.get('room'), 'other');
+    await assertEventually(() => late.locator('#count').textContent(), /\b1 online/);
+    assert.equal(await messages(late).count(), 0, 'the old room\'s lines are cleared');
+    await log(side).locator('.notice.leave').filter({ hasText: '1 online' }).first().waitFor();
+  } finally {
+    await ctx.close();
+  }
+});
+
+test('without window.WebSocket the page chats over long polling with a WebSocket page', { timeout: TEST_MS }, async () => {
+  const ctx = await browser.newContext();
+  try {
+    const lp = await ctx.newPage();
+    lp.setDefaultTimeout(WAIT_MS);
+    lp.on('pageerror', (e) => pageErrors.push(`LP: ${e.message}`));
+    await lp.addInitScript(() => { delete window.WebSocket; window.WebSocket = undefined; });
+    await lp.goto(baseURL + '?room=lp');
+    await assertEventually(() => status(lp).getAttribute('data-state'), 'connected');
+    assert.match(await lp.locator('#transport').textContent(), /long polling/);
+    const wsPage = await openPage(ctx, 'W', '?room=lp');
+    assert.match(await wsPage.locator('#transport').textContent(), /WebSocket/);
+    // The polling page counts as present.
+    await assertEventually(() => wsPage.locator('#count').textContent(), /\b2 online/);
+    await send(lp, 'LP', 'from polling');
+    await messages(wsPage).filter({ hasText: 'from polling' }).first().waitFor();
+    await send(wsPage, 'WS', 'from websocket <b>x</b>');
+    await messages(lp).filter({ hasText: 'from websocket' }).first().waitFor();
+    await send(lp, 'LP', 'again');
+    await messages(wsPage).filter({ hasText: 'again' }).first().waitFor();
+    await messages(lp).filter({ hasText: 'again' }).first().waitFor();
+    const seenLp = await messages(lp).allTextContents();
+    const seenWs = await messages(wsPage).allTextContents();
+    assert.deepEqual(seenLp, seenWs, 'same messages in the same order');
+    assert.equal(seenLp.length, 3);
+    await assertNoMarkup(lp);
+  } finally {
+    await ctx.close();
+  }
+  assert.deepEqual(pageErrors, []);
 });
 
 /** Poll `fn` until its value equals / matches `want`, or fail after `ms`. */
