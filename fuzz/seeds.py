@@ -164,6 +164,10 @@ seed(HS, "missing-connection-upgrade", rfc.replace(b"Connection: Upgrade", b"Con
 seed(HS, "leading-empty-lines", b"\r\n\n" + rfc)  # RFC 9112 §2.2: ignored
 seed(HS, "incomplete-head", rfc[:-2])
 seed(HS, "garbage", b"GARBAGE\x01\r\n\r\n")
+seed(HS, "post-with-body", b"POST /send?room=a HTTP/1.1\r\nHost: h\r\nContent-Length: 22\r\n\r\n" + b'{"name":"a","msg":"b"}')
+seed(HS, "post-chunked-411", b"POST /send HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+seed(HS, "post-two-lengths", b"POST /send HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab")
+seed(HS, "post-length-19-digits", b"POST /send HTTP/1.1\r\nHost: h\r\nContent-Length: 1000000000000000000\r\n\r\n")
 seed(HS, "header-over-256-bytes", b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 300 + b"\r\n\r\n")
 
 # ---- close: a close frame's payload
@@ -207,6 +211,9 @@ seed(CN, "slow-consumer-overflow", UPGRADE + WRITE_ALL + bytes([6, 100, 6, 100, 
 seed(CN, "partial-writes", UPGRADE + client(0x81, b"x" * 200) + bytes([5, 1, 5, 2, 5, 3]) + bytes([6, 9, 5, 1]) + WRITE_ALL)
 seed(CN, "ping-repeated", UPGRADE + client(0x89, b"p" * 20) + bytes([2, 5]) + WRITE_ALL)
 seed(CN, "plain-get-answered", raw(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n", 7) + bytes([5, 2]) + WRITE_ALL + bytes([9]))
+seed(CN, "post-body-split-reads", raw(b"POST /send HTTP/1.1\r\nHost: h\r\nContent-Length: 22\r\n\r\n" + b'{"name":"a","msg":"b"}', 5) + WRITE_ALL + bytes([9]))
+seed(CN, "post-body-over-cap-413", raw(b"POST /send HTTP/1.1\r\nHost: h\r\nContent-Length: 99999\r\n\r\nxx") + WRITE_ALL)
+seed(CN, "post-body-never-finished", raw(b"POST /send HTTP/1.1\r\nHost: h\r\nContent-Length: 50\r\n\r\nabc") + bytes([4, 255, 4, 255]))
 seed(CN, "bad-request-400", raw(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n") + WRITE_ALL)
 seed(CN, "handshake-timeout", raw(b"GET / HTTP/1.1\r\n") + bytes([4, 255, 4, 255]))
 seed(CN, "close-timeout", UPGRADE + bytes([7, 1, 0]) + bytes([4, 50]) + WRITE_ALL)
