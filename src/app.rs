@@ -12,6 +12,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::chat::{self, Presence, Stamp};
+use crate::longpoll::{Waiter, Waiters};
 use crate::proto::handshake::{Method, write_head};
 use crate::proto::{CloseCode, OpCode, frame};
 use crate::room::{DEFAULT_ROOM, RoomError, RoomId, RoomLimits, Rooms, valid_name};
@@ -90,7 +91,7 @@ pub struct App {
     /// Chat rooms (empty in the other modes).
     rooms: Rooms,
     /// Long polls waiting for their room's next event.
-    waiters: Vec<Waiter>,
+    waiters: Waiters,
     /// When to look for long-polling clients that stopped polling.
     guest_scan: Option<Instant>,
     /// How long a long poll waits for an event.
@@ -98,15 +99,6 @@ pub struct App {
     /// Reused for JSON and frames, so a broadcast allocates only its shared frame.
     json: Vec<u8>,
     frame: Vec<u8>,
-}
-
-/// A long poll held open until its room has something after `since`.
-#[derive(Debug)]
-struct Waiter {
-    conn: usize,
-    room: Rc<str>,
-    since: u64,
-    deadline: Instant,
 }
 
 /// What the app does with a plain HTTP request.
@@ -151,10 +143,11 @@ fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// A whole JSON response.
-fn json_response(status: u16, body: &[u8]) -> Vec<u8> {
+/// A whole JSON response; `extra` is more header lines.
+fn json_response(status: u16, extra: &str, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 160);
-    write_head(status, JSON_TYPE, body.len(), NO_STORE, &mut out);
+    let fields = format!("{NO_STORE}{extra}");
+    write_head(status, JSON_TYPE, body.len(), &fields, &mut out);
     out.extend_from_slice(body);
     out
 }
@@ -176,7 +169,7 @@ impl App {
             online: 0,
             // The start time tells this run's room epochs from an earlier run's.
             rooms: Rooms::new(rooms, now_ms()),
-            waiters: Vec::new(),
+            waiters: Waiters::default(),
             guest_scan: None,
             poll_wait,
             json: Vec::new(),
@@ -254,11 +247,15 @@ impl App {
             });
         }
         for (_, json) in replay.events {
-            chat::history(json, &mut self.json);
-            out.push(Action::Send {
-                to: id,
-                frame: encode(&mut self.frame, OpCode::Text, &self.json),
-            });
+            // What a new client is shown from before it came is history; what a resuming
+            // client missed is not (it is sent as it was).
+            let frame = if since.is_none() {
+                chat::history(json, &mut self.json);
+                encode(&mut self.frame, OpCode::Text, &self.json)
+            } else {
+                encode(&mut self.frame, OpCode::Text, json.as_bytes())
+            };
+            out.push(Action::Send { to: id, frame });
         }
     }
 
@@ -274,82 +271,129 @@ impl App {
         out: &mut Vec<Action>,
     ) -> Reply {
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
-        if self.mode != Mode::Chat || !matches!(path, "/poll" | "/send") {
+        if self.mode != Mode::Chat {
             return Reply::Pass;
         }
-        let name = query_param(query, "room").unwrap_or(DEFAULT_ROOM);
-        let name = if name.is_empty() { DEFAULT_ROOM } else { name };
-        let room = match self.rooms.open(name) {
-            Ok(room) => room,
-            Err(RoomError::InvalidName) => return self.http_error(400, "invalid room name"),
-            Err(RoomError::TooManyRooms) => return self.http_error(503, "too many rooms"),
-        };
+        let name = query_param(query, "room").filter(|n| !n.is_empty());
+        let name = name.unwrap_or(DEFAULT_ROOM);
+        let valid = valid_name(name);
         match (method, path) {
-            (Method::Get, "/poll") => self.poll(id, room, query, now, out),
-            (Method::Post, "/send") => self.send(room, body, out),
-            _ => self.http_error(405, "GET /poll, POST /send"),
+            (Method::Get, "/poll") if valid => self.poll(id, name, query, now, out),
+            (Method::Post, "/send") if valid => self.send(name, body, out),
+            (Method::Get, "/poll") | (Method::Post, "/send") => {
+                self.http_error(400, "", "invalid room name")
+            }
+            // RFC 9110 §15.5.6: a 405 lists the methods the target has.
+            (_, "/poll") => self.http_error(405, "Allow: GET\r\n", "use GET /poll"),
+            (_, "/send") => self.http_error(405, "Allow: POST\r\n", "use POST /send"),
+            _ => Reply::Pass,
         }
     }
 
-    fn http_error(&mut self, status: u16, msg: &str) -> Reply {
+    /// `{"type":"error","msg":…}` with `status`; `extra` is more header lines.
+    fn http_error(&mut self, status: u16, extra: &str, msg: &str) -> Reply {
         self.json.clear();
         // Serializing a string into a Vec cannot fail.
         let _ = serde_json::to_writer(
             &mut self.json,
             &serde_json::json!({"type": "error", "msg": msg}),
         );
-        Reply::Now(json_response(status, &self.json))
+        Reply::Now(json_response(status, extra, &self.json))
     }
 
     /// `GET /poll?room=R&since=SEQ&epoch=EPOCH&client=ID`: what the room has after `since`,
     /// now if there is any, else as soon as there is (or an empty answer after `poll_wait`).
+    ///
+    /// Only a client that is up to date (it has the room's last event, or the room does not
+    /// exist yet) can make a room or count as present in it, and it then holds a connection:
+    /// rooms cannot be made or pinned by cheap one-shot requests.
     fn poll(
         &mut self,
         id: usize,
-        room: RoomId,
+        name: &str,
         query: &str,
         now: Instant,
         out: &mut Vec<Action>,
     ) -> Reply {
         let cursor = parse_cursor(query);
-        // The client's id makes it count as present while it keeps polling.
-        if let Some(guest) = query_param(query, "client").filter(|g| valid_name(g)) {
-            let grace = self.poll_wait + GUEST_GRACE.min(self.poll_wait);
+        let existing = self.rooms.find(name);
+        let up_to_date = match (cursor.since, existing) {
+            (Some(since), Some(room)) => {
+                cursor.epoch.is_none_or(|e| e == self.rooms.epoch(room))
+                    && since >= self.rooms.next_seq(room).saturating_sub(1)
+            }
+            // The room is not made yet and the client has seen nothing of it.
+            (Some(_), None) => cursor.epoch.is_none(),
+            (None, _) => false,
+        };
+        if !up_to_date {
+            // Answered at once: the history, what the client missed, or a room not made yet.
+            let body = match existing {
+                Some(room) => {
+                    let same_epoch = cursor.epoch.is_none_or(|e| e == self.rooms.epoch(room));
+                    match cursor.since {
+                        Some(since) if same_epoch => self.poll_body(room, Some(since), false),
+                        Some(_) => self.poll_body(room, None, true),
+                        None => self.poll_body(room, None, false),
+                    }
+                }
+                None => self.unmade_room_body(name, cursor.epoch.is_some()),
+            };
+            return Reply::Now(json_response(200, "", &body));
+        }
+        let room = match existing.map_or_else(|| self.rooms.open(name), Ok) {
+            Ok(room) => room,
+            Err(RoomError::InvalidName) => return self.http_error(400, "", "invalid room name"),
+            Err(RoomError::TooManyRooms) => {
+                return self.http_error(503, "Retry-After: 5\r\n", "too many rooms");
+            }
+        };
+        let since = self.rooms.next_seq(room).saturating_sub(1);
+        let deadline = now + self.poll_wait;
+        // Present while it polls: a held poll counts through its wait, anything else only a
+        // little (time to poll again).
+        let grace = GUEST_GRACE.min(self.poll_wait);
+        let guest = query_param(query, "client").filter(|g| valid_name(g));
+        if let Some(guest) = guest {
             if self.rooms.touch_guest(room, guest, now + grace) {
                 let count = self.rooms.count(room);
                 self.presence(room, Presence::Join, count, out);
             }
             self.guest_scan.get_or_insert(now + GUEST_SCAN);
         }
-        let epoch_ok = cursor.epoch.is_none_or(|e| e == self.rooms.epoch(room));
-        let last = self.rooms.next_seq(room).saturating_sub(1);
-        match cursor.since {
-            // Up to date: wait for the next event.
-            Some(since) if epoch_ok && since >= last => {
-                let deadline = now + self.poll_wait;
-                self.waiters.push(Waiter {
-                    conn: id,
-                    room: self.rooms.shared_name(room),
-                    since: last,
-                    deadline,
-                });
-                Reply::Hold(deadline)
-            }
-            _ => {
-                let body = if epoch_ok {
-                    self.poll_body(room, cursor.since, false)
-                } else {
-                    // The room started over since the client's cursor.
-                    self.poll_body(room, None, true)
-                };
-                Reply::Now(json_response(200, &body))
-            }
+        if self.rooms.next_seq(room).saturating_sub(1) > since {
+            // Its own arrival is news: answered at once, with it.
+            let body = self.poll_body(room, Some(since), false);
+            return Reply::Now(json_response(200, "", &body));
         }
+        if let Some(guest) = guest {
+            self.rooms.touch_guest(room, guest, deadline + grace);
+        }
+        let (name, epoch) = (self.rooms.shared_name(room), self.rooms.shared_epoch(room));
+        let guest = guest.map(Rc::from);
+        self.waiters.hold(id, name, epoch, guest, since, deadline);
+        Reply::Hold(deadline)
+    }
+
+    /// The answer for a room that does not exist: a welcome with no epoch and nothing in it,
+    /// after a restart notice if the client had a cursor in an earlier incarnation.
+    fn unmade_room_body(&mut self, name: &str, had_cursor: bool) -> Vec<u8> {
+        let mut body = b"[".to_vec();
+        chat::welcome(name, "", 0, &mut self.json);
+        body.extend_from_slice(&self.json);
+        if had_cursor {
+            chat::gap(None, &mut self.json);
+            body.push(b',');
+            body.extend_from_slice(&self.json);
+        }
+        body.push(b']');
+        body
     }
 
     /// A long poll's answer: a JSON array of the welcome, a gap notice if events after
     /// `since` are gone (or, with `reset`, if the room started over since the client's
-    /// cursor), and the kept events after `since` (all, marked as history, if none).
+    /// cursor), and the kept events after `since` (all, marked as history, if none; as sent
+    /// otherwise).
     fn poll_body(&mut self, room: RoomId, since: Option<u64>, reset: bool) -> Vec<u8> {
         let mut body = b"[".to_vec();
         chat::welcome(
@@ -383,60 +427,95 @@ impl App {
         body
     }
 
-    /// `POST /send?room=R` with `{"name","msg"}`: published like a WebSocket client's message.
-    fn send(&mut self, room: RoomId, body: &[u8], out: &mut Vec<Action>) -> Reply {
+    /// Answers held polls: each gets what its room has after its cursor.
+    fn answer(&mut self, waiters: Vec<(usize, Waiter)>, out: &mut Vec<Action>) {
+        // The polls of one room usually share one cursor: build that answer once.
+        let mut cached: Option<(Rc<str>, u64, Vec<u8>)> = None;
+        for (conn, w) in waiters {
+            let response = match &cached {
+                Some((room, since, response)) if *room == w.room && *since == w.since => {
+                    response.clone()
+                }
+                _ => {
+                    let body = match self.rooms.find(&w.room) {
+                        Some(room) if *self.rooms.epoch(room) == *w.epoch => {
+                            self.poll_body(room, Some(w.since), false)
+                        }
+                        Some(room) => self.poll_body(room, None, true),
+                        None => self.unmade_room_body(&w.room, true),
+                    };
+                    let response = json_response(200, "", &body);
+                    cached = Some((w.room.clone(), w.since, response.clone()));
+                    response
+                }
+            };
+            out.push(Action::Respond { to: conn, response });
+        }
+    }
+
+    /// `POST /send?room=R` with `{"name","msg"}`: published like a WebSocket client's message,
+    /// to a room that exists (someone is in it, or it has history).
+    fn send(&mut self, name: &str, body: &[u8], out: &mut Vec<Action>) -> Reply {
+        let Some(room) = self.rooms.find(name) else {
+            return self.http_error(404, "", "no such room: poll it first");
+        };
         let Ok(text) = std::str::from_utf8(body) else {
-            return self.http_error(400, "body is not UTF-8");
+            return self.http_error(400, "", "body is not UTF-8");
         };
         let stamp = self.stamp(room);
         if chat::handle_text(text, stamp, &mut self.json).is_err() {
-            return Reply::Now(json_response(400, &self.json));
+            return Reply::Now(json_response(400, "", &self.json));
         }
-        let response = json_response(200, &self.json);
+        let response = json_response(200, "", &self.json);
         let frame = encode(&mut self.frame, OpCode::Text, &self.json);
         self.publish(room, frame, out);
         Reply::Now(response)
     }
 
-    /// A connection is gone: a long poll it held waits no more.
-    pub fn on_drop(&mut self, id: usize) {
-        self.waiters.retain(|w| w.conn != id);
+    /// A connection is gone: a long poll it held waits no more, and its client counts as
+    /// present only a little longer (time to poll again).
+    pub fn on_drop(&mut self, id: usize, now: Instant) {
+        if let Some(w) = self.waiters.drop_conn(id)
+            && let (Some(guest), Some(room)) = (&w.guest, self.rooms.find(&w.room))
+        {
+            self.rooms
+                .shorten_guest(room, guest, now + GUEST_GRACE.min(self.poll_wait));
+        }
     }
 
     /// The earliest time [`App::handle_timeout`] has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let waiter = self.waiters.iter().map(|w| w.deadline).min();
-        [waiter, self.guest_scan].into_iter().flatten().min()
+        [self.waiters.next_deadline(), self.guest_scan]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Answers long polls that waited `poll_wait` with no event, and announces long-polling
     /// clients that stopped polling.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Action>) {
-        let mut i = 0;
-        while let Some(w) = self.waiters.get(i) {
-            if w.deadline > now {
-                i += 1;
-                continue;
-            }
-            let w = self.waiters.swap_remove(i);
-            let body = match self.rooms.find(&w.room) {
-                Some(room) => self.poll_body(room, Some(w.since), false),
-                None => b"[]".to_vec(),
-            };
-            out.push(Action::Respond {
-                to: w.conn,
-                response: json_response(200, &body),
-            });
-        }
+        let mut expired = Vec::new();
+        self.waiters.take_expired(now, &mut expired);
+        self.answer(expired, out);
         if self.guest_scan.is_some_and(|t| t <= now) {
             let mut gone = Vec::new();
             self.rooms.expire_guests(now, &mut gone);
-            for room in gone {
-                let count = self.rooms.count(room);
-                self.presence(room, Presence::Leave, count, out);
+            // One notice per departure, counting down to who is left.
+            for (room, n) in gone {
+                let left = self.rooms.count(room);
+                for k in (0..n).rev() {
+                    self.presence(room, Presence::Leave, left + k, out);
+                }
             }
             self.guest_scan = self.rooms.has_guests().then_some(now + GUEST_SCAN);
         }
+    }
+
+    /// The server is stopping: every held poll gets its answer now rather than a reset.
+    pub fn on_shutdown(&mut self, out: &mut Vec<Action>) {
+        let mut all = Vec::new();
+        self.waiters.take_all(&mut all);
+        self.answer(all, out);
     }
 
     /// A connection stopped being open.
@@ -511,19 +590,9 @@ impl App {
             room: name.clone(),
             frame,
         });
-        let mut i = 0;
-        while let Some(w) = self.waiters.get(i) {
-            if w.room != name {
-                i += 1;
-                continue;
-            }
-            let w = self.waiters.swap_remove(i);
-            let body = self.poll_body(room, Some(w.since), false);
-            out.push(Action::Respond {
-                to: w.conn,
-                response: json_response(200, &body),
-            });
-        }
+        let mut woken = Vec::new();
+        self.waiters.take_room(&name, &mut woken);
+        self.answer(woken, out);
     }
 
     fn presence(&mut self, room: RoomId, event: Presence, count: usize, out: &mut Vec<Action>) {

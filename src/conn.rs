@@ -609,12 +609,13 @@ impl Conn {
                 path,
                 body_len,
             } => {
-                // Checked against MAX_BODY above, so the allocation is bounded.
+                // At most MAX_BODY (checked above); the buffer grows as the bytes come, so a
+                // head alone does not make the server reserve it.
                 let need = usize::try_from(body_len).unwrap_or(0);
                 self.state = State::Body {
                     method,
                     target: path.into(),
-                    body: Vec::with_capacity(need),
+                    body: Vec::new(),
                     need,
                 };
                 // The handshake deadline still runs: the body is part of the request.

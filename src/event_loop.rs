@@ -353,6 +353,9 @@ impl Server {
         self.notify(Notify::Stopping);
         self.shutdown_deadline = Some(now + self.options.shutdown_timeout);
         let _ = self.poll.registry().deregister(&mut self.listener);
+        // Held long polls get their answer, not a bare close.
+        self.app.on_shutdown(&mut self.actions);
+        self.apply_actions(now);
         let ids: Vec<usize> = self.clients.iter().map(|(id, _)| id).collect();
         for id in ids {
             if let Some(c) = self.clients.get_mut(id) {
@@ -531,7 +534,7 @@ impl Server {
             let _ = self.poll.registry().deregister(&mut client.stream);
             self.release_address(client.address);
             // Before the id can be reused: a long poll this connection held is forgotten.
-            self.app.on_drop(id);
+            self.app.on_drop(id, now);
             log!(Debug, "closed {id}");
         }
     }

@@ -23,6 +23,7 @@ pub mod daemon;
 pub mod event_loop;
 pub mod http;
 pub mod log;
+pub mod longpoll;
 pub mod metrics;
 pub mod origin;
 pub mod proto;

@@ -23,6 +23,9 @@ pub const MAX_ROOM_NAME: usize = 64;
 /// Long-polling clients counted in one room; more still poll, but are not counted.
 pub const MAX_GUESTS: usize = 4096;
 
+/// Long-polling clients counted in all rooms together.
+pub const MAX_GUESTS_TOTAL: usize = 65_536;
+
 /// The room that `/` joins, so a client written for the single-room chat still works.
 pub const DEFAULT_ROOM: &str = "main";
 
@@ -73,7 +76,7 @@ struct Room {
     active: u64,
     /// Names this incarnation of the room: a room freed and made again (or a restarted
     /// server) starts its sequence over, and a cursor from before means nothing in it.
-    epoch: Box<str>,
+    epoch: Rc<str>,
 }
 
 /// What [`Rooms::replay`] found for a resuming client.
@@ -99,6 +102,8 @@ pub struct Rooms {
     epoch_base: u64,
     /// Rooms made so far, so that every room incarnation gets its own epoch.
     created: u64,
+    /// Guests in all rooms.
+    guests: usize,
 }
 
 /// Whether `name` may name a room: 1-64 bytes of `[A-Za-z0-9_.-]`, so it is safe in a URL
@@ -121,6 +126,7 @@ impl Rooms {
             clock: 0,
             epoch_base,
             created: 0,
+            guests: 0,
         }
     }
 
@@ -147,13 +153,13 @@ impl Rooms {
 
     fn create(&mut self, name: &str) -> Result<RoomId, RoomError> {
         if self.rooms.len() >= self.limits.max_rooms {
-            // Evict the idle room (no members) that changed least recently; O(rooms), but only
-            // when the limit is reached.
+            // Evict a room nobody is in: one without history if there is one, else the one
+            // that changed least recently. O(rooms), but only when the limit is reached.
             let victim = self
                 .rooms
                 .iter()
                 .filter(|(_, r)| r.members.is_empty() && r.guests.is_empty())
-                .min_by_key(|(_, r)| r.active)
+                .min_by_key(|(_, r)| (!r.history.is_empty(), r.active))
                 .map(|(id, _)| id)
                 .ok_or(RoomError::TooManyRooms)?;
             self.free(victim);
@@ -177,6 +183,7 @@ impl Rooms {
     fn free(&mut self, id: RoomId) {
         if let Some(room) = self.rooms.try_remove(id) {
             self.by_name.remove(&room.name);
+            self.guests -= room.guests.len();
         }
     }
 
@@ -234,24 +241,37 @@ impl Rooms {
             *t = until;
             return false;
         }
-        if room.guests.len() >= MAX_GUESTS {
+        if room.guests.len() >= MAX_GUESTS || self.guests >= MAX_GUESTS_TOTAL {
             return false;
         }
         room.guests.insert(guest.into(), until);
+        self.guests += 1;
         true
+    }
+
+    /// Makes guest `guest` count as present until `until` at the latest.
+    pub fn shorten_guest(&mut self, id: RoomId, guest: &str, until: Instant) {
+        if let Some(t) = self.rooms.get_mut(id).and_then(|r| r.guests.get_mut(guest)) {
+            *t = (*t).min(until);
+        }
     }
 
     /// Whether any long-polling client is counted anywhere.
     pub fn has_guests(&self) -> bool {
-        self.rooms.iter().any(|(_, r)| !r.guests.is_empty())
+        self.guests > 0
     }
 
-    /// Forgets guests whose time is up, pushing their room once for each; O(guests).
-    pub fn expire_guests(&mut self, now: Instant, gone: &mut Vec<RoomId>) {
+    /// Forgets guests whose time is up, pushing each room they left with how many; O(rooms +
+    /// guests), so it runs on a timer, not per event.
+    pub fn expire_guests(&mut self, now: Instant, gone: &mut Vec<(RoomId, usize)>) {
         for (id, room) in &mut self.rooms {
             let before = room.guests.len();
             room.guests.retain(|_, until| *until > now);
-            gone.extend(std::iter::repeat_n(id, before - room.guests.len()));
+            let left = before - room.guests.len();
+            if left > 0 {
+                self.guests -= left;
+                gone.push((id, left));
+            }
         }
     }
 
@@ -285,6 +305,13 @@ impl Rooms {
     /// The room's current epoch: sequence numbers compare only within one epoch.
     pub fn epoch(&self, id: RoomId) -> &str {
         self.rooms.get(id).map_or("", |r| &r.epoch)
+    }
+
+    /// The room's current epoch, shared.
+    pub fn shared_epoch(&self, id: RoomId) -> Rc<str> {
+        self.rooms
+            .get(id)
+            .map_or_else(|| Rc::from(""), |r| r.epoch.clone())
     }
 
     /// The sequence number the room's next event will get.

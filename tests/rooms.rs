@@ -27,28 +27,31 @@ fn say(ws: &mut Ws, name: &str, msg: &str) {
     );
 }
 
-/// Connects to `target`; returns the client, its welcome and the history it was sent, and
-/// checks that its own live join notice follows.
+/// Connects to `target`; returns the client, its welcome and what it was sent before its own
+/// live join notice (history, missed events, gap notices), which it checks comes next.
 #[track_caller]
 fn join(server: &Server, target: &str) -> (Ws, Value, Vec<Value>) {
     let mut ws = connect_ws_to(server, target);
     let welcome = recv(&mut ws);
     assert_eq!(welcome["type"], "welcome", "{welcome}");
-    let mut history = Vec::new();
+    let own_join = welcome["seq"].as_u64().unwrap() + 1;
+    let mut before = Vec::new();
     loop {
         let v = recv(&mut ws);
-        if v["history"] == true || v["type"] == "gap" {
-            history.push(v);
-            continue;
+        if v["seq"].as_u64() == Some(own_join) {
+            assert_eq!(
+                (v["type"].as_str(), v["event"].as_str()),
+                (Some("notification"), Some("join")),
+                "after the catch-up comes the client's own join: {v}"
+            );
+            assert!(v.get("history").is_none());
+            return (ws, welcome, before);
         }
-        assert_eq!(
-            (v["type"].as_str(), v["event"].as_str()),
-            (Some("notification"), Some("join")),
-            "after the history comes the client's own join: {v}"
+        assert!(
+            v["seq"].as_u64().is_none_or(|s| s < own_join),
+            "nothing live before the own join: {v}"
         );
-        assert_eq!(v["seq"], welcome["seq"].as_u64().unwrap() + 1, "{v}");
-        assert!(v.get("history").is_none());
-        return (ws, welcome, history);
+        before.push(v);
     }
 }
 
@@ -169,6 +172,10 @@ fn resume_after_a_reset_gets_exactly_the_missed_events() {
         "in order: {got:?}"
     );
     assert_eq!(missed[0]["event"], "leave");
+    assert!(
+        missed.iter().all(|v| v.get("history").is_none()),
+        "missed events come as they were sent, not as history: {missed:?}"
+    );
     assert_eq!(got[3].1, "missed 3");
     assert!(missed.iter().all(|v| v["type"] != "gap"));
     // Live again.

@@ -156,13 +156,22 @@ fn post_body_len(
     transfer_encoding: bool,
     content_length: (Option<&[u8]>, Option<&[u8]>),
 ) -> Result<u64, HandshakeError> {
-    let (false, (Some(value), None)) = (transfer_encoding, content_length) else {
-        return Err(HandshakeError::LengthRequired);
+    let value = match (transfer_encoding, content_length) {
+        (true, _) | (false, (None, _)) => return Err(HandshakeError::LengthRequired),
+        // RFC 9112 §6.3: more than one length is an unrecoverable error (400).
+        (false, (Some(_), Some(_))) => {
+            return Err(HandshakeError::BadRequest("repeated Content-Length"));
+        }
+        (false, (Some(value), None)) => value,
     };
     let digits = trim(value);
-    // RFC 9110 §8.6: Content-Length = 1*DIGIT; more than 18 digits is beyond any cap anyway.
-    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+    // RFC 9110 §8.6: Content-Length = 1*DIGIT.
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return Err(HandshakeError::BadRequest("invalid Content-Length"));
+    }
+    // More than 18 digits is beyond any cap, and would not fit the sum below.
+    if digits.len() > 18 {
+        return Err(HandshakeError::ContentTooLarge);
     }
     Ok(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
 }
