@@ -39,6 +39,10 @@
   // Bumped whenever the room changes, so answers for the old room are ignored.
   var generation = 0;
   var clientId = randomId();
+  // The long poll in flight, to abort when the room changes.
+  var pollAbort = null;
+  // The last close reason shown, so a server that keeps refusing is not repeated.
+  var lastReason = "";
 
   function randomId() {
     var bytes = new Uint8Array(8);
@@ -135,17 +139,21 @@
       if (typeof m.count === "number" && !m.history) setCount(m.count);
       addText("notice " + (m.event === "leave" ? "leave" : "join") + extra, str(m.msg));
     } else if (m.type === "gap") {
-      // With a range, events were lost for good; without, the room started over.
+      // With a range, events were lost for good (the cursor moves past them); without, the
+      // room started over.
+      if (typeof m.to === "number") cursor.seq = Math.max(cursor.seq, m.to);
       addText(typeof m.from === "number" ? "notice gap" : "notice restart", str(m.msg));
     } else if (m.type === "error") {
       addText("error", "Error: " + str(m.msg));
     }
   }
 
+  // Handles one WebSocket message; returns whether it was the welcome.
   function handleText(data) {
     var m;
-    try { m = JSON.parse(data); } catch (e) { return; }
+    try { m = JSON.parse(data); } catch (e) { return false; }
     handle(m);
+    return !!m && m.type === "welcome";
   }
 
   function cursorQuery(sep) {
@@ -167,7 +175,8 @@
       return;
     }
     var proto = location.protocol === "https:" ? "wss://" : "ws://";
-    var opened = false;
+    // Only a socket that got as far as the welcome counts as working.
+    var welcomed = false;
     var socket;
     try {
       socket = new WebSocket(proto + location.host + "/" + encodeURIComponent(room) + cursorQuery("?"));
@@ -177,18 +186,24 @@
     }
     ws = socket;
     socket.addEventListener("open", function () {
-      opened = true;
-      wsFailures = 0;
       connected("WebSocket");
     });
     socket.addEventListener("message", function (ev) {
-      if (socket === ws && typeof ev.data === "string") handleText(ev.data);
+      if (socket === ws && typeof ev.data === "string" && handleText(ev.data)) {
+        welcomed = true;
+        wsFailures = 0;
+      }
     });
-    socket.addEventListener("close", function () {
+    socket.addEventListener("close", function (ev) {
       if (socket !== ws) return; // replaced after a room change
       ws = null;
       setCount(null);
-      if (opened) scheduleReconnect();
+      // A refusal after the upgrade (1008 bad room name, 1013 too many rooms) says why.
+      if (ev.reason && ev.reason !== lastReason) {
+        lastReason = ev.reason;
+        addText("error", "Disconnected: " + ev.reason + " (" + ev.code + ")");
+      }
+      if (welcomed) scheduleReconnect();
       else wsFailed();
     });
   }
@@ -202,18 +217,28 @@
   // One long poll; the next starts when it answers, so there is always one waiting.
   function poll(gen) {
     var url = "/poll?room=" + encodeURIComponent(room) + "&client=" + clientId + cursorQuery("&");
-    fetch(url, { cache: "no-store" })
+    var abort = typeof AbortController === "function" ? new AbortController() : null;
+    pollAbort = abort;
+    // A poll that is up to date waits for news: if it has not failed within a second, the
+    // server is there.
+    var settled = false;
+    setTimeout(function () {
+      if (!settled && gen === generation) connected("long polling");
+    }, 1000);
+    fetch(url, { cache: "no-store", signal: abort ? abort.signal : undefined })
       .then(function (r) {
         if (!r.ok) throw new Error("HTTP " + r.status);
         return r.json();
       })
       .then(function (events) {
+        settled = true;
         if (gen !== generation) return;
         connected("long polling");
         if (Array.isArray(events)) events.forEach(handle);
         poll(gen);
       })
       .catch(function () {
+        settled = true;
         if (gen !== generation) return;
         setCount(null);
         scheduleReconnect();
@@ -269,6 +294,10 @@
     var old = ws;
     ws = null;
     if (old) old.close();
+    // A held poll of the old room would keep a connection (browsers allow six per host).
+    if (pollAbort) pollAbort.abort();
+    pollAbort = null;
+    lastReason = "";
     backoff = BACKOFF_MIN;
     connect();
   }

@@ -376,6 +376,58 @@ test('without window.WebSocket the page chats over long polling with a WebSocket
   assert.deepEqual(pageErrors, []);
 });
 
+test('a dropped WebSocket resumes from its cursor: missed lines once, a replayed one dropped', { timeout: TEST_MS }, async () => {
+  const ctx = await browser.newContext();
+  try {
+    const page = await ctx.newPage();
+    page.setDefaultTimeout(WAIT_MS);
+    page.on('pageerror', (e) => pageErrors.push(`R: ${e.message}`));
+    // The page's socket goes through Playwright to the real server, so the test can cut it
+    // and, on the second connection, slip in an event the page has shown already.
+    let connections = 0;
+    let cut = null;
+    let dup = null; // set from the first connection's traffic
+    const resumedWith = [];
+    await page.routeWebSocket(/\/resume/, (ws) => {
+      connections += 1;
+      const n = connections;
+      resumedWith.push(ws.url());
+      const server = ws.connectToServer();
+      ws.onMessage((m) => server.send(m));
+      server.onMessage((m) => {
+        ws.send(m);
+        const v = JSON.parse(m);
+        // The event the page shows first, again under its own seq but with other text.
+        if (n === 1 && v.msg === 'one') dup = JSON.stringify({ ...v, msg: 'one (again)' });
+        if (n === 2 && dup && v.type === 'welcome') ws.send(dup);
+      });
+      cut = () => { ws.close(); server.close(); };
+    });
+    const other = await openPage(ctx, 'O', '?room=resume');
+    await page.goto(baseURL + '?room=resume');
+    await assertEventually(() => status(page).getAttribute('data-state'), 'connected');
+    await send(other, 'O', 'one');
+    await messages(page).filter({ hasText: 'one' }).first().waitFor();
+    assert.ok(dup, 'saw the first message go through');
+    cut();
+    await assertEventually(() => status(page).getAttribute('data-state'), 'disconnected');
+    await send(other, 'O', 'two');
+    await send(other, 'O', 'three');
+    await assertEventually(() => status(page).getAttribute('data-state'), 'connected', 10_000);
+    await messages(page).filter({ hasText: 'three' }).first().waitFor();
+    await page.waitForTimeout(300);
+    assert.equal(connections, 2);
+    assert.match(resumedWith[1], /\?since=\d+&epoch=/, 'the second socket resumes from a cursor');
+    assert.deepEqual(await messages(page).allTextContents(), ['O: one', 'O: two', 'O: three']);
+    assert.equal(await log(page).locator('.notice.gap, .notice.restart').count(), 0);
+    // The lines it missed are live lines, not dimmed history.
+    assert.equal(await log(page).locator('.message.history').count(), 0);
+  } finally {
+    await ctx.close();
+  }
+  assert.deepEqual(pageErrors, []);
+});
+
 /** Poll `fn` until its value equals / matches `want`, or fail after `ms`. */
 async function assertEventually(fn, want, ms = WAIT_MS) {
   const deadline = Date.now() + ms;
