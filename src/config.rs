@@ -175,12 +175,8 @@ impl Config {
             ));
         }
         for origin in &self.allow_origins {
-            let o = origin.trim();
-            let lower = o.to_ascii_lowercase();
-            let scheme_ok = lower.starts_with("http://") || lower.starts_with("https://");
             // RFC 6454 §6.2: an origin is scheme, host and port, with no path, or "null".
-            let path_free = o.splitn(4, '/').nth(3).is_none_or(str::is_empty);
-            if !(o == "*" || o == "null" || (scheme_ok && path_free && o.len() > 8)) {
+            if !OriginPolicy::valid_entry(origin) {
                 return Err(format!(
                     "--allow-origin must be *, null or scheme://host[:port], got {origin:?}"
                 ));

@@ -30,6 +30,9 @@ use crate::proto::{
 /// bytes each, JSON-escaped) fits; anything larger is answered 413 before a byte is buffered.
 pub const MAX_BODY: u64 = 32 * 1024;
 
+/// How long a connection refused at accept may take to read its answer before it is dropped.
+pub const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+
 /// Per-server settings every connection is driven with (kept once, not per connection).
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -133,12 +136,8 @@ pub enum Sent {
 /// Where the connection is; each variant says what the peer may do next.
 #[derive(Debug)]
 enum State {
-    /// Reading the HTTP request head; `buf` holds it only when it spans reads. `refuse`: the
-    /// server was over a connection limit at accept, so the request is answered with it.
-    Handshake {
-        buf: Vec<u8>,
-        refuse: Option<HandshakeError>,
-    },
+    /// Reading the HTTP request head; `buf` holds it only when it spans reads.
+    Handshake { buf: Vec<u8> },
     /// Reading the `need` more bytes of a `POST` body (at most [`MAX_BODY`] in all).
     Body {
         method: Method,
@@ -241,24 +240,26 @@ impl Conn {
     /// A connection just accepted at `now`.
     pub fn new(now: Instant, settings: &Settings) -> Self {
         Self {
-            state: State::Handshake {
-                buf: Vec::new(),
-                refuse: None,
-            },
+            state: State::Handshake { buf: Vec::new() },
             out: Outbox::default(),
             deadline: Some(now + settings.handshake_timeout),
         }
     }
 
-    /// A connection accepted over a connection limit: once its request head is read, it is
-    /// answered with `err` (a 503), so the client learns why instead of seeing a reset.
-    pub fn new_refused(now: Instant, settings: &Settings, err: HandshakeError) -> Self {
-        let mut conn = Self::new(now, settings);
-        conn.state = State::Handshake {
-            buf: Vec::new(),
-            refuse: Some(err),
-        };
-        conn
+    /// A connection accepted over a connection limit: answered with `err` (a 503) at once,
+    /// before any request is read (a server may answer early, RFC 9112 §9.5), so the client
+    /// learns why instead of seeing a reset; dropped within [`REFUSAL_LINGER`], so refused
+    /// clients hold no slot for long.
+    pub fn new_refused(now: Instant, err: HandshakeError) -> Self {
+        let mut head = Vec::with_capacity(200);
+        handshake::write_refusal(&err, &mut head);
+        let mut out = Outbox::default();
+        out.push(Chunk::Head(head.into_boxed_slice()));
+        Self {
+            state: State::Flushing,
+            out,
+            deadline: Some(now + REFUSAL_LINGER),
+        }
     }
 
     /// Whether WebSocket messages may be sent to this connection.
@@ -398,7 +399,10 @@ impl Conn {
         match self.state {
             State::Flushing => {
                 self.state = State::Lingering;
-                self.deadline = Some(now + settings.close_timeout);
+                // The deadline set when the last bytes were queued still bounds the whole
+                // goodbye (a refusal's is short).
+                let linger = now + settings.close_timeout;
+                self.deadline = Some(self.deadline.map_or(linger, |d| d.min(linger)));
                 true
             }
             State::Draining => {
@@ -504,10 +508,9 @@ impl Conn {
         settings: &Settings,
         on: &mut impl FnMut(Event<'_>),
     ) -> usize {
-        let State::Handshake { buf, refuse } = &mut self.state else {
+        let State::Handshake { buf } = &mut self.state else {
             return 0;
         };
-        let refuse = *refuse;
         let max = settings.max_handshake;
         // The common case: the whole head in one read, parsed where it lies.
         if buf.is_empty() {
@@ -517,7 +520,7 @@ impl Conn {
                     input.len()
                 }
                 Ok(Some((req, len))) => {
-                    self.accept(now, req, refuse, settings, on);
+                    self.accept(now, req, settings, on);
                     len
                 }
                 Err(e) => {
@@ -543,13 +546,13 @@ impl Conn {
         let owned = std::mem::take(buf);
         match handshake::parse(&owned, max) {
             Ok(None) => {
-                if let State::Handshake { buf, .. } = &mut self.state {
+                if let State::Handshake { buf } = &mut self.state {
                     *buf = owned;
                 }
                 take
             }
             Ok(Some((req, len))) => {
-                self.accept(now, req, refuse, settings, on);
+                self.accept(now, req, settings, on);
                 len.saturating_sub(before)
             }
             Err(e) => {
@@ -564,13 +567,9 @@ impl Conn {
         &mut self,
         now: Instant,
         req: Request<'_>,
-        refuse: Option<HandshakeError>,
         settings: &Settings,
         on: &mut impl FnMut(Event<'_>),
     ) {
-        if let Some(err) = refuse {
-            return self.refuse(now, &err, settings, on);
-        }
         match req {
             // §10.2: "servers that are not intended to process input from any web page but only
             // for certain sites SHOULD verify the |Origin| field"; 403 as §4.2.2 suggests.
@@ -588,6 +587,12 @@ impl Conn {
                 self.deadline = Some(now + settings.ping_interval);
                 on(Event::Upgraded { path: up.path });
             }
+            // §10.2 for the HTTP side too: a page from another site may not post into a room
+            // or poll as a guest, though a browser sends such requests without asking (CORS
+            // "simple requests"). Requests without `Origin` are not from such pages.
+            Request::Http { origin, host, .. } if !settings.origins.allows(origin, host) => {
+                self.refuse(now, &HandshakeError::ForbiddenOrigin, settings, on);
+            }
             Request::Http { body_len, .. } if body_len > MAX_BODY => {
                 self.refuse(now, &HandshakeError::ContentTooLarge, settings, on);
             }
@@ -595,6 +600,7 @@ impl Conn {
                 method,
                 path,
                 body_len: 0,
+                ..
             } => {
                 self.state = State::Responding;
                 self.deadline = Some(now + settings.close_timeout);
@@ -608,6 +614,7 @@ impl Conn {
                 method,
                 path,
                 body_len,
+                ..
             } => {
                 // At most MAX_BODY (checked above); the buffer grows as the bytes come, so a
                 // head alone does not make the server reserve it.
@@ -1079,21 +1086,29 @@ mod tests {
     }
 
     #[test]
-    fn connection_over_a_limit_answers_any_request_with_503() {
+    fn connection_over_a_limit_is_answered_503_at_once_and_dropped_soon() {
         let s = settings();
         let now = Instant::now();
-        for request in [UPGRADE, b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n"] {
-            let err = HandshakeError::Unavailable("server full");
-            let mut conn = Conn::new_refused(now, &s, err);
-            let mut events = Vec::new();
-            conn.handle_bytes(now, &mut request.to_vec(), &s, &mut |e| {
-                events.push(format!("{e:?}"))
-            });
-            assert_eq!(events, ["Refused { status: 503 }"]);
-            let out = written(&mut conn);
-            assert!(out.starts_with(b"HTTP/1.1 503 "));
-            assert!(out.ends_with(b"server full\n"));
-            assert!(conn.handle_flushed(now, &s));
-        }
+        let mut conn = Conn::new_refused(now, HandshakeError::Unavailable("server full"));
+        assert!(
+            conn.poll_timeout()
+                .is_some_and(|d| d <= now + REFUSAL_LINGER)
+        );
+        // Whatever the client sends is not read as a request.
+        let mut events = Vec::new();
+        conn.handle_bytes(now, &mut UPGRADE.to_vec(), &s, &mut |e| {
+            events.push(format!("{e:?}"))
+        });
+        assert!(events.is_empty(), "{events:?}");
+        let out = written(&mut conn);
+        assert!(out.starts_with(b"HTTP/1.1 503 "));
+        assert!(out.ends_with(b"server full\n"));
+        assert!(conn.handle_flushed(now, &s));
+        assert!(
+            conn.poll_timeout()
+                .is_some_and(|d| d <= now + REFUSAL_LINGER)
+        );
+        conn.handle_timeout(now + REFUSAL_LINGER, &s);
+        assert!(conn.is_done());
     }
 }

@@ -39,6 +39,9 @@ const READS_PER_TURN: usize = 16;
 const IOVECS: usize = 64;
 /// How long to stop accepting after EMFILE/ENFILE, so a full fd table does not spin the loop.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Refusals in flight at most; past it, connections over the limit are closed unanswered, so
+/// a flood cannot hold more sockets than this beyond the limit.
+const MAX_REFUSING: usize = 1024;
 /// How often `STATUS=` may be sent to the service manager: often enough to be current in
 /// `systemctl status`, rarely enough that a connection storm is not a datagram storm.
 const STATUS_INTERVAL: Duration = Duration::from_secs(2);
@@ -57,6 +60,8 @@ struct Client {
     timer: Option<Instant>,
     /// The peer's address: its key in `Server::addresses` (4 bytes here, not an `IpAddr`'s 17).
     address: u32,
+    /// Accepted over a limit: answered 503 and soon dropped; not counted as admitted.
+    refused: bool,
 }
 
 // The loop's whole per-connection cost besides the kernel's socket: keep it visible.
@@ -96,6 +101,10 @@ pub struct Server {
     accept_paused_until: Option<Instant>,
     /// The last accept failed for want of descriptors (logged once per episode, not per retry).
     fd_starved: bool,
+    /// Clients being refused (answered 503 at accept), not counted against the limits.
+    refusing: usize,
+    /// The last notification to the service manager failed.
+    notify_failing: bool,
     shutdown_deadline: Option<Instant>,
     options: Options,
     /// Open sockets per peer address; an address leaves both when its count drops to 0, so
@@ -140,6 +149,8 @@ impl Server {
             timers: BinaryHeap::new(),
             accept_paused_until: None,
             fd_starved: false,
+            refusing: 0,
+            notify_failing: false,
             shutdown_deadline: None,
             options,
             addresses: Slab::new(),
@@ -152,11 +163,21 @@ impl Server {
     }
 
     /// Sends one message to the service manager, if there is one.
-    fn notify(&self, state: Notify<'_>) {
-        if let Some(n) = &self.options.notifier
-            && let Err(e) = n.notify(&state)
-        {
-            log!(Warn, "sd_notify {state}: {e}");
+    fn notify(&mut self, state: Notify<'_>) {
+        let Some(n) = &self.options.notifier else {
+            return;
+        };
+        match n.notify(&state) {
+            Ok(()) => self.notify_failing = false,
+            // Once per run of failures: a vanished manager would otherwise get a warning per
+            // watchdog tick.
+            Err(e) if !std::mem::replace(&mut self.notify_failing, true) => {
+                log!(
+                    Warn,
+                    "sd_notify {state}: {e} (further failures are logged at debug)"
+                );
+            }
+            Err(e) => log!(Debug, "sd_notify {state}: {e}"),
         }
     }
 
@@ -271,7 +292,18 @@ impl Server {
                 Ok((mut stream, peer)) => {
                     self.metrics.accepted += 1;
                     self.fd_starved = false;
-                    let open = self.clients.len();
+                    // Sockets being refused do not count: they cannot crowd out admitted ones.
+                    let open = self.clients.len() - self.refusing;
+                    let over = if open >= self.options.max_connections {
+                        Some((Limit::MaxConnections, "server full"))
+                    } else {
+                        None
+                    };
+                    if over.is_some() && self.refusing >= MAX_REFUSING {
+                        // A flood past the limit: no answer, just the close.
+                        self.metrics.limit(Limit::MaxConnections);
+                        continue;
+                    }
                     let (address, from_ip) = self.count_address(limit_key(peer.ip()));
                     let entry = self.clients.vacant_entry();
                     let id = entry.key();
@@ -286,24 +318,21 @@ impl Server {
                         self.release_address(address);
                         continue;
                     }
-                    // Over a limit the socket is still taken, so the client reads a 503 instead
-                    // of waiting in the backlog; it holds a slot only until its answer is out.
-                    let over = if open >= self.options.max_connections {
-                        Some((Limit::MaxConnections, "server full"))
-                    } else if from_ip > self.options.max_connections_per_ip {
-                        Some((
+                    // Over a limit the socket is still taken, so the client reads a 503 (sent at
+                    // once) instead of waiting in the backlog; it is dropped soon after.
+                    let over = over.or_else(|| {
+                        (from_ip > self.options.max_connections_per_ip).then_some((
                             Limit::MaxConnectionsPerIp,
                             "too many connections from your address",
                         ))
-                    } else {
-                        None
-                    };
+                    });
                     let conn = match over {
                         Some((limit, why)) => {
                             self.metrics.limit(limit);
+                            self.metrics.rejected(503);
+                            self.refusing += 1;
                             log!(Debug, "{peer}: over {}", limit.as_str());
-                            let err = HandshakeError::Unavailable(why);
-                            Conn::new_refused(now, &self.settings, err)
+                            Conn::new_refused(now, HandshakeError::Unavailable(why))
                         }
                         None => Conn::new(now, &self.settings),
                     };
@@ -315,6 +344,7 @@ impl Server {
                         blocked: false,
                         timer: None,
                         address,
+                        refused: over.is_some(),
                     });
                     log!(Debug, "accepted {peer} as {id}");
                     self.sync(now, id);
@@ -328,6 +358,12 @@ impl Server {
                     } else {
                         log!(Warn, "accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
                     }
+                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                }
+                // Out of kernel memory: the pending connection stays queued, so retrying at
+                // once would spin; back off as for a full fd table.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOMEM | libc::ENOBUFS)) => {
+                    log!(Warn, "accept: {e}; pausing accepts for {ACCEPT_BACKOFF:?}");
                     self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
                 }
                 // ECONNABORTED and the like concern one peer only.
@@ -531,6 +567,9 @@ impl Server {
         }
         if client.conn.is_done() {
             let mut client = self.clients.remove(id);
+            if client.refused {
+                self.refusing -= 1;
+            }
             let _ = self.poll.registry().deregister(&mut client.stream);
             self.release_address(client.address);
             // Before the id can be reused: a long poll this connection held is forgotten.

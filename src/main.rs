@@ -30,9 +30,11 @@ fn main() -> ExitCode {
     };
     let notifier = match daemon::Notifier::from_env() {
         Ok(n) => n,
+        // An address this build cannot use (e.g. systemd's `vsock:`) costs the notifications,
+        // not the service.
         Err(e) => {
-            log!(Error, "{e}");
-            return ExitCode::from(1);
+            log!(Warn, "{e}; not notifying the service manager");
+            None
         }
     };
     match daemon::raise_nofile_limit() {

@@ -8,8 +8,11 @@
 /// The set of origins a server accepts; built once from the flags.
 #[derive(Debug, Clone, Default)]
 pub struct OriginPolicy {
-    /// Origins admitted besides the same-origin ones, lowercased, without a trailing `/`.
-    allow: Vec<Box<str>>,
+    /// Origins admitted besides the same-origin ones, as (scheme, host, port), lowercased and
+    /// with the scheme's default port filled in, since browsers leave it out.
+    allow: Vec<(Box<str>, Box<str>, u16)>,
+    /// `--allow-origin null`: sandboxed pages and `file:` URLs.
+    null: bool,
     /// `--allow-origin '*'`: every origin.
     any: bool,
 }
@@ -20,11 +23,13 @@ impl OriginPolicy {
         let mut policy = Self::default();
         for origin in origins {
             let origin = origin.as_ref().trim();
+            let origin = origin.strip_suffix('/').unwrap_or(origin);
             if origin == "*" {
                 policy.any = true;
-            } else {
-                let origin = origin.strip_suffix('/').unwrap_or(origin);
-                policy.allow.push(origin.to_ascii_lowercase().into());
+            } else if origin.eq_ignore_ascii_case("null") {
+                policy.null = true;
+            } else if let Some(entry) = normal(origin.as_bytes()) {
+                policy.allow.push(entry);
             }
         }
         policy
@@ -34,6 +39,7 @@ impl OriginPolicy {
     pub fn any() -> Self {
         Self {
             allow: Vec::new(),
+            null: false,
             any: true,
         }
     }
@@ -44,12 +50,35 @@ impl OriginPolicy {
             return true;
         };
         self.any
-            || self
-                .allow
-                .iter()
-                .any(|a| a.as_bytes().eq_ignore_ascii_case(origin))
+            || (self.null && origin == b"null")
+            || (!self.allow.is_empty() && normal(origin).is_some_and(|o| self.allow.contains(&o)))
             || host.is_some_and(|h| same_origin(origin, h))
     }
+
+    /// Whether `--allow-origin` can take `value`: `*`, `null` or `scheme://host[:port]`.
+    pub fn valid_entry(value: &str) -> bool {
+        let v = value.trim();
+        let v = v.strip_suffix('/').unwrap_or(v);
+        v == "*" || v.eq_ignore_ascii_case("null") || normal(v.as_bytes()).is_some()
+    }
+}
+
+/// An origin as (scheme, host, port), lowercased, the port defaulted by the scheme; `None`
+/// unless it is `http` or `https` with a host and nothing after the port (RFC 6454 §6.2).
+fn normal(origin: &[u8]) -> Option<(Box<str>, Box<str>, u16)> {
+    let (scheme, authority) = split_scheme(origin)?;
+    let scheme = std::str::from_utf8(scheme).ok()?.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "https" => 443,
+        "http" => 80,
+        _ => return None,
+    };
+    let (host, port) = split_port(authority, default_port)?;
+    let host = std::str::from_utf8(host).ok()?.to_ascii_lowercase();
+    if host.is_empty() || host.contains(['/', '?', '#', '@']) {
+        return None;
+    }
+    Some((scheme.into(), host.into(), port))
 }
 
 /// Whether `origin` (RFC 6454 §6.1: `scheme "://" host [ ":" port ]`) names the same host and
@@ -146,5 +175,39 @@ mod tests {
         assert!(!p.allows(Some(b"https://app.example:444"), Some(b"ws.example")));
         assert!(OriginPolicy::new(&["*"]).allows(Some(b"http://x"), Some(b"y")));
         assert!(OriginPolicy::any().allows(Some(b"http://x"), None));
+    }
+
+    #[test]
+    fn allowlist_entries_compare_by_scheme_host_and_port() {
+        let p = OriginPolicy::new(&["https://App.example:443", "http://a", "null"]);
+        let host = Some(&b"server.example"[..]);
+        for yes in [
+            "https://app.example",
+            "HTTPS://APP.EXAMPLE:443",
+            "http://a:80",
+            "null",
+        ] {
+            assert!(p.allows(Some(yes.as_bytes()), host), "{yes}");
+        }
+        for no in [
+            "http://app.example",
+            "https://app.example:8443",
+            "http://b",
+            "https://a",
+        ] {
+            assert!(!p.allows(Some(no.as_bytes()), host), "{no}");
+        }
+        for ok in ["*", "null", "http://a", "https://h:1/", "http://[::1]:8080"] {
+            assert!(OriginPolicy::valid_entry(ok), "{ok}");
+        }
+        for bad in [
+            "a.example",
+            "ftp://a",
+            "http://",
+            "http://a/path",
+            "http://a:x",
+        ] {
+            assert!(!OriginPolicy::valid_entry(bad), "{bad}");
+        }
     }
 }

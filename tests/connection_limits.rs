@@ -1,7 +1,8 @@
 //! Verifies `--max-connections` and `--max-connections-per-ip`: over either limit a
 //! handshake is answered with HTTP 503 before any upgrade, a slot freed by a leaving client
 //! is usable again, other addresses (127.0.0.2, 127.0.0.3 as real source addresses) are not
-//! held back by one address's flood, and `/metrics` counts the hits.
+//! held back by one address's flood (refused sockets, answered at once, do not count against
+//! the server-wide limit), and `/metrics` counts the hits.
 
 mod common;
 
@@ -139,4 +140,22 @@ fn metrics_helper_works_on_a_fresh_server() {
     let server = Server::start(&[]);
     let metrics = fetch_metrics(server.addr);
     assert_eq!(metrics["wsrelay_connections_accepted_total"], 1.0);
+}
+
+#[test]
+fn silent_sockets_over_the_per_ip_limit_do_not_fill_the_server() {
+    let server = Server::start(&["--max-connections", "20", "--max-connections-per-ip", "2"]);
+    // 25 silent sockets from one address: 2 admitted, the rest refused at once.
+    let mut flood: Vec<TcpStream> = (0..25)
+        .map(|_| connect_from("127.0.0.1", server.addr))
+        .collect();
+    // A refused socket reads its 503 without sending a byte.
+    let mut refused = RawClient::from_stream(flood.pop().unwrap());
+    let head = refused.read_response_head();
+    assert_eq!(head.status, 503, "{head:?}");
+    // Another address still gets in: the refusals hold no server-wide slots.
+    let (status, client) = upgrade_status(&server, "127.0.0.2");
+    assert_eq!(status, 101, "stderr:\n{}", server.stderr());
+    drop(client);
+    drop(flood);
 }

@@ -81,3 +81,37 @@ fn allow_origin_flag_and_env() {
     let server = Server::start(&["--allow-origin", "*"]);
     assert_eq!(status_with_origin(&server, Some("https://c.example")), 101);
 }
+
+#[test]
+fn a_foreign_page_can_neither_post_nor_poll() {
+    let server = Server::start(&[]);
+    let _member = common::connect_ws(&server);
+    let host = server.addr.to_string();
+    let same = format!("http://{host}");
+    let body = br#"{"name":"mallory","msg":"csrf"}"#;
+    let len = body.len().to_string();
+    let post = |origin: &str| {
+        let mut req = common::request(
+            "POST /send?room=main HTTP/1.1",
+            &[
+                ("Host", &host),
+                ("Origin", origin),
+                ("Content-Type", "text/plain"),
+                ("Content-Length", &len),
+            ],
+        );
+        req.extend_from_slice(body);
+        common::http_exchange(server.addr, &req).status
+    };
+    assert_eq!(post("http://evil.example"), 403);
+    assert_eq!(post(&same), 200);
+    let poll = |origin: &str| {
+        let req = common::request(
+            "GET /poll?room=main&client=x&since=0 HTTP/1.1",
+            &[("Host", &host), ("Origin", origin)],
+        );
+        common::http_exchange(server.addr, &req).status
+    };
+    assert_eq!(poll("http://evil.example"), 403);
+    assert_eq!(poll(&same), 200);
+}

@@ -29,6 +29,10 @@ pub enum Request<'a> {
         path: &'a str,
         /// `Content-Length` of a `POST`; 0 for a `GET`.
         body_len: u64,
+        /// The `Origin` field, if a browser sent one (RFC 6454 §7).
+        origin: Option<&'a [u8]>,
+        /// The `Host` field.
+        host: Option<&'a [u8]>,
     },
 }
 
@@ -88,11 +92,15 @@ pub fn parse(buf: &[u8], max_len: usize) -> Result<Option<(Request<'_>, usize)>,
     if req.method == Some("POST") && !wants_ws {
         let mut lengths = field("content-length").map(|h| h.value);
         let chunked = field("transfer-encoding").next().is_some();
+        let origin = field("origin").next().map(|h| trim(h.value));
+        let host = field("host").next().map(|h| trim(h.value));
         return post_body_len(chunked, (lengths.next(), lengths.next())).map(|body_len| {
             let post = Request::Http {
                 method: Method::Post,
                 path,
                 body_len,
+                origin,
+                host,
             };
             Some((post, len))
         });
@@ -106,6 +114,8 @@ pub fn parse(buf: &[u8], max_len: usize) -> Result<Option<(Request<'_>, usize)>,
             method: Method::Get,
             path,
             body_len: 0,
+            origin: field("origin").next().map(|h| trim(h.value)),
+            host: field("host").next().map(|h| trim(h.value)),
         };
         return Ok(Some((get, len)));
     }
@@ -361,7 +371,9 @@ mod tests {
             Ok(Some(Request::Http {
                 method: Method::Get,
                 path: "/healthz",
-                body_len: 0
+                body_len: 0,
+                origin: None,
+                host: Some(b"h"),
             }))
         );
     }
