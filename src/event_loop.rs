@@ -30,7 +30,7 @@ const READ_BUF: usize = 64 * 1024;
 /// Reads per connection per turn before others get theirs.
 const READS_PER_TURN: usize = 16;
 /// Slices per `write_vectored` call (below Linux's IOV_MAX of 1024).
-const IOVECS: usize = 64;
+const IOVECS: usize = 1024;
 /// How long to stop accepting after EMFILE/ENFILE, so a full fd table does not spin the loop.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
