@@ -3,6 +3,8 @@
 #
 #   bash benches/run.sh            # the full table for BENCHMARKS.md (about 10 minutes)
 #   bash benches/run.sh --quick    # smaller sizes and shorter runs, to check the tooling
+#   bash benches/run.sh --scenario "relay fanout --subs 10000 --rate 2"   # just these (repeatable;
+#                                  # server mode, then the load generator's arguments)
 #
 # Installs the peer (`npm ci` in benches/peers), builds wsrelay and the load generator in
 # release mode, then for each scenario starts a fresh server of each kind (alternating which
@@ -13,12 +15,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 quick=0
-for arg in "$@"; do
-    case "$arg" in
+scenarios=()
+while [ $# -gt 0 ]; do
+    case "$1" in
         --quick) quick=1 ;;
-        -h | --help) sed -n '2,12p' "$0"; exit 0 ;;
-        *) echo "usage: bash benches/run.sh [--quick]" >&2; exit 2 ;;
+        --scenario) scenarios+=("$2"); shift ;;
+        -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
+        *) echo "usage: bash benches/run.sh [--quick] [--scenario 'MODE ARGS…']…" >&2; exit 2 ;;
     esac
+    shift
 done
 
 # The server gets one core, the load generator the other; on one core they share it.
@@ -94,7 +99,12 @@ both() { # mode scenario args...
     done
 }
 
-if [ "$quick" = 1 ]; then
+if [ ${#scenarios[@]} -gt 0 ]; then
+    for sc in "${scenarios[@]}"; do
+        # shellcheck disable=SC2086 # the scenario is a list of words
+        both $sc
+    done
+elif [ "$quick" = 1 ]; then
     both relay idle --conns 1000 --settle 1
     both relay fanout --subs 100 --size 32 --secs 1
     both relay fanout --subs 1000 --size 1024 --secs 1

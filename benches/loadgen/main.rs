@@ -76,7 +76,7 @@ enum Cmd {
         /// most `--window` messages not yet received by every subscriber.
         #[arg(long)]
         rate: Option<f64>,
-        /// In-flight window for the saturated mode (default: about 32 KiB per subscriber).
+        /// In-flight window for the saturated mode (default: up to 64 KiB per subscriber).
         #[arg(long)]
         window: Option<u64>,
         /// Seconds of publishing.
@@ -504,10 +504,12 @@ fn fanout(common: &Common, plan: &FanoutPlan) -> io::Result<()> {
     let frame_len = plan.size as u64 + 4;
     let subs = plan.subs.max(1) as u64;
     let window = plan.window.unwrap_or_else(|| {
-        // ~32 KiB per subscriber and ~256 MiB in all, so neither server nor kernel buffers
-        // hold more than that for slow readers.
-        (32_768 / frame_len)
+        // Up to 64 KiB per subscriber and 256 MiB in all, so neither server nor kernel
+        // buffers hold more than that; at most 2M deliveries in flight, so a slow server
+        // drains them in seconds, not minutes.
+        (65_536 / frame_len)
             .min((256 << 20) / (subs * frame_len))
+            .min(2_000_000 / subs)
             .clamp(8, 1024)
     });
     let by_count = plan.max_deliveries / subs;
