@@ -30,9 +30,11 @@ const READ_BUF: usize = 64 * 1024;
 /// Reads per connection per turn before others get theirs.
 const READS_PER_TURN: usize = 16;
 /// Slices per `write_vectored` call (below Linux's IOV_MAX of 1024).
-const IOVECS: usize = 1024;
+const IOVECS: usize = 64;
 /// How long to stop accepting after EMFILE/ENFILE, so a full fd table does not spin the loop.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Largest run of one read's broadcast frames queued to a receiver as one chunk.
+const BATCH_MAX: usize = 64 * 1024;
 
 /// One accepted client.
 struct Client {
@@ -65,6 +67,13 @@ pub struct Server {
     dirty: Vec<usize>,
     /// Clients whose reads were cut short for fairness.
     readable: Vec<usize>,
+    /// The client whose read is being handled.
+    reading: Option<usize>,
+    /// Broadcast frames from that read not yet queued to the other receivers: each gets one
+    /// chunk per read instead of one per message. `batch_skip` holds the reader (it got its
+    /// copies one by one, in order with its own output) and the broadcast's `except`.
+    batch: Vec<u8>,
+    batch_skip: [Option<usize>; 2],
     /// Deadlines, earliest first; entries can be stale (checked against the connection).
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     accept_paused_until: Option<Instant>,
@@ -99,6 +108,9 @@ impl Server {
             actions: Vec::new(),
             dirty: Vec::new(),
             readable: Vec::new(),
+            reading: None,
+            batch: Vec::new(),
+            batch_skip: [None; 2],
             timers: BinaryHeap::new(),
             accept_paused_until: None,
             shutdown_timeout,
@@ -267,7 +279,12 @@ impl Server {
             }
             match client.stream.read(&mut buf) {
                 Ok(0) => client.conn.handle_eof(),
-                Ok(n) => self.handle_input(now, id, buf.get_mut(..n).unwrap_or_default()),
+                Ok(n) => {
+                    self.reading = Some(id);
+                    self.handle_input(now, id, buf.get_mut(..n).unwrap_or_default());
+                    self.reading = None;
+                    self.apply_actions(now); // the batch goes out to the others
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -366,10 +383,21 @@ impl Server {
     /// Runs the app's actions; closing a slow consumer can add more (its leave notice).
     fn apply_actions(&mut self, now: Instant) {
         let mut overflowed = Vec::new();
-        while !self.actions.is_empty() {
+        while !self.actions.is_empty() || (self.reading.is_none() && !self.batch.is_empty()) {
             for action in std::mem::take(&mut self.actions) {
+                if !matches!(action, Action::Broadcast { .. }) {
+                    // Whatever came before goes first.
+                    self.flush_batch(now, &mut overflowed);
+                }
                 match action {
                     Action::Broadcast { frame, except } => {
+                        if let Some(reader) = self.reading
+                            && frame.len() < BATCH_MAX
+                        {
+                            self.batch_broadcast(now, reader, frame, except, &mut overflowed);
+                            continue;
+                        }
+                        self.flush_batch(now, &mut overflowed);
                         for (id, client) in &mut self.clients {
                             if Some(id) == except || !client.conn.is_open() {
                                 continue;
@@ -399,9 +427,59 @@ impl Server {
                     }
                 }
             }
+            if self.reading.is_none() {
+                self.flush_batch(now, &mut overflowed);
+            }
             for id in overflowed.drain(..) {
                 self.sync(now, id);
             }
+        }
+    }
+
+    /// Queues a broadcast from the reader's current read: the reader's own copy now, the
+    /// others' into the batch.
+    fn batch_broadcast(
+        &mut self,
+        now: Instant,
+        reader: usize,
+        frame: Rc<[u8]>,
+        except: Option<usize>,
+        changed: &mut Vec<usize>,
+    ) {
+        let skip = [Some(reader), except];
+        if skip != self.batch_skip || self.batch.len() + frame.len() > BATCH_MAX {
+            self.flush_batch(now, changed);
+        }
+        self.batch_skip = skip;
+        self.batch.extend_from_slice(&frame);
+        if except != Some(reader)
+            && let Some(client) = self.clients.get_mut(reader)
+            && client.conn.is_open()
+        {
+            deliver(
+                now,
+                &self.settings,
+                (reader, client),
+                frame,
+                &mut self.dirty,
+                changed,
+            );
+        }
+    }
+
+    /// Queues the batched frames, as one shared chunk, to every open client not skipped.
+    fn flush_batch(&mut self, now: Instant, changed: &mut Vec<usize>) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let frames: Rc<[u8]> = Rc::from(&self.batch[..]);
+        self.batch.clear();
+        for (id, client) in &mut self.clients {
+            if self.batch_skip.contains(&Some(id)) || !client.conn.is_open() {
+                continue;
+            }
+            let (dirty, settings) = (&mut self.dirty, &self.settings);
+            deliver(now, settings, (id, client), frames.clone(), dirty, changed);
         }
     }
 
