@@ -26,9 +26,9 @@ pub fn print(file: &Path, ours: &str) -> io::Result<()> {
     println!(
         "| scenario | metric | {ours} | peer | {ours} vs peer | target | met | server CPU % \
          ({ours} / peer) | loadgen CPU % ({ours} / peer) | lost / reordered / closed \
-         ({ours} ; peer) |"
+         ({ours} ; peer) | bound by ({ours} ; peer) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for ((_, name), by_label) in &rows {
         let Some(us) = by_label.get(ours) else {
             continue;
@@ -163,11 +163,29 @@ fn line(name: &str, us: &Fields, them: Option<&Fields>) -> String {
             None => losses(us),
         }
     };
+    let bound = |f: &Fields| bound_by(scenario, mode, f);
+    let bound_cell = match them {
+        Some(t) => format!("{} ; {}", bound(us), bound(t)),
+        None => bound(us).to_string(),
+    };
     format!(
-        "| {name} | {metric} | {ours_cell} | {} | {} | {target} | {met} | {} | {} | {loss_cell} |",
+        "| {name} | {metric} | {ours_cell} | {} | {} | {target} | {met} | {} | {} | {loss_cell} \
+         | {bound_cell} |",
         peer_cell.unwrap_or_default(),
         ratio_cell.unwrap_or_default(),
         pair("server_cpu"),
         pair("loadgen_cpu"),
     )
+}
+
+/// What limited a throughput row: a process near a full core (uWS's advice: check the server
+/// is at 100 % CPU, or you are benchmarking your client), or neither.
+fn bound_by(scenario: &str, mode: &str, f: &Fields) -> &'static str {
+    let busy = 90.0;
+    match (scenario, mode) {
+        ("fanout", "sat") | ("echo", _) if num(f, "server_cpu") >= busy => "server CPU",
+        ("fanout", "sat") | ("echo", _) if num(f, "loadgen_cpu") >= busy => "loadgen CPU",
+        ("fanout", "sat") | ("echo", _) => "neither at 90 %",
+        _ => "",
+    }
 }
