@@ -5,6 +5,7 @@
 #   bash benches/run.sh --quick    # smaller sizes and shorter runs, to check the tooling
 #   bash benches/run.sh --scenario "relay fanout --subs 10000 --rate 2"   # just these (repeatable;
 #                                  # server mode, then the load generator's arguments)
+#   bash benches/run.sh --baseline old/wsrelay   # also an older wsrelay build, as "before"
 #
 # Installs the peer (`npm ci` in benches/peers), builds wsrelay and the load generator in
 # release mode, then for each scenario starts a fresh server of each kind (alternating which
@@ -16,12 +17,14 @@ cd "$(dirname "$0")/.."
 
 quick=0
 scenarios=()
+baseline=
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=1 ;;
         --scenario) scenarios+=("$2"); shift ;;
-        -h | --help) sed -n '2,14p' "$0"; exit 0 ;;
-        *) echo "usage: bash benches/run.sh [--quick] [--scenario 'MODE ARGS…']…" >&2; exit 2 ;;
+        --baseline) baseline=$(realpath "$2"); shift ;;
+        -h | --help) sed -n '2,15p' "$0"; exit 0 ;;
+        *) echo "usage: bash benches/run.sh [--quick] [--baseline BIN] [--scenario 'MODE ARGS…']…" >&2; exit 2 ;;
     esac
     shift
 done
@@ -54,6 +57,7 @@ results="target/bench/results-$(date -u +%Y%m%dT%H%M%SZ).txt"
     echo "# $(date -u) quick=$quick"
     echo "# nproc=$(nproc) cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
     echo "# kernel=$(uname -r) node=$(node --version) fuzzer=$([ -e /tmp/fuzz-running ] && echo yes || echo no)"
+    echo "# wsrelay=$(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo -dirty) baseline=${baseline:-none}"
 } >"$results"
 
 port=20100
@@ -63,6 +67,7 @@ start_server() { # kind mode
     port=$((port + 1))
     case "$kind" in
         wsrelay) "${server_cpu[@]}" "$wsrelay" --listen "127.0.0.1:$port" --mode "$mode" 2>>target/bench/server.log & ;;
+        wsrelay-before) "${server_cpu[@]}" "$baseline" --listen "127.0.0.1:$port" --mode "$mode" 2>>target/bench/server.log & ;;
         ws) "${server_cpu[@]}" node "benches/peers/$([ "$mode" = relay ] && echo broadcast || echo echo).js" "$port" 2>>target/bench/server.log & ;;
     esac
     pid=$!
@@ -86,6 +91,7 @@ both() { # mode scenario args...
     shift
     local order=(wsrelay ws)
     if [ $((round % 2)) = 1 ]; then order=(ws wsrelay); fi
+    if [ -n "$baseline" ]; then order+=(wsrelay-before); fi
     round=$((round + 1))
     for kind in "${order[@]}"; do
         echo "== $kind: $*" >&2

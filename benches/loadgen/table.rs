@@ -38,10 +38,12 @@ pub fn print(file: &Path, ours: &str) -> io::Result<()> {
             .filter(|(l, _)| l.as_str() != ours)
             .collect();
         if peers.is_empty() {
-            println!("{}", line(name, us, None));
+            println!("{}", line(name, us, None, true));
         }
         for (label, them) in peers {
-            println!("{}", line(&format!("{name} vs {label}"), us, Some(them)));
+            let with_targets = label.as_str() == TARGET_PEER;
+            let row = line(&format!("{name} vs {label}"), us, Some(them), with_targets);
+            println!("{row}");
         }
     }
     Ok(())
@@ -66,7 +68,10 @@ fn num(f: &Fields, k: &str) -> f64 {
     f.get(k).and_then(|v| v.parse().ok()).unwrap_or(f64::NAN)
 }
 
-fn line(name: &str, us: &Fields, them: Option<&Fields>) -> String {
+/// The peer the targets are stated against; other peers (an older wsrelay) get none.
+const TARGET_PEER: &str = "ws";
+
+fn line(name: &str, us: &Fields, them: Option<&Fields>, with_targets: bool) -> String {
     let scenario = us.get("scenario").map(String::as_str).unwrap_or("");
     let mode = us.get("mode").map(String::as_str).unwrap_or("");
     let (n, size) = (num(us, "n"), num(us, "size"));
@@ -137,6 +142,11 @@ fn line(name: &str, us: &Fields, them: Option<&Fields>) -> String {
     // A count a scenario does not report is zero.
     let count = |f: &Fields, k: &str| f.get(k).map_or(0.0, |_| num(f, k));
     let clean = |f: &Fields| count(f, "lost") == 0.0 && count(f, "reordered") == 0.0;
+    let (target, met) = if with_targets {
+        (target, met)
+    } else {
+        (String::new(), None)
+    };
     let met = match met {
         _ if scenario != "idle" && !clean(us) => "**no** (lost)",
         Some(true) => "yes",
