@@ -57,6 +57,7 @@ results="target/bench/results-$(date -u +%Y%m%dT%H%M%SZ).txt"
     echo "# $(date -u) quick=$quick"
     echo "# nproc=$(nproc) cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
     echo "# kernel=$(uname -r) node=$(node --version) fuzzer=$([ -e /tmp/fuzz-running ] && echo yes || echo no)"
+    echo "# loadavg=$(cut -d' ' -f1-3 /proc/loadavg) at start"
     echo "# wsrelay=$(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo -dirty) baseline=${baseline:-none}"
 } >"$results"
 
