@@ -83,7 +83,7 @@ enum Cmd {
         #[arg(long, default_value_t = 5.0)]
         secs: f64,
         /// Most deliveries (messages × subscribers) one run may ask for.
-        #[arg(long, default_value_t = 40_000_000)]
+        #[arg(long, default_value_t = 200_000_000)]
         max_deliveries: u64,
     },
     /// C connections doing request/response.
