@@ -188,14 +188,22 @@ fn line(name: &str, us: &Fields, them: Option<&Fields>, with_targets: bool) -> S
     )
 }
 
-/// What limited a throughput row: a process near a full core (uWS's advice: check the server
-/// is at 100 % CPU, or you are benchmarking your client), or neither.
-fn bound_by(scenario: &str, mode: &str, f: &Fields) -> &'static str {
+/// What limited a row: for throughput, a process near a full core (uWS's advice: check the
+/// server is at 100 % CPU, or you are benchmarking your client), or neither; for latency, the
+/// server CPU each delivery cost.
+fn bound_by(scenario: &str, mode: &str, f: &Fields) -> String {
     let busy = 90.0;
-    match (scenario, mode) {
-        ("fanout", "sat") | ("echo", _) if num(f, "server_cpu") >= busy => "server CPU",
-        ("fanout", "sat") | ("echo", _) if num(f, "loadgen_cpu") >= busy => "loadgen CPU",
-        ("fanout", "sat") | ("echo", _) => "neither at 90 %",
-        _ => "",
+    let throughput = matches!((scenario, mode), ("fanout", "sat") | ("echo", _));
+    if throughput && num(f, "server_cpu") >= busy {
+        "server CPU".into()
+    } else if throughput && num(f, "loadgen_cpu") >= busy {
+        "loadgen CPU".into()
+    } else if throughput {
+        "neither at 90 %".into()
+    } else if scenario == "fanout" {
+        let per = num(f, "server_cpu") / 100.0 * num(f, "secs") / num(f, "deliveries");
+        format!("server {:.1} µs CPU/delivery", per * 1e6)
+    } else {
+        String::new()
     }
 }
