@@ -189,9 +189,15 @@ impl Client {
         Ok(())
     }
 
-    /// Reads until `WouldBlock`, handing each data frame's payload to `on`. Returns an error
-    /// on EOF, a socket error, a bad response or a bad frame; a close frame ends in `Closed`.
+    /// Reads until `WouldBlock`, handing each data frame's payload to `on` and answering
+    /// pings. Returns an error on EOF, a socket error, a bad response or a bad frame; a close
+    /// frame ends in `Closed`.
     pub fn on_readable(&mut self, buf: &mut [u8], on: &mut impl FnMut(&[u8])) -> io::Result<()> {
+        self.read_frames(buf, on)?;
+        self.flush()
+    }
+
+    fn read_frames(&mut self, buf: &mut [u8], on: &mut impl FnMut(&[u8])) -> io::Result<()> {
         loop {
             if self.phase == Phase::Closed || self.phase == Phase::Connecting {
                 return Ok(());
@@ -247,7 +253,9 @@ impl Client {
             }
             match head.opcode {
                 OpCode::Close => self.phase = Phase::Closed,
-                OpCode::Ping | OpCode::Pong => {}
+                // §5.5.2: a server that checks idle clients with pings gets its pongs.
+                OpCode::Ping => self.queue_frame(OpCode::Pong, payload),
+                OpCode::Pong => {}
                 _ => on(payload),
             }
             pos += head_len + len;
@@ -278,4 +286,63 @@ fn check_response(head: &[u8]) -> io::Result<()> {
 
 fn bad(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// Drives `client` until `done` holds, for at most 5 s.
+    fn drive(client: &mut Client, mut done: impl FnMut(&Client) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = [0u8; 4096];
+        while !done(client) {
+            assert!(Instant::now() < deadline, "timed out in {:?}", client.phase);
+            client.on_writable().unwrap();
+            client.on_readable(&mut buf, &mut |_| {}).unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn handshake_is_checked_and_pings_are_answered() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let std::net::SocketAddr::V4(addr) = listener.local_addr().unwrap() else {
+            unreachable!("bound to an IPv4 address")
+        };
+        let stream = connect_from(Ipv4Addr::new(127, 0, 0, 9), addr).unwrap();
+        let (mut server, peer) = listener.accept().unwrap();
+        assert_eq!(peer.ip(), Ipv4Addr::new(127, 0, 0, 9));
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut client = Client::new(stream, addr, 1);
+        drive(&mut client, |c| c.phase == Phase::Upgrading);
+
+        let mut request = Vec::new();
+        while !request.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8];
+            server.read_exact(&mut byte).unwrap();
+            request.push(byte[0]);
+        }
+        assert!(request.starts_with(b"GET / HTTP/1.1\r\n"));
+        let accept = accept_key(KEY);
+        let mut reply = b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: ".to_vec();
+        reply.extend_from_slice(&accept);
+        reply.extend_from_slice(b"\r\n\r\n");
+        reply.extend_from_slice(&[0x89, 0x02, b'h', b'i']); // a ping in the same write
+        server.write_all(&reply).unwrap();
+        drive(&mut client, |c| c.phase == Phase::Open);
+
+        let mut pong = [0u8; 8]; // 2 header + 4 mask + 2 payload
+        server.read_exact(&mut pong).unwrap();
+        assert_eq!(&pong[..2], &[0x8a, 0x82]);
+        let key = [pong[2], pong[3], pong[4], pong[5]];
+        let mut payload = [pong[6], pong[7]];
+        apply_mask(&mut payload, key, 0);
+        assert_eq!(&payload, b"hi");
+    }
 }
