@@ -15,7 +15,8 @@ check() { # mode "key=value…" loadgen-args...; the RESULT line must hold every
     local mode=$1 want=$2 port=
     shift 2
     # Port 0: the kernel picks a free one; the server's first log line names it.
-    target/release/wsrelay --listen 127.0.0.1:0 --mode "$mode" 2>"$log" &
+    : >"$log" # emptied here, not by the child, so no earlier server's port is read back
+    target/release/wsrelay --listen 127.0.0.1:0 --mode "$mode" 2>>"$log" &
     pid=$!
     for _ in $(seq 100); do
         port=$(sed -n 's|.*listening on ws://127.0.0.1:\([0-9]*\)/.*|\1|p' "$log")
