@@ -30,11 +30,11 @@ while [ $# -gt 0 ]; do
 done
 
 # The server gets one core, the load generator the other; on one core they share it.
-if [ "$(nproc)" -ge 2 ]; then
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
     server_cpu=(taskset -c 0)
     loadgen_cpu=(taskset -c 1)
 else
-    echo "warning: one CPU only: server and load generator share it" >&2
+    echo "warning: one CPU or no taskset: server and load generator are not pinned" >&2
     server_cpu=()
     loadgen_cpu=()
 fi
