@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test wsrelay has, on a fresh machine: lints, unit and integration tests over real
 # sockets (systemd's protocols among them), the systemd unit files, the chat page in headless
-# Chromium, the Autobahn|Testsuite (RFC 6455), and a short run of every fuzz target.
+# Chromium, the Autobahn|Testsuite (RFC 6455), a smoke run of the load generator, and a short
+# run of every fuzz target.
 # Installs what it needs (systemd and Chromium from Debian, prometheus-client from PyPI,
 # playwright-core from npm, the Python 2 Autobahn suite from PyPI). `.ci/run` runs exactly this.
 set -euo pipefail
@@ -42,6 +43,9 @@ WSRELAY_BIN="$PWD/target/release/wsrelay" bash tests/browser/run.sh
 
 step "Autobahn|Testsuite, sections 1-10, against --mode echo"
 WSRELAY_BIN="$PWD/target/release/wsrelay" bash tests/autobahn/run.sh
+
+step "load generator smoke run against wsrelay (everything delivered, in order)"
+bash benches/smoke.sh
 
 step "fuzz targets: build all, run each briefly from its seeds"
 bash fuzz/run.sh

@@ -242,6 +242,16 @@ pub fn stderr_is_journal() -> bool {
     }
 }
 
+/// Sets a listening socket's accept queue length (listen(2) on a listening socket updates it).
+pub fn set_backlog(listener: &std::net::TcpListener, backlog: i32) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: the fd is a valid socket owned by `listener` for the whole call.
+    if unsafe { libc::listen(listener.as_raw_fd(), backlog) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

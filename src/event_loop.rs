@@ -45,6 +45,8 @@ const MAX_REFUSING: usize = 1024;
 /// How often `STATUS=` may be sent to the service manager: often enough to be current in
 /// `systemctl status`, rarely enough that a connection storm is not a datagram storm.
 const STATUS_INTERVAL: Duration = Duration::from_secs(2);
+/// Largest run of one read's broadcast frames queued to a receiver as one chunk.
+const BATCH_MAX: usize = 64 * 1024;
 
 /// One accepted client.
 struct Client {
@@ -96,6 +98,15 @@ pub struct Server {
     dirty: Vec<usize>,
     /// Clients whose reads were cut short for fairness.
     readable: Vec<usize>,
+    /// The client whose read is being handled.
+    reading: Option<usize>,
+    /// Broadcast frames from that read not yet queued to the other receivers: each gets one
+    /// chunk per read instead of one per message. `batch_skip` holds the reader (it got its
+    /// copies one by one, in order with its own output) and the broadcast's `except`.
+    batch: Vec<u8>,
+    batch_skip: [Option<usize>; 2],
+    /// Messages in `batch`.
+    batch_messages: u64,
     /// Deadlines, earliest first; entries can be stale (checked against the connection).
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     accept_paused_until: Option<Instant>,
@@ -146,6 +157,10 @@ impl Server {
             actions: Vec::new(),
             dirty: Vec::new(),
             readable: Vec::new(),
+            reading: None,
+            batch: Vec::new(),
+            batch_skip: [None; 2],
+            batch_messages: 0,
             timers: BinaryHeap::new(),
             accept_paused_until: None,
             fd_starved: false,
@@ -429,7 +444,10 @@ impl Server {
                 Ok(0) => client.conn.handle_eof(),
                 Ok(n) => {
                     self.metrics.bytes_in += n as u64;
+                    self.reading = Some(id);
                     self.handle_input(now, id, buf.get_mut(..n).unwrap_or_default());
+                    self.reading = None;
+                    self.apply_actions(now); // the batch goes out to the others
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -629,11 +647,22 @@ impl Server {
     /// Runs the app's actions; closing a slow consumer can add more (its leave notice).
     fn apply_actions(&mut self, now: Instant) {
         let mut overflowed = Vec::new();
-        while !self.actions.is_empty() {
+        while !self.actions.is_empty() || (self.reading.is_none() && !self.batch.is_empty()) {
             for action in std::mem::take(&mut self.actions) {
+                if !matches!(action, Action::Broadcast { .. }) {
+                    // Whatever came before goes first.
+                    self.flush_batch(now, &mut overflowed);
+                }
                 match action {
                     Action::Broadcast { frame, except } => {
                         self.metrics.messages_out += 1;
+                        if let Some(reader) = self.reading
+                            && frame.len() < BATCH_MAX
+                        {
+                            self.batch_broadcast(now, reader, frame, except, &mut overflowed);
+                            continue;
+                        }
+                        self.flush_batch(now, &mut overflowed);
                         for (id, client) in &mut self.clients {
                             if Some(id) == except || !client.conn.is_open() {
                                 continue;
@@ -642,6 +671,7 @@ impl Server {
                                 dirty: &mut self.dirty,
                                 changed: &mut overflowed,
                                 metrics: &mut self.metrics,
+                                messages: 1,
                             };
                             deliver(now, &self.settings, (id, client), frame.clone(), out);
                         }
@@ -659,6 +689,7 @@ impl Server {
                                 dirty: &mut self.dirty,
                                 changed: &mut overflowed,
                                 metrics: &mut self.metrics,
+                                messages: 1,
                             };
                             deliver(now, &self.settings, (id, client), frame.clone(), out);
                         }
@@ -678,6 +709,7 @@ impl Server {
                                 dirty: &mut self.dirty,
                                 changed: &mut overflowed,
                                 metrics: &mut self.metrics,
+                                messages: 1,
                             };
                             deliver(now, &self.settings, (to, client), frame, out);
                         }
@@ -693,9 +725,65 @@ impl Server {
                     }
                 }
             }
+            if self.reading.is_none() {
+                self.flush_batch(now, &mut overflowed);
+            }
             for id in overflowed.drain(..) {
                 self.sync(now, id);
             }
+        }
+    }
+
+    /// Queues a broadcast from the reader's current read: the reader's own copy now, the
+    /// others' into the batch.
+    fn batch_broadcast(
+        &mut self,
+        now: Instant,
+        reader: usize,
+        frame: Rc<[u8]>,
+        except: Option<usize>,
+        changed: &mut Vec<usize>,
+    ) {
+        let skip = [Some(reader), except];
+        if skip != self.batch_skip || self.batch.len() + frame.len() > BATCH_MAX {
+            self.flush_batch(now, changed);
+        }
+        self.batch_skip = skip;
+        self.batch.extend_from_slice(&frame);
+        self.batch_messages += 1;
+        if except != Some(reader)
+            && let Some(client) = self.clients.get_mut(reader)
+            && client.conn.is_open()
+        {
+            let out = Out {
+                dirty: &mut self.dirty,
+                changed,
+                metrics: &mut self.metrics,
+                messages: 1,
+            };
+            deliver(now, &self.settings, (reader, client), frame, out);
+        }
+    }
+
+    /// Queues the batched frames, as one shared chunk, to every open client not skipped.
+    fn flush_batch(&mut self, now: Instant, changed: &mut Vec<usize>) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let frames: Rc<[u8]> = Rc::from(&self.batch[..]);
+        self.batch.clear();
+        let messages = std::mem::take(&mut self.batch_messages);
+        for (id, client) in &mut self.clients {
+            if self.batch_skip.contains(&Some(id)) || !client.conn.is_open() {
+                continue;
+            }
+            let out = Out {
+                dirty: &mut self.dirty,
+                changed: &mut *changed,
+                metrics: &mut self.metrics,
+                messages,
+            };
+            deliver(now, &self.settings, (id, client), frames.clone(), out);
         }
     }
 
@@ -762,6 +850,8 @@ struct Out<'a> {
     dirty: &'a mut Vec<usize>,
     changed: &'a mut Vec<usize>,
     metrics: &'a mut Metrics,
+    /// Messages in the chunk, for the deliveries count (a batch holds several).
+    messages: u64,
 }
 
 /// Queues a frame for a client.
@@ -781,7 +871,7 @@ fn deliver(
     }
     let sent = client.conn.send(now, Chunk::Shared(frame), settings);
     if sent == Sent::Queued {
-        out.metrics.deliveries += 1;
+        out.metrics.deliveries += out.messages;
     }
     match sent {
         Sent::Queued if !client.dirty && !client.blocked => {

@@ -11,6 +11,9 @@ use wsrelay::config::Config;
 use wsrelay::event_loop::{Options, Server};
 use wsrelay::{daemon, log};
 
+/// The accept queue asked for (Linux caps it at net.core.somaxconn, 4096 by default).
+const LISTEN_BACKLOG: i32 = 4096;
+
 fn main() -> ExitCode {
     // First, so that even a configuration error reaches the journal as an error.
     log::set_journal(daemon::stderr_is_journal());
@@ -50,7 +53,14 @@ fn main() -> ExitCode {
     let listener = match passed {
         Some(l) => l,
         None => match std::net::TcpListener::bind(config.listen) {
-            Ok(l) => l,
+            Ok(l) => {
+                // std listens with a backlog of 128: a burst of connects past it sees dropped
+                // SYNs and one-second retransmits. (A socket from systemd has its Backlog=.)
+                if let Err(e) = daemon::set_backlog(&l, LISTEN_BACKLOG) {
+                    log!(Warn, "listen backlog {LISTEN_BACKLOG}: {e}");
+                }
+                l
+            }
             Err(e) => {
                 log!(Error, "--listen {}: {e}", config.listen);
                 return ExitCode::from(1);

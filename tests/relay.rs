@@ -7,7 +7,7 @@ mod common;
 
 use tungstenite::Message;
 
-use common::{Server, connect_ws, ws_recv, ws_send};
+use common::{OP_CLOSE, OP_TEXT, RawClient, Server, close_payload, connect_ws, ws_recv, ws_send};
 
 #[test]
 fn each_message_reaches_every_client_including_the_sender() {
@@ -77,6 +77,29 @@ fn a_vanished_client_does_not_stop_delivery() {
     for client in [&mut a, &mut b] {
         for i in 0..20 {
             assert_eq!(ws_recv(client), Message::text(format!("after c left {i}")));
+        }
+    }
+}
+
+#[test]
+fn many_messages_in_one_read_keep_their_order_and_precede_the_close_echo() {
+    let server = Server::start(&["--mode", "relay"]);
+    let mut sender = RawClient::open(&server);
+    let mut others = [connect_ws(&server), connect_ws(&server)];
+    // One write: 50 messages then a close, so the server reads them together.
+    let mut bytes = Vec::new();
+    for i in 0..50 {
+        bytes.extend(sender.masked(true, OP_TEXT, format!("#{i}").as_bytes()));
+    }
+    bytes.extend(sender.masked(true, OP_CLOSE, &close_payload(1000, b"")));
+    sender.send(&bytes);
+    for i in 0..50 {
+        assert_eq!(sender.read_frame().text(), format!("#{i}"));
+    }
+    assert_eq!(sender.read_frame().close_code(), Some(1000));
+    for client in &mut others {
+        for i in 0..50 {
+            assert_eq!(ws_recv(client), Message::text(format!("#{i}")));
         }
     }
 }

@@ -1,0 +1,348 @@
+//! One client connection: a connect from a chosen source address, the opening handshake,
+//! masked frames out, server frames in. Frames go through wsrelay's own `proto` codec.
+#![allow(unsafe_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{FromRawFd, OwnedFd};
+
+use mio::net::TcpStream;
+
+use wsrelay::proto::frame::{self, FrameHead, OpCode};
+use wsrelay::proto::handshake::accept_key;
+use wsrelay::proto::mask::apply_mask;
+
+/// The key every client sends; the benchmark needs no secrecy (§4.1 asks for randomness only
+/// to stop caching intermediaries, of which loopback has none).
+const KEY: &[u8] = b"dGhlIHNhbXBsZSBub25jZQ==";
+/// Largest frame a client accepts; anything bigger is a server bug for these scenarios.
+const MAX_FRAME: u64 = 16 << 20;
+/// Largest response head accepted.
+const MAX_HEAD: usize = 8192;
+
+/// Where a client is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// TCP connect in progress.
+    Connecting,
+    /// Request sent, waiting for the 101.
+    Upgrading,
+    /// Frames flow.
+    Open,
+    /// Closed, by either side or by an error.
+    Closed,
+}
+
+/// One WebSocket client over a non-blocking socket.
+pub struct Client {
+    /// The socket, registered by the caller.
+    pub stream: TcpStream,
+    /// Where the client is.
+    pub phase: Phase,
+    host: String,
+    /// Output not yet taken by the socket: `out[out_pos..]`.
+    out: Vec<u8>,
+    out_pos: usize,
+    /// An incomplete response head or frame carried over to the next read.
+    partial: Vec<u8>,
+    mask_seed: u32,
+}
+
+/// Opens a non-blocking TCP connection from `src` (any port) to `dst`.
+pub fn connect_from(src: Ipv4Addr, dst: SocketAddrV4) -> io::Result<TcpStream> {
+    let flags = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let fd = unsafe { libc::socket(libc::AF_INET, flags, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    // The port is picked at connect time from the whole 4-tuple, so each source address
+    // gets its own ~28k ports instead of sharing bind()'s pool.
+    // SAFETY: `one` is a valid c_int for the duration of the call.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    let bind = sockaddr(SocketAddrV4::new(src, 0));
+    // SAFETY: `bind` is a valid sockaddr_in and the length says so.
+    let rc = unsafe {
+        libc::bind(
+            fd,
+            (&bind as *const libc::sockaddr_in).cast(),
+            size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let to = sockaddr(dst);
+    // SAFETY: as for bind.
+    let rc = unsafe {
+        libc::connect(
+            fd,
+            (&to as *const libc::sockaddr_in).cast(),
+            size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+    }
+    Ok(TcpStream::from_std(std::net::TcpStream::from(owned)))
+}
+
+fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: addr.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from_ne_bytes(addr.ip().octets()),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+impl Client {
+    /// Wraps a socket from [`connect_from`]; the handshake goes out once it is connected.
+    pub fn new(stream: TcpStream, dst: SocketAddrV4, seed: u32) -> Self {
+        Self {
+            stream,
+            phase: Phase::Connecting,
+            host: dst.to_string(),
+            out: Vec::new(),
+            out_pos: 0,
+            partial: Vec::new(),
+            mask_seed: seed | 1,
+        }
+    }
+
+    /// The socket is writable: finish the connect (sending the request) and flush output.
+    pub fn on_writable(&mut self) -> io::Result<()> {
+        if self.phase == Phase::Connecting {
+            if let Some(e) = self.stream.take_error()? {
+                return Err(e);
+            }
+            // Spurious writable before the connect completed: wait for the next edge.
+            if self.stream.peer_addr().is_err() {
+                return Ok(());
+            }
+            let _ = self.stream.set_nodelay(true);
+            let req = format!(
+                "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                self.host,
+                std::str::from_utf8(KEY).unwrap_or_default()
+            );
+            self.out.extend_from_slice(req.as_bytes());
+            self.phase = Phase::Upgrading;
+        }
+        self.flush()
+    }
+
+    /// Appends one masked, unfragmented frame to the output (call [`Client::flush`] after).
+    pub fn queue_frame(&mut self, opcode: OpCode, payload: &[u8]) {
+        // xorshift: masks that vary, as §5.3 asks, without a random source.
+        let mut x = self.mask_seed;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.mask_seed = x;
+        let key = x.to_ne_bytes();
+        let head = FrameHead {
+            fin: true,
+            opcode,
+            mask: Some(key),
+            payload_len: payload.len() as u64,
+        };
+        frame::encode_head(&head, &mut self.out);
+        let start = self.out.len();
+        self.out.extend_from_slice(payload);
+        apply_mask(&mut self.out[start..], key, 0);
+    }
+
+    /// Writes queued output until done or `WouldBlock`.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if self.phase == Phase::Connecting {
+            return Ok(());
+        }
+        while self.out_pos < self.out.len() {
+            match self.stream.write(&self.out[self.out_pos..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.out.clear();
+        self.out_pos = 0;
+        Ok(())
+    }
+
+    /// Reads until `WouldBlock`, handing each data frame's payload to `on` and answering
+    /// pings. Returns an error on EOF, a socket error, a bad response or a bad frame; a close
+    /// frame ends in `Closed`.
+    pub fn on_readable(&mut self, buf: &mut [u8], on: &mut impl FnMut(&[u8])) -> io::Result<()> {
+        self.read_frames(buf, on)?;
+        self.flush()
+    }
+
+    fn read_frames(&mut self, buf: &mut [u8], on: &mut impl FnMut(&[u8])) -> io::Result<()> {
+        loop {
+            if self.phase == Phase::Closed || self.phase == Phase::Connecting {
+                return Ok(());
+            }
+            let n = match self.stream.read(buf) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if self.partial.is_empty() {
+                let used = self.consume(&buf[..n], on)?;
+                self.partial.extend_from_slice(&buf[used..n]);
+            } else {
+                let mut data = std::mem::take(&mut self.partial);
+                data.extend_from_slice(&buf[..n]);
+                let used = self.consume(&data, on)?;
+                data.drain(..used);
+                self.partial = data;
+                if self.partial.is_empty() {
+                    // Give back a buffer that grew for one large split frame.
+                    self.partial.shrink_to(4096);
+                }
+            }
+        }
+    }
+
+    /// Processes whole units (the response head, then frames) from `data`; returns bytes used.
+    fn consume(&mut self, data: &[u8], on: &mut impl FnMut(&[u8])) -> io::Result<usize> {
+        let mut pos = 0;
+        if self.phase == Phase::Upgrading {
+            let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
+                if data.len() > MAX_HEAD {
+                    return Err(bad("response head too long"));
+                }
+                return Ok(0);
+            };
+            check_response(&data[..end])?;
+            self.phase = Phase::Open;
+            pos = end + 4;
+        }
+        while self.phase == Phase::Open {
+            let rest = &data[pos..];
+            let head = frame::decode_head(rest, MAX_FRAME).map_err(|e| bad(e.as_str()))?;
+            let Some((head, head_len)) = head else { break };
+            let len = head.payload_len as usize;
+            let Some(payload) = rest.get(head_len..head_len + len) else {
+                break;
+            };
+            if head.mask.is_some() {
+                return Err(bad("masked server frame"));
+            }
+            match head.opcode {
+                OpCode::Close => self.phase = Phase::Closed,
+                // §5.5.2: a server that checks idle clients with pings gets its pongs.
+                OpCode::Ping => self.queue_frame(OpCode::Pong, payload),
+                OpCode::Pong => {}
+                _ => on(payload),
+            }
+            pos += head_len + len;
+        }
+        Ok(pos)
+    }
+}
+
+fn check_response(head: &[u8]) -> io::Result<()> {
+    if !head.starts_with(b"HTTP/1.1 101") {
+        return Err(bad("no 101 response"));
+    }
+    let accept = accept_key(KEY);
+    let found = head
+        .split(|&b| b == b'\n')
+        .filter_map(|line| {
+            let (name, value) = line.split_at(line.iter().position(|&b| b == b':')?);
+            name.eq_ignore_ascii_case(b"sec-websocket-accept")
+                .then(|| value[1..].trim_ascii())
+        })
+        .any(|v| v == accept);
+    if found {
+        Ok(())
+    } else {
+        Err(bad("wrong Sec-WebSocket-Accept"))
+    }
+}
+
+fn bad(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// Drives `client` until `done` holds, for at most 5 s.
+    fn drive(client: &mut Client, mut done: impl FnMut(&Client) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut buf = [0u8; 4096];
+        while !done(client) {
+            assert!(Instant::now() < deadline, "timed out in {:?}", client.phase);
+            client.on_writable().unwrap();
+            client.on_readable(&mut buf, &mut |_| {}).unwrap();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn handshake_is_checked_and_pings_are_answered() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let std::net::SocketAddr::V4(addr) = listener.local_addr().unwrap() else {
+            unreachable!("bound to an IPv4 address")
+        };
+        let stream = connect_from(Ipv4Addr::new(127, 0, 0, 9), addr).unwrap();
+        let (mut server, peer) = listener.accept().unwrap();
+        assert_eq!(peer.ip(), Ipv4Addr::new(127, 0, 0, 9));
+        server
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut client = Client::new(stream, addr, 1);
+        drive(&mut client, |c| c.phase == Phase::Upgrading);
+
+        let mut request = Vec::new();
+        while !request.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8];
+            server.read_exact(&mut byte).unwrap();
+            request.push(byte[0]);
+        }
+        assert!(request.starts_with(b"GET / HTTP/1.1\r\n"));
+        let accept = accept_key(KEY);
+        let mut reply = b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: ".to_vec();
+        reply.extend_from_slice(&accept);
+        reply.extend_from_slice(b"\r\n\r\n");
+        reply.extend_from_slice(&[0x89, 0x02, b'h', b'i']); // a ping in the same write
+        server.write_all(&reply).unwrap();
+        drive(&mut client, |c| c.phase == Phase::Open);
+
+        let mut pong = [0u8; 8]; // 2 header + 4 mask + 2 payload
+        server.read_exact(&mut pong).unwrap();
+        assert_eq!(&pong[..2], &[0x8a, 0x82]);
+        let key = [pong[2], pong[3], pong[4], pong[5]];
+        let mut payload = [pong[6], pong[7]];
+        apply_mask(&mut payload, key, 0);
+        assert_eq!(&payload, b"hi");
+    }
+}

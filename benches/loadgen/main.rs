@@ -1,0 +1,615 @@
+//! wsrelay's load generator: idle density, broadcast fan-out and echo against any WebSocket
+//! server on loopback, for comparing wsrelay with other servers in the same run.
+//!
+//! The coordinator (`idle`, `fanout`, `echo`) spawns worker processes (`worker`), each holding
+//! at most `--per-proc` connections from its own source address in 127.0.0.0/8, and talks to
+//! them over loopback UDP. It reads the server's RSS and CPU from `/proc/PID`, and its own and
+//! its workers' CPU, so a result bound by the load generator shows as such. Every run is
+//! bounded in time and in messages. It prints one `RESULT key=value …` line; `table` turns a
+//! file of them into the comparison table. See `BENCHMARKS.md`.
+
+mod client;
+mod stats;
+mod table;
+mod worker;
+
+use std::io::{self, Read};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+
+use wsrelay::proto::OpCode;
+
+use client::{Client, Phase, connect_from};
+use stats::{Histogram, cpu_secs, now_ns, rss_bytes};
+use worker::{Role, WorkerArgs};
+
+const CTL: Token = Token(0);
+const PUB: Token = Token(1);
+/// How long workers get to connect everything and say so.
+const READY_TIMEOUT: Duration = Duration::from_secs(150);
+/// How long broadcasts may take to reach every subscriber after the last publish.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a worker may take to report and exit once told to.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Parser)]
+#[command(about = "Load generator for WebSocket servers on loopback")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Open N idle connections; report the server's RSS per connection.
+    Idle {
+        #[command(flatten)]
+        common: Common,
+        /// Connections to hold.
+        #[arg(long)]
+        conns: usize,
+        /// Connections opened and held before the baseline is taken.
+        #[arg(long, default_value_t = 100)]
+        warmup: usize,
+        /// Seconds to let the server settle before each RSS reading.
+        #[arg(long, default_value_t = 2)]
+        settle: u64,
+    },
+    /// N subscribers and one publisher; the server must send every message to every client.
+    Fanout {
+        #[command(flatten)]
+        common: Common,
+        /// Subscribers.
+        #[arg(long)]
+        subs: usize,
+        /// Payload bytes per message (at least 16: sequence number and send time).
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+        /// Open loop: publish this many messages per second. Without it: saturated, with at
+        /// most `--window` messages not yet received by every subscriber.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// In-flight window for the saturated mode (default: up to 64 KiB per subscriber).
+        #[arg(long)]
+        window: Option<u64>,
+        /// Seconds of publishing.
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+        /// Most deliveries (messages × subscribers) one run may ask for.
+        #[arg(long, default_value_t = 200_000_000)]
+        max_deliveries: u64,
+    },
+    /// C connections doing request/response.
+    Echo {
+        #[command(flatten)]
+        common: Common,
+        /// Connections.
+        #[arg(long)]
+        conns: usize,
+        /// Payload bytes (at least 16).
+        #[arg(long, default_value_t = 32)]
+        size: usize,
+        /// Seconds of traffic.
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+    },
+    /// One worker process (started by the others).
+    Worker(WorkerArgs),
+    /// Print the comparison table from a file of RESULT lines.
+    Table {
+        /// The file.
+        file: PathBuf,
+        /// The label of our server; every other label is compared with it.
+        #[arg(long, default_value = "wsrelay")]
+        ours: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct Common {
+    /// The server under test.
+    #[arg(long)]
+    server: SocketAddrV4,
+    /// The server's process id, for its RSS and CPU.
+    #[arg(long)]
+    pid: u32,
+    /// Names the server in the RESULT line.
+    #[arg(long)]
+    label: String,
+    /// Most connections per worker process (each may hold at most 20,000 files).
+    #[arg(long, default_value_t = 9_000)]
+    per_proc: usize,
+    /// Fewest worker processes.
+    #[arg(long, default_value_t = 2)]
+    min_procs: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Idle {
+            common,
+            conns,
+            warmup,
+            settle,
+        } => idle(&common, conns, warmup, Duration::from_secs(settle)),
+        Cmd::Fanout {
+            common,
+            subs,
+            size,
+            rate,
+            window,
+            secs,
+            max_deliveries,
+        } => fanout(
+            &common,
+            &FanoutPlan {
+                subs,
+                size: size.max(16),
+                rate,
+                window,
+                secs,
+                max_deliveries,
+            },
+        ),
+        Cmd::Echo {
+            common,
+            conns,
+            size,
+            secs,
+        } => echo(&common, conns, size, secs),
+        Cmd::Worker(args) => worker::run(&args),
+        Cmd::Table { file, ours } => table::print(&file, &ours),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Worker processes and the UDP socket they report to.
+struct Workers {
+    poll: Poll,
+    events: Events,
+    ctl: UdpSocket,
+    procs: Vec<Proc>,
+}
+
+struct Proc {
+    child: Child,
+    addr: Option<SocketAddr>,
+    ready: bool,
+    low: u64,
+    output: Option<JoinHandle<String>>,
+}
+
+impl Workers {
+    fn new() -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let mut ctl = UdpSocket::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+        poll.registry()
+            .register(&mut ctl, CTL, Interest::READABLE)?;
+        Ok(Self {
+            poll,
+            events: Events::with_capacity(1024),
+            ctl,
+            procs: Vec::new(),
+        })
+    }
+
+    /// Starts workers for `total` connections, each from its own source address starting at
+    /// 127.0.0.`first_src`, then waits until every one reports its connections upgraded.
+    fn spawn(
+        &mut self,
+        common: &Common,
+        role: Role,
+        total: usize,
+        size: usize,
+        first_src: u8,
+    ) -> io::Result<()> {
+        let procs = total
+            .div_ceil(common.per_proc.max(1))
+            .max(common.min_procs)
+            .min(total.max(1));
+        let ctl = self.ctl.local_addr()?;
+        let exe = std::env::current_exe()?;
+        let start = self.procs.len();
+        for i in 0..procs {
+            let conns = total / procs + usize::from(i < total % procs);
+            let src = Ipv4Addr::new(127, 0, 0, first_src.wrapping_add(i as u8));
+            let mut child = Command::new(&exe)
+                .arg("worker")
+                .args(["--id", &(start + i).to_string()])
+                .args(["--server", &common.server.to_string()])
+                .args(["--src", &src.to_string()])
+                .args(["--conns", &conns.to_string()])
+                .args(["--role", &format!("{role:?}").to_lowercase()])
+                .args(["--ctl", &ctl.to_string()])
+                .args(["--size", &size.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()?;
+            let mut out = child.stdout.take();
+            let output = std::thread::spawn(move || {
+                let mut s = String::new();
+                if let Some(out) = out.as_mut() {
+                    let _ = out.read_to_string(&mut s);
+                }
+                s
+            });
+            self.procs.push(Proc {
+                child,
+                addr: None,
+                ready: false,
+                low: 0,
+                output: Some(output),
+            });
+        }
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !self.procs.iter().all(|p| p.ready) {
+            if Instant::now() > deadline {
+                return Err(io::Error::other("workers did not get ready in time"));
+            }
+            for p in &mut self.procs {
+                if let Some(status) = p.child.try_wait()? {
+                    return Err(io::Error::other(format!("a worker exited early: {status}")));
+                }
+            }
+            self.pump(Duration::from_millis(50), |_| {})?;
+        }
+        Ok(())
+    }
+
+    /// Polls once, handling worker reports; other tokens go to `other`.
+    fn pump(
+        &mut self,
+        timeout: Duration,
+        mut other: impl FnMut(&mio::event::Event),
+    ) -> io::Result<()> {
+        match self.poll.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        for event in &self.events {
+            if event.token() != CTL {
+                other(event);
+                continue;
+            }
+            let mut buf = [0u8; 256];
+            while let Ok((n, from)) = self.ctl.recv_from(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]);
+                let mut words = text.split_whitespace();
+                let kind = words.next();
+                let id: Option<usize> = words.next().and_then(|w| w.parse().ok());
+                let Some(p) = id.and_then(|id| self.procs.get_mut(id)) else {
+                    continue;
+                };
+                p.addr = Some(from);
+                match kind {
+                    Some("ready") => p.ready = true,
+                    Some("low") => {
+                        if let Some(low) = words.next().and_then(|w| w.parse().ok()) {
+                            p.low = p.low.max(low);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a command to every worker.
+    fn tell(&self, cmd: &str) {
+        for p in &self.procs {
+            if let Some(addr) = p.addr {
+                let _ = self.ctl.send_to(cmd.as_bytes(), addr);
+            }
+        }
+    }
+
+    /// The first sequence number some subscriber has not received yet.
+    fn low(&self) -> u64 {
+        self.procs.iter().map(|p| p.low).min().unwrap_or(0)
+    }
+
+    /// CPU seconds used by the workers and this process.
+    fn cpu(&self) -> f64 {
+        let workers: f64 = self
+            .procs
+            .iter()
+            .filter_map(|p| cpu_secs(p.child.id()))
+            .sum();
+        workers + cpu_secs(std::process::id()).unwrap_or(0.0)
+    }
+
+    /// Sends `cmd`, waits for every worker to exit, and sums their RESULT lines.
+    fn finish(mut self, cmd: &str) -> io::Result<Totals> {
+        self.tell(cmd);
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        let mut totals = Totals {
+            hist: Histogram::new(),
+            ..Totals::default()
+        };
+        for p in &mut self.procs {
+            while p.child.try_wait()?.is_none() {
+                if Instant::now() > deadline {
+                    let _ = p.child.kill();
+                    totals.unfinished += 1;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let _ = p.child.wait();
+            let text = p.output.take().map(|h| h.join().unwrap_or_default());
+            let Some(line) = text
+                .as_deref()
+                .and_then(|t| t.lines().find(|l| l.starts_with("RESULT")))
+            else {
+                totals.unfinished += 1;
+                continue;
+            };
+            for (k, v) in line.split_whitespace().filter_map(|kv| kv.split_once('=')) {
+                let n: u64 = v.parse().unwrap_or(0);
+                match k {
+                    "open" => totals.open += n,
+                    "received" => totals.received += n,
+                    "lost" => totals.lost += n,
+                    "reordered" => totals.reordered += n,
+                    "missing" => totals.missing += n,
+                    "outstanding" => totals.outstanding += n,
+                    "hist" => totals.hist.merge_encoded(v),
+                    _ => {}
+                }
+            }
+        }
+        Ok(totals)
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            if let Ok(None) = p.child.try_wait() {
+                let _ = p.child.kill();
+                let _ = p.child.wait();
+            }
+        }
+    }
+}
+
+/// Workers' RESULT lines, summed.
+#[derive(Default)]
+struct Totals {
+    open: u64,
+    received: u64,
+    lost: u64,
+    reordered: u64,
+    missing: u64,
+    outstanding: u64,
+    unfinished: u64,
+    hist: Histogram,
+}
+
+/// CPU use of the server and of the load generator over an interval.
+struct CpuMeter {
+    pid: u32,
+    at: Instant,
+    server: f64,
+    loadgen: f64,
+}
+
+impl CpuMeter {
+    fn start(pid: u32, workers: &Workers) -> Self {
+        Self {
+            pid,
+            at: Instant::now(),
+            server: cpu_secs(pid).unwrap_or(0.0),
+            loadgen: workers.cpu(),
+        }
+    }
+
+    /// Percent of one core used by (server, load generator) since `start`.
+    fn stop(&self, workers: &Workers) -> (f64, f64) {
+        let wall = self.at.elapsed().as_secs_f64().max(1e-9);
+        let server = cpu_secs(self.pid).unwrap_or(0.0) - self.server;
+        let loadgen = workers.cpu() - self.loadgen;
+        (100.0 * server / wall, 100.0 * loadgen / wall)
+    }
+}
+
+fn idle(common: &Common, conns: usize, warmup: usize, settle: Duration) -> io::Result<()> {
+    let mut workers = Workers::new()?;
+    // Warm-up connections stay open through both readings, so lazily built state (buffers,
+    // tables, JIT code) is in the baseline and not billed to the measured connections.
+    if warmup > 0 {
+        workers.spawn(common, Role::Idle, warmup, 16, 2)?;
+    }
+    std::thread::sleep(settle);
+    let before = rss_bytes(common.pid).ok_or_else(|| io::Error::other("server is gone"))?;
+    let cpu = CpuMeter::start(common.pid, &workers);
+    workers.spawn(common, Role::Idle, conns, 16, 3)?;
+    let (server_cpu, loadgen_cpu) = cpu.stop(&workers);
+    let connect_secs = cpu.at.elapsed().as_secs_f64();
+    std::thread::sleep(settle);
+    let after = rss_bytes(common.pid).ok_or_else(|| io::Error::other("server is gone"))?;
+    let totals = workers.finish("quit")?;
+    let per_conn = after.saturating_sub(before) as f64 / conns.max(1) as f64;
+    println!(
+        "RESULT label={} scenario=idle n={conns} bytes_per_conn={per_conn:.0} rss_before={before} \
+         rss_after={after} open={} connect_secs={connect_secs:.2} server_cpu={server_cpu:.0} \
+         loadgen_cpu={loadgen_cpu:.0}",
+        common.label,
+        totals.open.saturating_sub(warmup as u64),
+    );
+    Ok(())
+}
+
+struct FanoutPlan {
+    subs: usize,
+    size: usize,
+    rate: Option<f64>,
+    window: Option<u64>,
+    secs: f64,
+    max_deliveries: u64,
+}
+
+fn fanout(common: &Common, plan: &FanoutPlan) -> io::Result<()> {
+    let mut workers = Workers::new()?;
+    workers.spawn(common, Role::Sub, plan.subs, plan.size, 2)?;
+    workers.tell("start");
+
+    // The publisher lives here, on the coordinator's loop.
+    let mut stream = connect_from(Ipv4Addr::LOCALHOST, common.server)?;
+    workers
+        .poll
+        .registry()
+        .register(&mut stream, PUB, Interest::READABLE | Interest::WRITABLE)?;
+    let mut publisher = Client::new(stream, common.server, 7);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut pump_pub = |workers: &mut Workers, publisher: &mut Client, timeout| {
+        let mut failed = None;
+        workers.pump(timeout, |event| {
+            let mut r = Ok(());
+            if event.is_writable() {
+                r = publisher.on_writable();
+            }
+            if r.is_ok() && (event.is_readable() || event.is_read_closed()) {
+                // Its own copies (the tutorial server sends to the sender too) are just read.
+                r = publisher.on_readable(&mut buf, &mut |_| {});
+            }
+            failed = r.err();
+        })?;
+        failed.map_or(Ok(()), Err)
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while publisher.phase != Phase::Open {
+        if Instant::now() > deadline || publisher.phase == Phase::Closed {
+            return Err(io::Error::other("publisher did not connect"));
+        }
+        pump_pub(&mut workers, &mut publisher, Duration::from_millis(10))?;
+    }
+
+    let frame_len = plan.size as u64 + 4;
+    let subs = plan.subs.max(1) as u64;
+    let window = plan.window.unwrap_or_else(|| {
+        // Up to 64 KiB per subscriber and 256 MiB in all, so neither server nor kernel
+        // buffers hold more than that; at most 2M deliveries in flight, so a slow server
+        // drains them in seconds, not minutes.
+        (65_536 / frame_len)
+            .min((256 << 20) / (subs * frame_len))
+            .min(2_000_000 / subs)
+            .clamp(8, 1024)
+    });
+    let by_count = plan.max_deliveries / subs;
+    let total = match plan.rate {
+        Some(rate) => ((rate * plan.secs) as u64).min(by_count),
+        None => by_count,
+    };
+    let mut payload = vec![0u8; plan.size];
+    let cpu = CpuMeter::start(common.pid, &workers);
+    let t0 = Instant::now();
+    let stop_sending = t0 + Duration::from_secs_f64(plan.secs);
+    let mut sent = 0u64;
+    let mut drained_at = None;
+    let mut last_progress = (0, t0);
+    loop {
+        let now = Instant::now();
+        let low = workers.low();
+        if low != last_progress.0 {
+            last_progress = (low, now);
+        }
+        let sending = sent < total && now < stop_sending;
+        if !sending && low >= sent {
+            drained_at = Some(now);
+            break;
+        }
+        if now - last_progress.1 > DRAIN_TIMEOUT {
+            break; // Stuck: some subscriber will never get some message; `lost` says which.
+        }
+        let mut wait = Duration::from_millis(5);
+        if sending {
+            let allowed = match plan.rate {
+                // Message k is due at t0 + k / rate, whatever the server did with the others.
+                Some(rate) => ((now - t0).as_secs_f64() * rate) as u64 + 1,
+                None => low + window,
+            };
+            while sent < allowed.min(total) {
+                payload[..8].copy_from_slice(&sent.to_le_bytes());
+                payload[8..16].copy_from_slice(&now_ns().to_le_bytes());
+                publisher.queue_frame(OpCode::Binary, &payload);
+                sent += 1;
+            }
+            publisher.flush()?;
+            if let Some(rate) = plan.rate {
+                let next_at = t0 + Duration::from_secs_f64(sent as f64 / rate);
+                wait = wait.min(next_at.saturating_duration_since(now));
+            }
+        }
+        pump_pub(&mut workers, &mut publisher, wait)?;
+    }
+    let elapsed = drained_at.unwrap_or_else(Instant::now) - t0;
+    let (server_cpu, loadgen_cpu) = cpu.stop(&workers);
+    let totals = workers.finish(&format!("finish {sent}"))?;
+    let secs = elapsed.as_secs_f64();
+    let mode = if plan.rate.is_some() { "rate" } else { "sat" };
+    println!(
+        "RESULT label={} scenario=fanout mode={mode} n={} size={} published={sent} \
+         deliveries={} secs={secs:.3} per_sec={:.0} p50_us={} p99_us={} p999_us={} lost={} \
+         reordered={} missing={} closed={} drained={} window={window} server_cpu={server_cpu:.0} \
+         loadgen_cpu={loadgen_cpu:.0}",
+        common.label,
+        plan.subs,
+        plan.size,
+        totals.received,
+        totals.received as f64 / secs.max(1e-9),
+        totals.hist.quantile(0.50),
+        totals.hist.quantile(0.99),
+        totals.hist.quantile(0.999),
+        totals.lost,
+        totals.reordered,
+        totals.missing,
+        (plan.subs as u64).saturating_sub(totals.open),
+        drained_at.is_some(),
+    );
+    Ok(())
+}
+
+fn echo(common: &Common, conns: usize, size: usize, secs: f64) -> io::Result<()> {
+    let mut workers = Workers::new()?;
+    workers.spawn(common, Role::Echo, conns, size.max(16), 2)?;
+    let cpu = CpuMeter::start(common.pid, &workers);
+    workers.tell("start");
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    while Instant::now() < end {
+        workers.pump(Duration::from_millis(50), |_| {})?;
+    }
+    let (server_cpu, loadgen_cpu) = cpu.stop(&workers);
+    let elapsed = cpu.at.elapsed().as_secs_f64();
+    let totals = workers.finish("stop")?;
+    println!(
+        "RESULT label={} scenario=echo n={conns} size={size} round_trips={} secs={elapsed:.3} \
+         per_sec={:.0} p50_us={} p99_us={} p999_us={} lost={} closed={} server_cpu={server_cpu:.0} \
+         loadgen_cpu={loadgen_cpu:.0}",
+        common.label,
+        totals.received,
+        totals.received as f64 / elapsed.max(1e-9),
+        totals.hist.quantile(0.50),
+        totals.hist.quantile(0.99),
+        totals.hist.quantile(0.999),
+        totals.outstanding,
+        (conns as u64).saturating_sub(totals.open),
+    );
+    Ok(())
+}
