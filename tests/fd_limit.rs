@@ -1,7 +1,7 @@
 //! Verifies the server under a tiny open-file limit (`ulimit -n 64`, soft and hard, so it
 //! cannot raise it) flooded with more connections than it can hold: it warns, pauses accepting
-//! instead of spinning on EMFILE (little CPU time while full), and once the flood is gone it
-//! serves new clients again.
+//! instead of spinning on EMFILE (little CPU time while full), keeps serving the client it
+//! already has meanwhile, and once the flood is gone it serves new clients again.
 
 mod common;
 
@@ -37,6 +37,12 @@ fn emfile_flood_does_not_spin_and_the_server_recovers() {
         server.stderr()
     );
 
+    // A client from before the flood, to show the server stays responsive during it.
+    let mut early = RawClient::connect(server.addr);
+    let key = new_key();
+    let head = early.handshake(&upgrade_request(server.addr, &key));
+    assert_eq!(head.status, 101);
+
     // More than 64 descriptors' worth; the rest wait in the listen backlog.
     let flood: Vec<TcpStream> = (0..150)
         .map(|_| TcpStream::connect(server.addr).expect("connect (listen backlog)"))
@@ -50,6 +56,12 @@ fn emfile_flood_does_not_spin_and_the_server_recovers() {
         used < 40,
         "{used} CPU ticks in 2 s while the fd table was full"
     );
+    // While full, the client it holds is still served.
+    for i in 0..3 {
+        let text = format!("still here {i}");
+        early.send_frame(true, OP_TEXT, text.as_bytes());
+        assert_eq!(early.read_text(), text);
+    }
 
     drop(flood);
     // The server sees the flood go (EOF on what it holds, then the backlog) and takes
