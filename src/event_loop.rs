@@ -87,7 +87,8 @@ pub struct Options {
 /// The server: a listener, its clients and the app.
 pub struct Server {
     poll: Poll,
-    listener: TcpListener,
+    /// Taken (closed) at shutdown, so new connects are refused rather than left waiting.
+    listener: Option<TcpListener>,
     signals: Signals,
     clients: Slab<Client>,
     app: App,
@@ -148,7 +149,7 @@ impl Server {
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         Ok(Self {
             poll,
-            listener,
+            listener: Some(listener),
             signals,
             clients: Slab::new(),
             app,
@@ -223,7 +224,13 @@ impl Server {
 
     /// The address the listener is bound to.
     pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        self.listener.local_addr()
+        match &self.listener {
+            Some(l) => l.local_addr(),
+            None => Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "listener closed",
+            )),
+        }
     }
 
     /// Runs until a signal asks to stop and every client has closed (or the deadline passed).
@@ -303,7 +310,10 @@ impl Server {
 
     fn accept(&mut self, now: Instant) {
         while self.shutdown_deadline.is_none() && self.accept_paused_until.is_none() {
-            match self.listener.accept() {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            match listener.accept() {
                 Ok((mut stream, peer)) => {
                     self.metrics.accepted += 1;
                     self.fd_starved = false;
@@ -403,7 +413,11 @@ impl Server {
         );
         self.notify(Notify::Stopping);
         self.shutdown_deadline = Some(now + self.options.shutdown_timeout);
-        let _ = self.poll.registry().deregister(&mut self.listener);
+        // Closed, not only deregistered: a port bound here then refuses new connects at once
+        // (under socket activation systemd keeps its copy and queues them for the next start).
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
         // Held long polls get their answer, not a bare close.
         self.app.on_shutdown(&mut self.actions);
         self.apply_actions(now);

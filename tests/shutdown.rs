@@ -1,7 +1,8 @@
 //! Verifies shutdown on SIGTERM: every connected client gets a close frame with code
 //! 1001 (going away), whether or not it answers, and the process exits with status 0
 //! within a bounded time; an idle server exits 0 as well. With 100 clients, every message
-//! the server accepted before the signal reaches every client before its close frame.
+//! the server accepted before the signal reaches every client before its close frame. While
+//! it waits for the last clients, new connects are refused at once (the listener is closed).
 
 mod common;
 
@@ -61,6 +62,14 @@ fn shutdown_with_clients(mode: &str) {
     expect_going_away(&mut answering);
     answering.finish_close(1001);
     expect_going_away(&mut silent); // and never answers
+    // The silent client keeps the server waiting; meanwhile nobody new gets in.
+    let refused = std::net::TcpStream::connect(server.addr);
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused),
+        "a connect during shutdown: {refused:?}"
+    );
     let close = loop {
         match ws.read() {
             Ok(Message::Close(frame)) => break frame,
