@@ -677,36 +677,12 @@ impl Server {
                             continue;
                         }
                         self.flush_batch(now, &mut overflowed);
-                        for (id, client) in &mut self.clients {
-                            if Some(id) == except || !client.conn.is_open() {
-                                continue;
-                            }
-                            let out = Out {
-                                dirty: &mut self.dirty,
-                                changed: &mut overflowed,
-                                metrics: &mut self.metrics,
-                                messages: 1,
-                            };
-                            deliver(now, &self.settings, (id, client), frame.clone(), out);
-                        }
+                        let to = To::All([except, None]);
+                        self.fan_out(now, to, &frame, 1, &mut overflowed);
                     }
                     Action::Publish { room, frame } => {
                         self.metrics.messages_out += 1;
-                        for &id in self.app.members(&room) {
-                            let Some(client) = self.clients.get_mut(id) else {
-                                continue;
-                            };
-                            if !client.conn.is_open() {
-                                continue;
-                            }
-                            let out = Out {
-                                dirty: &mut self.dirty,
-                                changed: &mut overflowed,
-                                metrics: &mut self.metrics,
-                                messages: 1,
-                            };
-                            deliver(now, &self.settings, (id, client), frame.clone(), out);
-                        }
+                        self.fan_out(now, To::Room(&room), &frame, 1, &mut overflowed);
                     }
                     Action::Respond { to, response } => {
                         if let Some(client) = self.clients.get_mut(to)
@@ -718,15 +694,7 @@ impl Server {
                     }
                     Action::Send { to, frame } => {
                         self.metrics.messages_out += 1;
-                        if let Some(client) = self.clients.get_mut(to) {
-                            let out = Out {
-                                dirty: &mut self.dirty,
-                                changed: &mut overflowed,
-                                metrics: &mut self.metrics,
-                                messages: 1,
-                            };
-                            deliver(now, &self.settings, (to, client), frame, out);
-                        }
+                        self.fan_out(now, To::One(to), &frame, 1, &mut overflowed);
                     }
                     Action::Close { to, code, reason } => {
                         if let Some(client) = self.clients.get_mut(to) {
@@ -765,17 +733,8 @@ impl Server {
         self.batch_skip = skip;
         self.batch.extend_from_slice(&frame);
         self.batch_messages += 1;
-        if except != Some(reader)
-            && let Some(client) = self.clients.get_mut(reader)
-            && client.conn.is_open()
-        {
-            let out = Out {
-                dirty: &mut self.dirty,
-                changed,
-                metrics: &mut self.metrics,
-                messages: 1,
-            };
-            deliver(now, &self.settings, (reader, client), frame, out);
+        if except != Some(reader) {
+            self.fan_out(now, To::One(reader), &frame, 1, changed);
         }
     }
 
@@ -787,17 +746,51 @@ impl Server {
         let frames: Rc<[u8]> = Rc::from(&self.batch[..]);
         self.batch.clear();
         let messages = std::mem::take(&mut self.batch_messages);
-        for (id, client) in &mut self.clients {
-            if self.batch_skip.contains(&Some(id)) || !client.conn.is_open() {
-                continue;
+        self.fan_out(now, To::All(self.batch_skip), &frames, messages, changed);
+    }
+
+    /// Queues `frame` (holding `messages` messages) to every open client among `to`.
+    fn fan_out(
+        &mut self,
+        now: Instant,
+        to: To<'_>,
+        frame: &Rc<[u8]>,
+        messages: u64,
+        changed: &mut Vec<usize>,
+    ) {
+        let (clients, settings) = (&mut self.clients, &self.settings);
+        let (dirty, metrics) = (&mut self.dirty, &mut self.metrics);
+        let mut queue = |id: usize, client: &mut Client| {
+            if client.conn.is_open() {
+                let out = Out {
+                    dirty: &mut *dirty,
+                    changed: &mut *changed,
+                    metrics: &mut *metrics,
+                    messages,
+                };
+                deliver(now, settings, (id, client), frame.clone(), out);
             }
-            let out = Out {
-                dirty: &mut self.dirty,
-                changed: &mut *changed,
-                metrics: &mut self.metrics,
-                messages,
-            };
-            deliver(now, &self.settings, (id, client), frames.clone(), out);
+        };
+        match to {
+            To::All(skip) => {
+                for (id, client) in clients.iter_mut() {
+                    if !skip.contains(&Some(id)) {
+                        queue(id, client);
+                    }
+                }
+            }
+            To::Room(room) => {
+                for &id in self.app.members(room) {
+                    if let Some(client) = clients.get_mut(id) {
+                        queue(id, client);
+                    }
+                }
+            }
+            To::One(id) => {
+                if let Some(client) = clients.get_mut(id) {
+                    queue(id, client);
+                }
+            }
         }
     }
 
@@ -856,6 +849,16 @@ fn limit_key(ip: IpAddr) -> IpAddr {
             None => IpAddr::V6((v6.to_bits() & !u128::from(u64::MAX)).into()),
         },
     }
+}
+
+/// The receivers of [`Server::fan_out`].
+enum To<'a> {
+    /// Every client but these (a broadcast's sender, a batch's reader).
+    All([Option<usize>; 2]),
+    /// The members of a chat room.
+    Room(&'a str),
+    /// One client.
+    One(usize),
 }
 
 /// Where [`deliver`] reports: `dirty` collects clients with output, `changed` those whose
