@@ -4,9 +4,10 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
 use mio::net::TcpStream;
+use socket2::{Domain, Socket, Type};
 
 use wsrelay::proto::frame::{self, FrameHead, OpCode};
 use wsrelay::proto::handshake::accept_key;
@@ -50,66 +51,29 @@ pub struct Client {
 
 /// Opens a non-blocking TCP connection from `src` (any port) to `dst`.
 pub fn connect_from(src: Ipv4Addr, dst: SocketAddrV4) -> io::Result<TcpStream> {
-    let flags = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
-    // SAFETY: plain socket(2) call; the result is checked before use.
-    let fd = unsafe { libc::socket(libc::AF_INET, flags, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just returned by socket(2) and nothing else owns it.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    let one: libc::c_int = 1;
+    // socket2 opens it close-on-exec.
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
     // The port is picked at connect time from the whole 4-tuple, so each source address
-    // gets its own ~28k ports instead of sharing bind()'s pool.
-    // SAFETY: `one` is a valid c_int for the duration of the call.
+    // gets its own ~28k ports instead of sharing bind()'s pool. (socket2 has no setter.)
+    let one: libc::c_int = 1;
+    // SAFETY: a valid socket fd, and `one` is a valid c_int for the duration of the call.
     unsafe {
         libc::setsockopt(
-            fd,
+            socket.as_raw_fd(),
             libc::IPPROTO_IP,
             libc::IP_BIND_ADDRESS_NO_PORT,
             (&one as *const libc::c_int).cast(),
             size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    let bind = sockaddr(SocketAddrV4::new(src, 0));
-    // SAFETY: `bind` is a valid sockaddr_in and the length says so.
-    let rc = unsafe {
-        libc::bind(
-            fd,
-            (&bind as *const libc::sockaddr_in).cast(),
-            size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
+    socket.bind(&SocketAddrV4::new(src, 0).into())?;
+    match socket.connect(&dst.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
     }
-    let to = sockaddr(dst);
-    // SAFETY: as for bind.
-    let rc = unsafe {
-        libc::connect(
-            fd,
-            (&to as *const libc::sockaddr_in).cast(),
-            size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINPROGRESS) {
-            return Err(e);
-        }
-    }
-    Ok(TcpStream::from_std(std::net::TcpStream::from(owned)))
-}
-
-fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: addr.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(addr.ip().octets()),
-        },
-        sin_zero: [0; 8],
-    }
+    Ok(TcpStream::from_std(socket.into()))
 }
 
 impl Client {
