@@ -64,7 +64,7 @@ impl Limit {
 }
 
 /// HTTP statuses a handshake can be refused with (`status` label values).
-const STATUSES: [u16; 6] = [400, 403, 405, 426, 431, 503];
+const STATUSES: [u16; 8] = [400, 403, 405, 411, 413, 426, 431, 503];
 
 /// Close codes counted by value (§7.4.1); any other code counts as `other`.
 const CODES: [u16; 10] = [1000, 1001, 1002, 1003, 1005, 1007, 1008, 1009, 1010, 1011];
@@ -135,133 +135,132 @@ impl Metrics {
 
     /// Appends the whole exposition; `connections` and `websockets` are the current gauges.
     pub fn render(&self, connections: usize, websockets: usize, out: &mut String) {
-        let mut metric = |name: &str, kind: &str, help: &str, samples: &[(&str, u64)]| {
+        let one = |v: u64| vec![(String::new(), v)];
+        // `{key="name"}` for each name, paired with its count (the last name may be "other").
+        let by = |key: &str, names: &mut dyn Iterator<Item = String>, counts: &[u64]| {
+            names
+                .map(|n| format!("{{{key}=\"{n}\"}}"))
+                .zip(counts.iter().copied())
+                .collect::<Vec<_>>()
+        };
+        let other = || std::iter::once("other".to_owned());
+        let families = [
+            (
+                "wsrelay_connections_open",
+                "gauge",
+                "Client sockets open (handshaking, open or closing).",
+                one(connections as u64),
+            ),
+            (
+                "wsrelay_websockets_open",
+                "gauge",
+                "WebSocket connections open (handshake done, not closing).",
+                one(websockets as u64),
+            ),
+            (
+                "wsrelay_connections_accepted_total",
+                "counter",
+                "TCP connections accepted.",
+                one(self.accepted),
+            ),
+            (
+                "wsrelay_upgrades_total",
+                "counter",
+                "WebSocket handshakes completed with 101.",
+                one(self.upgraded),
+            ),
+            (
+                "wsrelay_http_requests_total",
+                "counter",
+                "Plain HTTP requests answered.",
+                one(self.http_requests),
+            ),
+            (
+                "wsrelay_handshake_rejections_total",
+                "counter",
+                "Requests refused before the upgrade, by HTTP status.",
+                by(
+                    "status",
+                    &mut STATUSES.iter().map(u16::to_string).chain(other()),
+                    &self.rejections,
+                ),
+            ),
+            (
+                "wsrelay_messages_received_total",
+                "counter",
+                "WebSocket messages received.",
+                one(self.messages_in),
+            ),
+            (
+                "wsrelay_message_bytes_received_total",
+                "counter",
+                "Payload bytes of the WebSocket messages received.",
+                one(self.message_bytes_in),
+            ),
+            (
+                "wsrelay_received_bytes_total",
+                "counter",
+                "Bytes read from client sockets.",
+                one(self.bytes_in),
+            ),
+            (
+                "wsrelay_messages_sent_total",
+                "counter",
+                "Messages the application sent (a broadcast counts once).",
+                one(self.messages_out),
+            ),
+            (
+                "wsrelay_deliveries_total",
+                "counter",
+                "Frames queued to a client (a broadcast to N clients counts N).",
+                one(self.deliveries),
+            ),
+            (
+                "wsrelay_sent_bytes_total",
+                "counter",
+                "Bytes written to client sockets.",
+                one(self.bytes_out),
+            ),
+            (
+                "wsrelay_close_frames_sent_total",
+                "counter",
+                "Close frames sent, by status code (1005: an echo of an empty close).",
+                by(
+                    "code",
+                    &mut CODES.iter().map(u16::to_string).chain(other()),
+                    &self.closes,
+                ),
+            ),
+            (
+                "wsrelay_slow_consumer_closes_total",
+                "counter",
+                "Clients closed with 1008 for not reading their output.",
+                one(self.slow_consumers),
+            ),
+            (
+                "wsrelay_pings_sent_total",
+                "counter",
+                "Pings sent to silent clients.",
+                one(self.pings),
+            ),
+            (
+                "wsrelay_limit_hits_total",
+                "counter",
+                "Times a limit was hit, by limit.",
+                by(
+                    "limit",
+                    &mut Limit::ALL.iter().map(|l| l.as_str().to_owned()),
+                    &self.limits,
+                ),
+            ),
+        ];
+        for (name, kind, help, samples) in families {
             // Writing to a String cannot fail.
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (labels, value) in samples {
                 let _ = writeln!(out, "{name}{labels} {value}");
             }
-        };
-        let one = |v: u64| [("", v)];
-        metric(
-            "wsrelay_connections_open",
-            "gauge",
-            "Client sockets open (handshaking, open or closing).",
-            &one(connections as u64),
-        );
-        metric(
-            "wsrelay_websockets_open",
-            "gauge",
-            "WebSocket connections open (handshake done, not closing).",
-            &one(websockets as u64),
-        );
-        metric(
-            "wsrelay_connections_accepted_total",
-            "counter",
-            "TCP connections accepted.",
-            &one(self.accepted),
-        );
-        metric(
-            "wsrelay_upgrades_total",
-            "counter",
-            "WebSocket handshakes completed with 101.",
-            &one(self.upgraded),
-        );
-        metric(
-            "wsrelay_http_requests_total",
-            "counter",
-            "Plain HTTP requests answered.",
-            &one(self.http_requests),
-        );
-        let labels: Vec<String> = STATUSES
-            .iter()
-            .map(|s| format!("{{status=\"{s}\"}}"))
-            .chain(["{status=\"other\"}".to_owned()])
-            .collect();
-        let samples: Vec<(&str, u64)> = labels
-            .iter()
-            .map(String::as_str)
-            .zip(self.rejections)
-            .collect();
-        metric(
-            "wsrelay_handshake_rejections_total",
-            "counter",
-            "Requests refused before the upgrade, by HTTP status.",
-            &samples,
-        );
-        metric(
-            "wsrelay_messages_received_total",
-            "counter",
-            "WebSocket messages received.",
-            &one(self.messages_in),
-        );
-        metric(
-            "wsrelay_message_bytes_received_total",
-            "counter",
-            "Payload bytes of the WebSocket messages received.",
-            &one(self.message_bytes_in),
-        );
-        metric(
-            "wsrelay_received_bytes_total",
-            "counter",
-            "Bytes read from client sockets.",
-            &one(self.bytes_in),
-        );
-        metric(
-            "wsrelay_messages_sent_total",
-            "counter",
-            "Messages the application sent (a broadcast counts once).",
-            &one(self.messages_out),
-        );
-        metric(
-            "wsrelay_deliveries_total",
-            "counter",
-            "Frames queued to a client (a broadcast to N clients counts N).",
-            &one(self.deliveries),
-        );
-        metric(
-            "wsrelay_sent_bytes_total",
-            "counter",
-            "Bytes written to client sockets.",
-            &one(self.bytes_out),
-        );
-        let labels: Vec<String> = CODES
-            .iter()
-            .map(|c| format!("{{code=\"{c}\"}}"))
-            .chain(["{code=\"other\"}".to_owned()])
-            .collect();
-        let samples: Vec<(&str, u64)> =
-            labels.iter().map(String::as_str).zip(self.closes).collect();
-        metric(
-            "wsrelay_close_frames_sent_total",
-            "counter",
-            "Close frames sent, by status code (1005: an echo of an empty close).",
-            &samples,
-        );
-        metric(
-            "wsrelay_slow_consumer_closes_total",
-            "counter",
-            "Clients closed with 1008 for not reading their output.",
-            &one(self.slow_consumers),
-        );
-        metric(
-            "wsrelay_pings_sent_total",
-            "counter",
-            "Pings sent to silent clients.",
-            &one(self.pings),
-        );
-        let labels: Vec<String> = Limit::ALL
-            .iter()
-            .map(|l| format!("{{limit=\"{}\"}}", l.as_str()))
-            .collect();
-        let samples: Vec<(&str, u64)> =
-            labels.iter().map(String::as_str).zip(self.limits).collect();
-        metric(
-            "wsrelay_limit_hits_total",
-            "counter",
-            "Times a limit was hit, by limit.",
-            &samples,
-        );
+        }
     }
 }
 
