@@ -27,6 +27,16 @@ fn say(ws: &mut Ws, name: &str, msg: &str) {
     );
 }
 
+/// Sends `{prefix}1` .. `{prefix}n` and sees each come back as a message, in order.
+#[track_caller]
+fn say_and_see(ws: &mut Ws, prefix: &str, n: u32) {
+    for i in 1..=n {
+        let msg = format!("{prefix}{i}");
+        say(ws, "a", &msg);
+        expect(ws, "message", "msg", json!(msg));
+    }
+}
+
 /// Connects to `target`; returns the client, its welcome and what it was sent before its own
 /// live join notice (history, missed events, gap notices), which it checks comes next.
 #[track_caller]
@@ -120,10 +130,7 @@ fn two_rooms_do_not_leak_messages_or_counts() {
 fn late_joiner_gets_the_last_n_in_order_marked_as_history() {
     let server = Server::start(&["--history", "4"]);
     let (mut a, _, _) = join(&server, "/h");
-    for i in 1..=6 {
-        say(&mut a, "a", &format!("m{i}"));
-        expect(&mut a, "message", "msg", json!(format!("m{i}")));
-    }
+    say_and_see(&mut a, "m", 6);
     // Events so far: join(1), m1..m6 (2..7). Kept: the last 4.
     let (_b, welcome, history) = join(&server, "/h");
     assert_eq!(welcome["seq"], 7);
@@ -150,10 +157,7 @@ fn resume_after_a_reset_gets_exactly_the_missed_events() {
     // The server sees the reset; its leave notice reaches `a` (and the history).
     let leave = expect(&mut a, "notification", "event", json!("leave"));
     assert_eq!(leave["count"], 1);
-    for i in 1..=3 {
-        say(&mut a, "a", &format!("missed {i}"));
-        expect(&mut a, "message", "msg", json!(format!("missed {i}")));
-    }
+    say_and_see(&mut a, "missed ", 3);
     let target = format!("/r?since={last}&epoch={epoch}");
     let (mut c, _, missed) = join(&server, &target);
     let got: Vec<(u64, String)> = missed
@@ -189,10 +193,7 @@ fn a_cursor_older_than_the_history_gets_a_gap_notice() {
     let server = Server::start(&["--history", "3"]);
     let (mut a, welcome, _) = join(&server, "/g");
     let epoch = welcome["epoch"].as_str().unwrap().to_owned();
-    for i in 1..=5 {
-        say(&mut a, "a", &format!("m{i}"));
-        expect(&mut a, "message", "msg", json!(format!("m{i}")));
-    }
+    say_and_see(&mut a, "m", 5);
     // Events: join(1), m1..m5 (2..6); kept 4..6. A client that saw 1 missed 2..6.
     let (_b, _, got) = join(&server, &format!("/g?since=1&epoch={epoch}"));
     assert_eq!(got[0]["type"], "gap", "{got:?}");

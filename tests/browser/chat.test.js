@@ -86,7 +86,8 @@ let pageB;
 const dialogs = [];
 const pageErrors = [];
 
-async function openPage(ctx, label, query = '') {
+/** A new page whose dialogs and errors are recorded (tests assert there are none). */
+async function newPage(ctx, label) {
   const page = await ctx.newPage();
   page.setDefaultTimeout(WAIT_MS);
   page.setDefaultNavigationTimeout(WAIT_MS);
@@ -95,6 +96,12 @@ async function openPage(ctx, label, query = '') {
     d.dismiss().catch(() => {});
   });
   page.on('pageerror', (e) => pageErrors.push(`${label}: ${e.message}`));
+  return page;
+}
+
+/** A new page at `baseURL + query`, served 200 with the strict CSP, with CSP violations recorded. */
+async function openPage(ctx, label, query = '') {
+  const page = await newPage(ctx, label);
   // Record CSP violations (an inline script/style would show up here).
   await page.addInitScript(() => {
     window.__csp = [];
@@ -260,10 +267,7 @@ test('no CSP violations or page errors', { timeout: TEST_MS }, async () => {
 test('client frame shape and error rendering (socket mocked by Playwright)', { timeout: TEST_MS }, async () => {
   const ctx = await browser.newContext();
   try {
-    const page = await ctx.newPage();
-    page.setDefaultTimeout(WAIT_MS);
-    page.on('dialog', (d) => { dialogs.push(`M: ${d.message()}`); d.dismiss().catch(() => {}); });
-    page.on('pageerror', (e) => pageErrors.push(`M: ${e.message}`));
+    const page = await newPage(ctx, 'M');
     const sent = [];
     // Page-side socket only; never reaches the real server.
     await page.routeWebSocket(/.*/, (ws) => {
@@ -347,9 +351,7 @@ test('rooms: ?room= keeps traffic apart, late joiners get history, the form swit
 test('without window.WebSocket the page chats over long polling with a WebSocket page', { timeout: TEST_MS }, async () => {
   const ctx = await browser.newContext();
   try {
-    const lp = await ctx.newPage();
-    lp.setDefaultTimeout(WAIT_MS);
-    lp.on('pageerror', (e) => pageErrors.push(`LP: ${e.message}`));
+    const lp = await newPage(ctx, 'LP');
     await lp.addInitScript(() => { delete window.WebSocket; window.WebSocket = undefined; });
     await lp.goto(baseURL + '?room=lp');
     await assertEventually(() => status(lp).getAttribute('data-state'), 'connected');
@@ -379,9 +381,7 @@ test('without window.WebSocket the page chats over long polling with a WebSocket
 test('a dropped WebSocket resumes from its cursor: missed lines once, a replayed one dropped', { timeout: TEST_MS }, async () => {
   const ctx = await browser.newContext();
   try {
-    const page = await ctx.newPage();
-    page.setDefaultTimeout(WAIT_MS);
-    page.on('pageerror', (e) => pageErrors.push(`R: ${e.message}`));
+    const page = await newPage(ctx, 'R');
     // The page's socket goes through Playwright to the real server, so the test can cut it
     // and, on the second connection, slip in an event the page has shown already.
     let connections = 0;
