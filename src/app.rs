@@ -292,12 +292,7 @@ impl App {
 
     /// `{"type":"error","msg":…}` with `status`; `extra` is more header lines.
     fn http_error(&mut self, status: u16, extra: &str, msg: &str) -> Reply {
-        self.json.clear();
-        // Serializing a string into a Vec cannot fail.
-        let _ = serde_json::to_writer(
-            &mut self.json,
-            &serde_json::json!({"type": "error", "msg": msg}),
-        );
+        chat::error(msg, &mut self.json);
         Reply::Now(json_response(status, extra, &self.json))
     }
 

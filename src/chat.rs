@@ -106,8 +106,14 @@ pub fn handle_text(text: &str, stamp: Stamp, out: &mut Vec<u8>) -> Result<(), ()
             return Ok(());
         }
     };
-    write(&Outgoing::Error { msg: error }, out);
+    self::error(error, out);
     Err(())
+}
+
+/// Writes an error for one client: `{"type":"error","msg":…}`.
+pub fn error(msg: &str, out: &mut Vec<u8>) {
+    out.clear();
+    write(&Outgoing::Error { msg }, out);
 }
 
 /// Writes the notice broadcast when a client joins or leaves; `count` is who is in the room.
