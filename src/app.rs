@@ -219,43 +219,54 @@ impl App {
 
     /// Sends a joining connection the welcome, any gap notice and the history it should see.
     fn catch_up(&mut self, id: usize, room: RoomId, cursor: &Cursor<'_>, out: &mut Vec<Action>) {
-        let epoch = self.rooms.epoch(room);
+        // A cursor from another epoch counts nothing here: the room started over since.
+        let same_epoch = cursor.epoch.is_none_or(|e| e == self.rooms.epoch(room));
+        let since = if same_epoch { cursor.since } else { None };
+        let reset = !same_epoch && cursor.since.is_some();
+        let mut scratch = std::mem::take(&mut self.frame);
+        self.replay(room, since, reset, &mut |json| {
+            let frame = encode(&mut scratch, OpCode::Text, json);
+            out.push(Action::Send { to: id, frame });
+        });
+        self.frame = scratch;
+    }
+
+    /// What a client with cursor `since` is sent first, one JSON object at a time: the
+    /// welcome; a gap notice if events after `since` are gone (or, with `reset`, if the room
+    /// started over since the client's cursor); then the kept events after `since`. With no
+    /// cursor these are all kept events, marked as history; a resuming client gets what it
+    /// missed as it was sent.
+    fn replay(
+        &mut self,
+        room: RoomId,
+        since: Option<u64>,
+        reset: bool,
+        each: &mut dyn FnMut(&[u8]),
+    ) {
         chat::welcome(
             self.rooms.name(room),
-            epoch,
+            self.rooms.epoch(room),
             self.rooms.next_seq(room).saturating_sub(1),
             &mut self.json,
         );
-        out.push(Action::Send {
-            to: id,
-            frame: encode(&mut self.frame, OpCode::Text, &self.json),
-        });
-        // A cursor from another epoch counts nothing here: the room started over since.
-        let same_epoch = cursor.epoch.is_none_or(|e| e == epoch);
-        let since = if same_epoch { cursor.since } else { None };
+        each(&self.json);
         let replay = self.rooms.replay(room, since);
-        let gap = if same_epoch {
-            replay.gap.map(Some)
+        let gap = if reset {
+            Some(None)
         } else {
-            cursor.since.map(|_| None)
+            replay.gap.map(Some)
         };
         if let Some(range) = gap {
             chat::gap(range, &mut self.json);
-            out.push(Action::Send {
-                to: id,
-                frame: encode(&mut self.frame, OpCode::Text, &self.json),
-            });
+            each(&self.json);
         }
         for (_, json) in replay.events {
-            // What a new client is shown from before it came is history; what a resuming
-            // client missed is not (it is sent as it was).
-            let frame = if since.is_none() {
+            if since.is_none() {
                 chat::history(json, &mut self.json);
-                encode(&mut self.frame, OpCode::Text, &self.json)
+                each(&self.json);
             } else {
-                encode(&mut self.frame, OpCode::Text, json.as_bytes())
-            };
-            out.push(Action::Send { to: id, frame });
+                each(json.as_bytes());
+            }
         }
     }
 
@@ -385,39 +396,15 @@ impl App {
         body
     }
 
-    /// A long poll's answer: a JSON array of the welcome, a gap notice if events after
-    /// `since` are gone (or, with `reset`, if the room started over since the client's
-    /// cursor), and the kept events after `since` (all, marked as history, if none; as sent
-    /// otherwise).
+    /// A long poll's answer: what [`App::replay`] gives, as one JSON array.
     fn poll_body(&mut self, room: RoomId, since: Option<u64>, reset: bool) -> Vec<u8> {
         let mut body = b"[".to_vec();
-        chat::welcome(
-            self.rooms.name(room),
-            self.rooms.epoch(room),
-            self.rooms.next_seq(room).saturating_sub(1),
-            &mut self.json,
-        );
-        body.extend_from_slice(&self.json);
-        let replay = self.rooms.replay(room, since);
-        let gap = if reset {
-            Some(None)
-        } else {
-            replay.gap.map(Some)
-        };
-        if let Some(range) = gap {
-            chat::gap(range, &mut self.json);
-            body.push(b',');
-            body.extend_from_slice(&self.json);
-        }
-        for (_, json) in replay.events {
-            body.push(b',');
-            if since.is_none() {
-                chat::history(json, &mut self.json);
-                body.extend_from_slice(&self.json);
-            } else {
-                body.extend_from_slice(json.as_bytes());
+        self.replay(room, since, reset, &mut |json| {
+            if body.len() > 1 {
+                body.push(b',');
             }
-        }
+            body.extend_from_slice(json);
+        });
         body.push(b']');
         body
     }
