@@ -25,7 +25,8 @@ const GUEST_GRACE: Duration = Duration::from_secs(10);
 const GUEST_SCAN: Duration = Duration::from_secs(1);
 
 const JSON_TYPE: &str = "application/json";
-const NO_STORE: &str = "Cache-Control: no-store\r\n";
+/// Every JSON answer: never cached, never sniffed as another type (a `<script>` tag).
+const JSON_FIELDS: &str = "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n";
 
 /// What the server does with messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -112,6 +113,22 @@ pub enum Reply {
     Hold(Instant),
 }
 
+/// What a long poll's answer depends on: room name, epoch and cursor.
+type AnswerKey = (Rc<str>, Rc<str>, u64);
+
+/// A plain HTTP request, as the connection read it.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpRequest<'a> {
+    /// `GET` or `POST`.
+    pub method: Method,
+    /// Path and query.
+    pub target: &'a str,
+    /// The body of a `POST`.
+    pub body: &'a [u8],
+    /// From another site's page the Origin policy does not admit (see `conn::Event::Request`).
+    pub foreign: bool,
+}
+
 /// Where a resuming client left off, from its URL's query.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Cursor<'a> {
@@ -146,7 +163,7 @@ fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
 /// A whole JSON response; `extra` is more header lines.
 fn json_response(status: u16, extra: &str, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 160);
-    let fields = format!("{NO_STORE}{extra}");
+    let fields = format!("{JSON_FIELDS}{extra}");
     write_head(status, JSON_TYPE, body.len(), &fields, &mut out);
     out.extend_from_slice(body);
     out
@@ -275,12 +292,16 @@ impl App {
     pub fn on_http(
         &mut self,
         id: usize,
-        method: Method,
-        target: &str,
-        body: &[u8],
+        req: HttpRequest<'_>,
         now: Instant,
         out: &mut Vec<Action>,
     ) -> Reply {
+        let HttpRequest {
+            method,
+            target,
+            body,
+            foreign,
+        } = req;
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         if self.mode != Mode::Chat {
             return Reply::Pass;
@@ -289,7 +310,7 @@ impl App {
         let name = name.unwrap_or(DEFAULT_ROOM);
         let valid = valid_name(name);
         match (method, path) {
-            (Method::Get, "/poll") if valid => self.poll(id, name, query, now, out),
+            (Method::Get, "/poll") if valid => self.poll(id, name, query, now, foreign, out),
             (Method::Post, "/send") if valid => self.send(name, body, out),
             (Method::Get, "/poll") | (Method::Post, "/send") => {
                 self.http_error(400, "", "invalid room name")
@@ -310,42 +331,54 @@ impl App {
     /// `GET /poll?room=R&since=SEQ&epoch=EPOCH&client=ID`: what the room has after `since`,
     /// now if there is any, else as soon as there is (or an empty answer after `poll_wait`).
     ///
-    /// Only a client that is up to date (it has the room's last event, or the room does not
-    /// exist yet) can make a room or count as present in it, and it then holds a connection:
-    /// rooms cannot be made or pinned by cheap one-shot requests.
+    /// Only a poll that is held (its cursor is the room's last event, or the room does not
+    /// exist yet and the cursor is 0) can make a room or announce its client as present: a
+    /// request answered at once creates nothing, so cheap one-shot requests cannot fill
+    /// `--max-rooms` or the history. A cursor past the room's last event is a bad cursor,
+    /// answered like one from another epoch. `foreign` (a cross-site request from a page the
+    /// Origin policy does not admit) may read, but not count as present.
     fn poll(
         &mut self,
         id: usize,
         name: &str,
         query: &str,
         now: Instant,
+        foreign: bool,
         out: &mut Vec<Action>,
     ) -> Reply {
         let cursor = parse_cursor(query);
         let existing = self.rooms.find(name);
-        let up_to_date = match (cursor.since, existing) {
-            (Some(since), Some(room)) => {
-                cursor.epoch.is_none_or(|e| e == self.rooms.epoch(room))
-                    && since >= self.rooms.next_seq(room).saturating_sub(1)
-            }
-            // The room is not made yet and the client has seen nothing of it.
-            (Some(_), None) => cursor.epoch.is_none(),
-            (None, _) => false,
+        let last = existing.map_or(0, |room| self.rooms.next_seq(room).saturating_sub(1));
+        let same_epoch = match existing {
+            Some(room) => cursor.epoch.is_none_or(|e| e == self.rooms.epoch(room)),
+            // A room not made yet has the epoch "" (parsed as none) and nothing in it.
+            None => cursor.epoch.is_none(),
         };
-        if !up_to_date {
-            // Answered at once: the history, what the client missed, or a room not made yet.
-            let body = match existing {
-                Some(room) => {
-                    let same_epoch = cursor.epoch.is_none_or(|e| e == self.rooms.epoch(room));
-                    match cursor.since {
-                        Some(since) if same_epoch => self.poll_body(room, Some(since), false),
-                        Some(_) => self.poll_body(room, None, true),
-                        None => self.poll_body(room, None, false),
-                    }
-                }
-                None => self.unmade_room_body(name, cursor.epoch.is_some()),
-            };
-            return Reply::Now(json_response(200, "", &body));
+        let guest = query_param(query, "client").filter(|g| valid_name(g));
+        if guest.is_some() && foreign {
+            return self.http_error(403, "", "a cross-site page cannot poll as present");
+        }
+        match cursor.since {
+            // Up to date: held below.
+            Some(since) if same_epoch && since == last => {}
+            // Behind: what the client missed, at once.
+            Some(since) if same_epoch && since < last => {
+                let body = match existing {
+                    Some(room) => self.poll_body(room, Some(since), false),
+                    None => self.unmade_room_body(name, false),
+                };
+                return Reply::Now(json_response(200, "", &body));
+            }
+            // No cursor: the history, at once. Another epoch's cursor, or one past the last
+            // event (made up, or from a room since freed): a gap notice and the history.
+            _ => {
+                let reset = cursor.since.is_some();
+                let body = match existing {
+                    Some(room) => self.poll_body(room, None, reset),
+                    None => self.unmade_room_body(name, reset),
+                };
+                return Reply::Now(json_response(200, "", &body));
+            }
         }
         let room = match existing.map_or_else(|| self.rooms.open(name), Ok) {
             Ok(room) => room,
@@ -354,30 +387,22 @@ impl App {
                 return self.http_error(503, "Retry-After: 5\r\n", "too many rooms");
             }
         };
-        let since = self.rooms.next_seq(room).saturating_sub(1);
         let deadline = now + self.poll_wait;
-        // Present while it polls: a held poll counts through its wait, anything else only a
-        // little (time to poll again).
-        let grace = GUEST_GRACE.min(self.poll_wait);
-        let guest = query_param(query, "client").filter(|g| valid_name(g));
         if let Some(guest) = guest {
-            if self.rooms.touch_guest(room, guest, now + grace) {
+            // Present through the wait, and a little after it ends (time to poll again).
+            let until = deadline + GUEST_GRACE.min(self.poll_wait);
+            if self.rooms.touch_guest(room, guest, until) {
+                // Published before the poll is held, so the arrival does not answer its own
+                // poll at once: the client sees its join with the next event or at the end
+                // of the wait.
                 let count = self.rooms.count(room);
                 self.presence(room, Presence::Join, count, out);
             }
             self.guest_scan.get_or_insert(now + GUEST_SCAN);
         }
-        if self.rooms.next_seq(room).saturating_sub(1) > since {
-            // Its own arrival is news: answered at once, with it.
-            let body = self.poll_body(room, Some(since), false);
-            return Reply::Now(json_response(200, "", &body));
-        }
-        if let Some(guest) = guest {
-            self.rooms.touch_guest(room, guest, deadline + grace);
-        }
         let (name, epoch) = (self.rooms.shared_name(room), self.rooms.shared_epoch(room));
         let guest = guest.map(Rc::from);
-        self.waiters.hold(id, name, epoch, guest, since, deadline);
+        self.waiters.hold(id, name, epoch, guest, last, deadline);
         Reply::Hold(deadline)
     }
 
@@ -409,17 +434,26 @@ impl App {
         body
     }
 
-    /// Answers held polls: each gets what its room has after its cursor.
-    fn answer(&mut self, waiters: Vec<(usize, Waiter)>, out: &mut Vec<Action>) {
-        // The polls of one room usually share one cursor: build that answer once.
-        let mut cached: Option<(Rc<str>, u64, Vec<u8>)> = None;
+    /// Answers held polls: each gets what its room has after its cursor. A client whose poll
+    /// is answered counts as present only a little longer (time to poll again).
+    fn answer(&mut self, waiters: Vec<(usize, Waiter)>, now: Instant, out: &mut Vec<Action>) {
+        // The polls of one room usually share one cursor: build that answer once. The body
+        // depends on the epoch too: a room freed and made again starts its seq over.
+        let mut cached: Option<(AnswerKey, Vec<u8>)> = None;
+        let grace = now + GUEST_GRACE.min(self.poll_wait);
         for (conn, w) in waiters {
+            let room = self.rooms.find(&w.room);
+            if let (Some(room), Some(guest)) = (room, &w.guest) {
+                self.rooms.shorten_guest(room, guest, grace);
+            }
             let response = match &cached {
-                Some((room, since, response)) if *room == w.room && *since == w.since => {
+                Some(((name, epoch, since), response))
+                    if *name == w.room && *epoch == w.epoch && *since == w.since =>
+                {
                     response.clone()
                 }
                 _ => {
-                    let body = match self.rooms.find(&w.room) {
+                    let body = match room {
                         Some(room) if *self.rooms.epoch(room) == *w.epoch => {
                             self.poll_body(room, Some(w.since), false)
                         }
@@ -427,7 +461,7 @@ impl App {
                         None => self.unmade_room_body(&w.room, true),
                     };
                     let response = json_response(200, "", &body);
-                    cached = Some((w.room.clone(), w.since, response.clone()));
+                    cached = Some(((w.room, w.epoch, w.since), response.clone()));
                     response
                 }
             };
@@ -478,7 +512,7 @@ impl App {
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Action>) {
         let mut expired = Vec::new();
         self.waiters.take_expired(now, &mut expired);
-        self.answer(expired, out);
+        self.answer(expired, now, out);
         if self.guest_scan.is_some_and(|t| t <= now) {
             let mut gone = Vec::new();
             self.rooms.expire_guests(now, &mut gone);
@@ -494,10 +528,10 @@ impl App {
     }
 
     /// The server is stopping: every held poll gets its answer now rather than a reset.
-    pub fn on_shutdown(&mut self, out: &mut Vec<Action>) {
+    pub fn on_shutdown(&mut self, now: Instant, out: &mut Vec<Action>) {
         let mut all = Vec::new();
         self.waiters.take_all(&mut all);
-        self.answer(all, out);
+        self.answer(all, now, out);
     }
 
     /// A connection stopped being open.
@@ -574,7 +608,9 @@ impl App {
         });
         let mut woken = Vec::new();
         self.waiters.take_room(&name, &mut woken);
-        self.answer(woken, out);
+        if !woken.is_empty() {
+            self.answer(woken, Instant::now(), out);
+        }
     }
 
     fn presence(&mut self, room: RoomId, event: Presence, count: usize, out: &mut Vec<Action>) {

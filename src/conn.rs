@@ -94,6 +94,9 @@ pub enum Event<'a> {
         path: &'a str,
         /// The body of a `POST` (empty for a `GET`).
         body: &'a [u8],
+        /// Sent for a page of another site that the Origin policy does not admit, without
+        /// `Origin` (`Sec-Fetch-Site: cross-site`): it may read, not act as a client.
+        foreign: bool,
     },
     /// A complete text message.
     Text(&'a str),
@@ -144,6 +147,7 @@ enum State {
         target: Box<str>,
         body: Vec<u8>,
         need: usize,
+        foreign: bool,
     },
     /// A plain HTTP request was read; the application owes a response.
     Responding,
@@ -600,6 +604,8 @@ impl Conn {
                 method,
                 path,
                 body_len: 0,
+                origin,
+                cross_site,
                 ..
             } => {
                 self.state = State::Responding;
@@ -608,12 +614,15 @@ impl Conn {
                     method,
                     path,
                     body: &[],
+                    foreign: foreign(cross_site, origin, settings),
                 });
             }
             Request::Http {
                 method,
                 path,
                 body_len,
+                origin,
+                cross_site,
                 ..
             } => {
                 // At most MAX_BODY (checked above); the buffer grows as the bytes come, so a
@@ -624,6 +633,7 @@ impl Conn {
                     target: path.into(),
                     body: Vec::new(),
                     need,
+                    foreign: foreign(cross_site, origin, settings),
                 };
                 // The handshake deadline still runs: the body is part of the request.
             }
@@ -645,6 +655,7 @@ impl Conn {
             method,
             target,
             body,
+            foreign,
             ..
         } = std::mem::replace(&mut self.state, State::Responding)
         {
@@ -653,6 +664,7 @@ impl Conn {
                 method,
                 path: &target,
                 body: &body,
+                foreign,
             });
         }
         // Bytes after the body (pipelined requests) are not read: one request per connection.
@@ -762,6 +774,14 @@ impl Conn {
         // Bytes after an error or a close are not read (§5.5.1).
         input.len()
     }
+}
+
+/// Whether a plain request comes from another site's page that the Origin policy does not
+/// admit. Such a page's `<img>` or `no-cors` fetch sends no `Origin`, so the policy alone
+/// would let it through; Fetch Metadata (`Sec-Fetch-Site`) tells. A request with `Origin` was
+/// checked against the policy already.
+fn foreign(cross_site: bool, origin: Option<&[u8]>, settings: &Settings) -> bool {
+    cross_site && origin.is_none() && !settings.origins.admits_any()
 }
 
 #[cfg(test)]
@@ -915,7 +935,7 @@ mod tests {
         let (mut conn, events, _) = drive(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n", 3);
         assert_eq!(
             events,
-            ["Request { method: Get, path: \"/healthz\", body: [] }"]
+            ["Request { method: Get, path: \"/healthz\", body: [], foreign: false }"]
         );
         conn.respond(
             Instant::now(),
@@ -942,13 +962,13 @@ mod tests {
             let (_, events, _) = drive(b"GET /x HTTP/1.1\nHost: h\n\n", chunk);
             assert_eq!(
                 events,
-                ["Request { method: Get, path: \"/x\", body: [] }"],
+                ["Request { method: Get, path: \"/x\", body: [], foreign: false }"],
                 "bare LF, chunk {chunk}"
             );
             let (_, events, _) = drive(b"GET /y HTTP/1.1\r\nHost: h\r\n\r\n", chunk);
             assert_eq!(
                 events,
-                ["Request { method: Get, path: \"/y\", body: [] }"],
+                ["Request { method: Get, path: \"/y\", body: [], foreign: false }"],
                 "CRLF, chunk {chunk}"
             );
             let (conn, _, out) = drive(b"NOT A REQUEST\r\n\r\n", chunk);
@@ -965,7 +985,7 @@ mod tests {
             assert_eq!(
                 events,
                 [
-                    "Request { method: Post, path: \"/send?room=a\", body: [104, 101, 108, 108, 111] }"
+                    "Request { method: Post, path: \"/send?room=a\", body: [104, 101, 108, 108, 111], foreign: false }"
                 ],
                 "chunk {chunk}"
             );

@@ -419,7 +419,7 @@ impl Server {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         // Held long polls get their answer, not a bare close.
-        self.app.on_shutdown(&mut self.actions);
+        self.app.on_shutdown(now, &mut self.actions);
         self.apply_actions(now);
         let ids: Vec<usize> = self.clients.iter().map(|(id, _)| id).collect();
         for id in ids {
@@ -497,10 +497,21 @@ impl Server {
                             m.upgraded += 1;
                             app.on_join(id, path, actions);
                         }
-                        Event::Request { method, path, body } => {
+                        Event::Request {
+                            method,
+                            path,
+                            body,
+                            foreign,
+                        } => {
                             m.http_requests += 1;
                             let (open, online) = gauges;
-                            match app.on_http(id, method, path, body, now, actions) {
+                            let request = crate::app::HttpRequest {
+                                method,
+                                target: path,
+                                body,
+                                foreign,
+                            };
+                            match app.on_http(id, request, now, actions) {
                                 Reply::Pass if method == Method::Post => {
                                     response = Some(http::method_not_allowed());
                                 }

@@ -44,6 +44,11 @@ impl OriginPolicy {
         }
     }
 
+    /// Whether every origin is admitted (`--allow-origin '*'`).
+    pub fn admits_any(&self) -> bool {
+        self.any
+    }
+
     /// Whether a handshake with these `Origin` and `Host` fields is admitted.
     pub fn allows(&self, origin: Option<&[u8]>, host: Option<&[u8]>) -> bool {
         let Some(origin) = origin else {

@@ -46,7 +46,7 @@ pub type RoomId = usize;
 /// Why a client could not join a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RoomError {
-    /// The name is empty, too long or has characters outside `[A-Za-z0-9_.-]`.
+    /// The name is empty, too long, `.` or `..`, or has characters outside `[A-Za-z0-9_.-]`.
     InvalidName,
     /// Every room slot is taken by a room with members.
     TooManyRooms,
@@ -107,9 +107,12 @@ pub struct Rooms {
 }
 
 /// Whether `name` may name a room: 1-64 bytes of `[A-Za-z0-9_.-]`, so it is safe in a URL
-/// path, a log line and a future store's key without escaping.
+/// path, a log line and a future store's key without escaping; not `.` or `..`, which a
+/// browser's URL parser removes from a path (RFC 3986 §5.2.4), so `ws://HOST/..` reaches `/`.
 pub fn valid_name(name: &str) -> bool {
     (1..=MAX_ROOM_NAME).contains(&name.len())
+        && name != "."
+        && name != ".."
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
@@ -153,13 +156,15 @@ impl Rooms {
 
     fn create(&mut self, name: &str) -> Result<RoomId, RoomError> {
         if self.rooms.len() >= self.limits.max_rooms {
-            // Evict a room nobody is in: one without history if there is one, else the one
-            // that changed least recently. O(rooms), but only when the limit is reached.
+            // Evict a room no WebSocket client is in: one without history if there is one,
+            // then one without long-polling guests, else the one that changed least recently.
+            // Guests alone do not pin a room: they cost one cheap request each. O(rooms), but
+            // only when the limit is reached.
             let victim = self
                 .rooms
                 .iter()
-                .filter(|(_, r)| r.members.is_empty() && r.guests.is_empty())
-                .min_by_key(|(_, r)| (!r.history.is_empty(), r.active))
+                .filter(|(_, r)| r.members.is_empty())
+                .min_by_key(|(_, r)| (!r.history.is_empty(), !r.guests.is_empty(), r.active))
                 .map(|(id, _)| id)
                 .ok_or(RoomError::TooManyRooms)?;
             self.free(victim);
@@ -390,7 +395,18 @@ mod tests {
     #[test]
     fn names() {
         assert!(valid_name("main") && valid_name("a-b_c.9") && valid_name(&"x".repeat(64)));
-        for bad in ["", "a b", "a/b", "é", "<x>", "a?b", &"x".repeat(65)] {
+        assert!(valid_name("...") && valid_name(".a") && valid_name("a.."));
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a b",
+            "a/b",
+            "é",
+            "<x>",
+            "a?b",
+            &"x".repeat(65),
+        ] {
             assert!(!valid_name(bad), "{bad:?}");
         }
     }

@@ -172,14 +172,21 @@ fn pollers_that_stop_polling_are_announced_as_gone_one_by_one() {
     let mut ws = connect_ws_to(&server, "/p");
     let first = poll(server.addr, "room=p");
     let epoch = first[0]["epoch"].as_str().unwrap().to_owned();
-    // Three pollers come (their first poll with a cursor), then stop polling.
-    for (i, client) in ["c1", "c2", "c3"].iter().enumerate() {
-        let since = 1 + i;
-        let got = poll(
-            server.addr,
-            &format!("room=p&client={client}&since={since}&epoch={epoch}"),
-        );
-        assert_eq!(got[1]["event"], "join", "{got:?}");
+    // Three pollers come, each with an up-to-date cursor: each poll is held and announces
+    // its client (seq 2, 3, 4). Each is answered by the next one's join (the last at the end
+    // of its wait); then they stop polling.
+    let held: Vec<_> = (1..=3)
+        .map(|since| {
+            let query = format!("room=p&client=c{since}&since={since}&epoch={epoch}");
+            let s = hold_poll(server.addr, &query);
+            thread::sleep(Duration::from_millis(100));
+            s
+        })
+        .collect();
+    for s in held {
+        let (status, body) = read_answer(&mut common::RawClient::from_stream(s)).unwrap();
+        assert_eq!(status, 200);
+        assert!(String::from_utf8_lossy(&body).contains("joined"));
     }
     let mut seen = Vec::new();
     let start = Instant::now();
@@ -311,4 +318,230 @@ fn bad_requests_get_their_status() {
         (200, Some("message"), Some(2)),
         "the WebSocket client's join was 1"
     );
+}
+
+/// A poll that must be answered at once (a held one would run into the read timeout, since
+/// the servers here wait 20 s): status and JSON body.
+fn poll_now(addr: SocketAddr, query: &str, extra: &[(&str, &str)]) -> (u16, Value) {
+    let host = addr.to_string();
+    let mut headers = vec![("Host", host.as_str())];
+    headers.extend_from_slice(extra);
+    let r = http_exchange(
+        addr,
+        &request(&format!("GET /poll?{query} HTTP/1.1"), &headers),
+    );
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{r:?}");
+    (
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+    )
+}
+
+/// A poll sent on a socket that is kept open (held by the server), not read.
+fn hold_poll(addr: SocketAddr, query: &str) -> std::net::TcpStream {
+    use std::io::Write as _;
+    let mut s = common::tcp_connect(addr);
+    let host = addr.to_string();
+    s.write_all(&request(
+        &format!("GET /poll?{query} HTTP/1.1"),
+        &[("Host", &host)],
+    ))
+    .unwrap();
+    s
+}
+
+/// The notifications kept in a room's history (none if the room does not exist).
+fn history_notices(addr: SocketAddr, room: &str) -> Vec<Value> {
+    let (status, v) = poll_now(addr, &format!("room={room}"), &[]);
+    assert_eq!(status, 200);
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "notification")
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn one_shot_polls_make_no_room_and_announce_nobody() {
+    let max_rooms = 4;
+    let server = Server::start(&["--max-rooms", "4", "--poll-wait", "20"]);
+    let addr = server.addr;
+    // An existing room with a member, to try the bad cursors on it too.
+    let mut ws = connect_ws_to(&server, "/real");
+    let welcome: Value = serde_json::from_str(&ws_recv_text(&mut ws)).unwrap();
+    let epoch = welcome["epoch"].as_str().unwrap().to_owned();
+    ws_events_until(&mut ws, 1); // its own join
+    // Twice --max-rooms one-shot polls of each kind, each with its own client id: without a
+    // cursor, with a cursor from the future (in the room's epoch and without one), with a
+    // made-up epoch. Each is answered at once (a held poll would time out here).
+    let max = u64::MAX.to_string();
+    for i in 0..2 * max_rooms {
+        for query in [
+            format!("room=r{i}&client=a{i}"),
+            format!("room=r{i}&client=b{i}&since={max}"),
+            format!("room=r{i}&client=c{i}&since=5"),
+            format!("room=r{i}&client=d{i}&since=0&epoch=made-up"),
+            format!("room=real&client=e{i}&since={max}&epoch={epoch}"),
+            format!("room=real&client=f{i}&since=99"),
+        ] {
+            let (status, v) = poll_now(addr, &query, &[]);
+            assert_eq!(status, 200, "{query}: {v}");
+            let events = v.as_array().unwrap();
+            assert_eq!(events[0]["type"], "welcome", "{query}: {v}");
+            if query.contains("since") {
+                // A cursor the room never had is a bad cursor: a restart notice, no range.
+                assert_eq!(events[1]["type"], "gap", "{query}: {v}");
+                assert!(events[1].get("from").is_none(), "{query}: {v}");
+            }
+        }
+    }
+    // None of them made a room or was announced: the room slots are free and no join
+    // notice is in any history (the real room has only its member's own join).
+    for i in 0..2 * max_rooms {
+        assert!(history_notices(addr, &format!("r{i}")).is_empty(), "r{i}");
+    }
+    assert_eq!(history_notices(addr, "real").len(), 1);
+    ws.get_mut()
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(ws.read().is_err(), "the member saw no notice");
+    // Held polls with client ids in 2 × --max-rooms new rooms: guests alone do not pin their
+    // rooms, so a WebSocket client still gets a new room.
+    let held: Vec<_> = (0..2 * max_rooms)
+        .map(|i| hold_poll(addr, &format!("room=g{i}&client=h{i}&since=0")))
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    let mut fresh = connect_ws_to(&server, "/fresh");
+    let v: Value = serde_json::from_str(&ws_recv_text(&mut fresh)).unwrap();
+    assert_eq!(
+        (v["type"].as_str(), v["room"].as_str()),
+        (Some("welcome"), Some("fresh"))
+    );
+    drop(held);
+}
+
+#[test]
+fn held_polls_of_two_epochs_get_their_own_answers() {
+    // One room slot: a room is evicted while a poll of it is held, and made again.
+    let server = Server::start(&["--max-rooms", "1", "--poll-wait", "20"]);
+    let addr = server.addr;
+    let read_answer = |s: std::net::TcpStream| {
+        let mut c = common::RawClient::from_stream(s);
+        let (status, body) = read_answer(&mut c).expect("an answer");
+        assert_eq!(status, 200);
+        serde_json::from_slice::<Value>(&body).unwrap()
+    };
+    // The first incarnation of "x", made by a held poll at seq 0.
+    let old = hold_poll(addr, "room=x&since=0");
+    thread::sleep(Duration::from_millis(200));
+    // A WebSocket client takes the slot ("x" is evicted), then leaves.
+    let mut y = connect_ws_to(&server, "/y");
+    ws_recv_text(&mut y);
+    common::ws_close(&mut y);
+    // "x" is made again by another held poll at seq 0, and a member joins it: one event wakes
+    // both polls, whose cursors look alike but belong to different epochs.
+    let new = hold_poll(addr, "room=x&since=0");
+    thread::sleep(Duration::from_millis(200));
+    let mut x = connect_ws_to(&server, "/x");
+    let welcome: Value = serde_json::from_str(&ws_recv_text(&mut x)).unwrap();
+    let (old, new) = (read_answer(old), read_answer(new));
+    let kinds = |v: &Value| -> Vec<String> {
+        let a = v.as_array().unwrap();
+        a.iter()
+            .map(|e| e["type"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    // The poll of the current epoch gets the join as news; the old one learns the room
+    // started over, then gets its history.
+    assert_eq!(kinds(&new), ["welcome", "notification"], "{new}");
+    assert_eq!(new[1]["history"], Value::Null, "{new}");
+    assert_eq!(kinds(&old), ["welcome", "gap", "notification"], "{old}");
+    assert_eq!(old[2]["history"], true, "{old}");
+    assert_eq!(old[0]["epoch"], welcome["epoch"]);
+}
+
+#[test]
+fn a_poller_whose_answered_poll_is_its_last_is_gone_within_the_grace() {
+    let server = Server::start(&["--poll-wait", "4"]);
+    let addr = server.addr;
+    let mut ws = connect_ws_to(&server, "/g");
+    let first = poll(addr, "room=g");
+    let epoch = first[0]["epoch"].as_str().unwrap().to_owned();
+    let mut since = first[0]["seq"].as_u64().unwrap();
+    // Poll until a poll is held (an older server answered the first one with the join).
+    let held = loop {
+        let s = hold_poll(
+            addr,
+            &format!("room=g&client=c&since={since}&epoch={epoch}"),
+        );
+        thread::sleep(Duration::from_millis(200));
+        let mut c = common::RawClient::from_stream(s);
+        c.set_read_timeout(Duration::from_millis(100));
+        match read_answer(&mut c) {
+            Some((_, body)) => since = last_seq(&body).unwrap_or(since),
+            None => break c,
+        }
+        assert!(since < 10, "polls keep being answered at once");
+    };
+    // An event answers the held poll; the client never polls again (a closed tab).
+    ws_send(
+        &mut ws,
+        Message::text(json!({"name": "w", "msg": "hi"}).to_string()),
+    );
+    let mut held = held;
+    held.set_read_timeout(Duration::from_secs(5));
+    let answered = Instant::now();
+    assert_eq!(read_answer(&mut held).map(|a| a.0), Some(200));
+    drop(held);
+    let left = loop {
+        let v: Value = serde_json::from_str(&ws_recv_text(&mut ws)).unwrap();
+        if v["event"] == "leave" {
+            break answered.elapsed();
+        }
+        assert!(answered.elapsed() < Duration::from_secs(20));
+    };
+    // Present for the grace after its last poll ended (min(10 s, --poll-wait) = 4 s, plus
+    // the 1 s scan), not for another whole wait on top.
+    assert!(left < Duration::from_millis(6500), "left after {left:?}");
+}
+
+/// A response's status and body, or `None` if no head arrives within the read timeout.
+fn read_answer(c: &mut common::RawClient) -> Option<(u16, Vec<u8>)> {
+    let head = c.try_read_response_head().ok()?;
+    c.set_read_timeout(Duration::from_secs(5));
+    Some((head.status, c.read_to_eof()))
+}
+
+/// The last `seq` in a poll's JSON answer.
+fn last_seq(body: &[u8]) -> Option<u64> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    v.as_array()?.iter().filter_map(|e| e["seq"].as_u64()).max()
+}
+
+#[test]
+fn a_cross_site_page_may_read_but_not_poll_as_present() {
+    let server = Server::start(&["--poll-wait", "20"]);
+    let addr = server.addr;
+    let mut ws = connect_ws_to(&server, "/victim");
+    let welcome: Value = serde_json::from_str(&ws_recv_text(&mut ws)).unwrap();
+    ws_events_until(&mut ws, 1); // its own join
+    let (seq, epoch) = (1, welcome["epoch"].clone());
+    let epoch = epoch.as_str().unwrap();
+    // An <img> or no-cors fetch from another site: no Origin, Sec-Fetch-Site: cross-site.
+    let cross = [("Sec-Fetch-Site", "cross-site")];
+    let query = format!("room=victim&client=evil&since={seq}&epoch={epoch}");
+    let (status, v) = poll_now(addr, &query, &cross);
+    assert_eq!((status, v["type"].as_str()), (403, Some("error")), "{v}");
+    // Reading without presence is what any page could do by loading the chat page.
+    let (status, _) = poll_now(addr, "room=victim", &cross);
+    assert_eq!(status, 200);
+    // The page's own polls (same-origin) still count.
+    let same = [("Sec-Fetch-Site", "same-origin")];
+    let (status, _) = poll_now(addr, "room=victim&client=mine", &same);
+    assert_eq!(status, 200);
+    ws.get_mut()
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(ws.read().is_err(), "nobody was announced");
 }

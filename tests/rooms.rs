@@ -217,7 +217,9 @@ fn a_cursor_older_than_the_history_gets_a_gap_notice() {
 #[test]
 fn invalid_room_names_and_the_room_limit_are_refused_with_close_codes() {
     let server = Server::start(&["--max-rooms", "1"]);
-    for (target, code) in [("/a%20b", 1008), ("/has.dot-ok_but~not", 1008)] {
+    // "." and "..": a browser would remove them from the path and land in the default room.
+    let bad = ["/a%20b", "/has.dot-ok_but~not", "/..", "/.", "/..?since=1"];
+    for (target, code) in bad.map(|t| (t, 1008)) {
         let mut ws = connect_ws_to(&server, target);
         match common::ws_recv(&mut ws) {
             Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), code, "{target}"),

@@ -33,6 +33,9 @@ pub enum Request<'a> {
         origin: Option<&'a [u8]>,
         /// The `Host` field.
         host: Option<&'a [u8]>,
+        /// `Sec-Fetch-Site: cross-site`: a browser sent it for a page of another site, which
+        /// may leave out `Origin` (an `<img>`, a `no-cors` fetch; Fetch Metadata §2.1).
+        cross_site: bool,
     },
 }
 
@@ -94,6 +97,7 @@ pub fn parse(buf: &[u8], max_len: usize) -> Result<Option<(Request<'_>, usize)>,
         let chunked = field("transfer-encoding").next().is_some();
         let origin = field("origin").next().map(|h| trim(h.value));
         let host = field("host").next().map(|h| trim(h.value));
+        let cross_site = field("sec-fetch-site").any(|h| trim(h.value) == b"cross-site");
         return post_body_len(chunked, (lengths.next(), lengths.next())).map(|body_len| {
             let post = Request::Http {
                 method: Method::Post,
@@ -101,6 +105,7 @@ pub fn parse(buf: &[u8], max_len: usize) -> Result<Option<(Request<'_>, usize)>,
                 body_len,
                 origin,
                 host,
+                cross_site,
             };
             Some((post, len))
         });
@@ -116,6 +121,7 @@ pub fn parse(buf: &[u8], max_len: usize) -> Result<Option<(Request<'_>, usize)>,
             body_len: 0,
             origin: field("origin").next().map(|h| trim(h.value)),
             host: field("host").next().map(|h| trim(h.value)),
+            cross_site: field("sec-fetch-site").any(|h| trim(h.value) == b"cross-site"),
         };
         return Ok(Some((get, len)));
     }
@@ -374,8 +380,18 @@ mod tests {
                 body_len: 0,
                 origin: None,
                 host: Some(b"h"),
+                cross_site: false,
             }))
         );
+        // Fetch Metadata: only the exact value "cross-site" marks another site's page.
+        for (value, cross) in [("cross-site", true), ("same-site", false), ("none", false)] {
+            let head = format!("GET /poll HTTP/1.1\r\nHost: h\r\nSec-Fetch-Site: {value}");
+            let got = req(&head).map(|r| r.map(|(r, _)| r));
+            assert!(
+                matches!(got, Ok(Some(Request::Http { cross_site, .. })) if cross_site == cross),
+                "{value}: {got:?}"
+            );
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@
   // WebSocket attempts that fail without ever opening before falling back to long polling.
   var WS_FAILURES_BEFORE_POLLING = 3;
   var ROOM_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+  var BAD_ROOM = "Room names are 1-64 letters, digits, '.', '_' or '-' (not '.' or '..').";
   var DEFAULT_ROOM = "main";
 
   var log = document.getElementById("log");
@@ -30,6 +31,8 @@
   var roomInput = document.getElementById("room");
 
   var room = roomFromLocation();
+  // The room the server's welcome named: what the status line shows, never the URL's guess.
+  var welcomedRoom = "";
   var cursor = { epoch: null, seq: 0 };
   var usePolling = typeof window.WebSocket !== "function";
   var wsFailures = 0;
@@ -51,9 +54,14 @@
     return Array.prototype.map.call(bytes, function (b) { return (b + 256).toString(16).slice(1); }).join("");
   }
 
+  // The server's rule; "." and ".." also because a URL path drops them (ws://host/.. is /).
+  function validRoom(r) {
+    return ROOM_RE.test(r) && r !== "." && r !== "..";
+  }
+
   function roomFromLocation() {
     var r = new URLSearchParams(location.search).get("room");
-    return r && ROOM_RE.test(r) ? r : DEFAULT_ROOM;
+    return r && validRoom(r) ? r : DEFAULT_ROOM;
   }
 
   // Code-point aware truncation so a surrogate pair is never split.
@@ -126,6 +134,10 @@
     if (!m || typeof m !== "object") return;
     if (m.type === "welcome") {
       if (m.epoch !== cursor.epoch) cursor = { epoch: str(m.epoch), seq: 0 };
+      welcomedRoom = str(m.room);
+      if (statusEl.getAttribute("data-state") === "connected") {
+        setStatus("connected", "Connected to " + welcomedRoom);
+      }
       return;
     }
     if (typeof m.seq === "number") {
@@ -142,6 +154,7 @@
       // With a range, events were lost for good (the cursor moves past them); without, the
       // room started over.
       if (typeof m.to === "number") cursor.seq = Math.max(cursor.seq, m.to);
+      else cursor.seq = 0; // the history that follows is all new to this page
       addText(typeof m.from === "number" ? "notice gap" : "notice restart", str(m.msg));
     } else if (m.type === "error") {
       addText("error", "Error: " + str(m.msg));
@@ -164,7 +177,7 @@
   function connected(name) {
     backoff = BACKOFF_MIN;
     setTransport(name);
-    setStatus("connected", "Connected to " + room);
+    setStatus("connected", welcomedRoom ? "Connected to " + welcomedRoom : "Connected");
   }
 
   function connect() {
@@ -281,6 +294,7 @@
   function switchRoom(next) {
     if (next === room) return;
     room = next;
+    welcomedRoom = "";
     generation += 1;
     cursor = { epoch: null, seq: 0 };
     var url = new URL(location.href);
@@ -305,8 +319,8 @@
   roomForm.addEventListener("submit", function (ev) {
     ev.preventDefault();
     var next = roomInput.value.trim() || DEFAULT_ROOM;
-    if (!ROOM_RE.test(next)) {
-      addText("error", "Room names are 1-64 letters, digits, '.', '_' or '-'.");
+    if (!validRoom(next)) {
+      addText("error", BAD_ROOM);
       return;
     }
     switchRoom(next);
@@ -328,6 +342,8 @@
     log.scrollTop = log.scrollHeight; // own message: jump to the newest line
   });
 
+  var asked = new URLSearchParams(location.search).get("room");
+  if (asked && !validRoom(asked)) addText("error", BAD_ROOM + " Showing " + DEFAULT_ROOM + ".");
   showRoom();
   connect();
 })();
