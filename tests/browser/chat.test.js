@@ -428,6 +428,65 @@ test('a dropped WebSocket resumes from its cursor: missed lines once, a replayed
   assert.deepEqual(pageErrors, []);
 });
 
+test('?room=.. is refused by the page, and the status names the room the welcome names', { timeout: TEST_MS }, async () => {
+  const ctx = await browser.newContext();
+  try {
+    const page = await openPage(ctx, 'D', '?room=..');
+    await assertEventually(() => status(page).getAttribute('data-state'), 'connected');
+    // The browser would send ws://HOST/.. to "/": the page must not claim to be in "..".
+    await assertEventually(() => page.locator('#status-text').textContent(), 'Connected to main');
+    await log(page).locator('.error').filter({ hasText: "not '.' or '..'" }).first().waitFor();
+    const other = await openPage(ctx, 'L', '?room=lobby.1');
+    await assertEventually(() => other.locator('#status-text').textContent(), 'Connected to lobby.1');
+  } finally {
+    await ctx.close();
+  }
+  assert.deepEqual(pageErrors, []);
+});
+
+test('a page on another site cannot make its visitors present in a room', { timeout: TEST_MS }, async () => {
+  const http = require('node:http');
+  const ctx = await browser.newContext();
+  // The other site: another loopback address, so another origin and another site.
+  let evilHtml = '';
+  const evil = http.createServer((req, res) => {
+    res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' });
+    res.end(evilHtml);
+  });
+  await new Promise((r) => evil.listen(0, '127.0.0.2', r));
+  try {
+    const victim = await openPage(ctx, 'V', '?room=victim');
+    await assertEventually(() => victim.locator('#count').textContent(), /\b1 online/);
+    // The attacker learns the room's cursor the way anyone can (the page's own poll).
+    const welcome = (await (await fetch(`${baseURL}poll?room=victim`)).json())[0];
+    const cursor = `since=${welcome.seq}&epoch=${encodeURIComponent(welcome.epoch)}`;
+    const metrics = async () => {
+      const text = await (await fetch(`${baseURL}metrics`)).text();
+      return Number(/^wsrelay_http_requests_total (\d+)/m.exec(text)[1]);
+    };
+    const before = await metrics();
+    const poll = (client) => `${baseURL}poll?room=victim&client=${client}&${cursor}`;
+    evilHtml = `<!doctype html><title>other site</title>
+      <img id="i" src="${poll('img1')}">
+      <script>
+        window.done = 0;
+        document.getElementById('i').onerror = document.getElementById('i').onload = () => { window.done += 1; };
+        fetch(${JSON.stringify(poll('fetch1'))}, { mode: 'no-cors' }).finally(() => { window.done += 1; });
+      </script>`;
+    const page = await newPage(ctx, 'E');
+    await page.goto(`http://127.0.0.2:${evil.address().port}/`);
+    // Both requests reached the server and were answered (a held poll would not be).
+    await assertEventually(() => page.evaluate(() => window.done), 2);
+    assert.ok((await metrics()) >= before + 2, 'the requests reached wsrelay');
+    await victim.waitForTimeout(500);
+    assert.match(await victim.locator('#count').textContent(), /\b1 online/);
+    assert.equal(await notices(victim).filter({ hasText: 'joined' }).count(), 1, 'only its own join');
+  } finally {
+    await ctx.close();
+    evil.close();
+  }
+});
+
 /** Poll `fn` until its value equals / matches `want`, or fail after `ms`. */
 async function assertEventually(fn, want, ms = WAIT_MS) {
   const deadline = Date.now() + ms;
