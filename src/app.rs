@@ -236,10 +236,13 @@ impl App {
 
     /// Sends a joining connection the welcome, any gap notice and the history it should see.
     fn catch_up(&mut self, id: usize, room: RoomId, cursor: &Cursor<'_>, out: &mut Vec<Action>) {
-        // A cursor from another epoch counts nothing here: the room started over since.
-        let same_epoch = cursor.epoch.is_none_or(|e| e == self.rooms.epoch(room));
-        let since = if same_epoch { cursor.since } else { None };
-        let reset = !same_epoch && cursor.since.is_some();
+        // A cursor from another epoch, or past the room's last event, counts nothing here: the
+        // room started over since (or the cursor is made up). Long polls treat it the same.
+        let last = self.rooms.next_seq(room).saturating_sub(1);
+        let valid = cursor.epoch.is_none_or(|e| e == self.rooms.epoch(room))
+            && cursor.since.is_none_or(|s| s <= last);
+        let since = if valid { cursor.since } else { None };
+        let reset = !valid && cursor.since.is_some();
         let mut scratch = std::mem::take(&mut self.frame);
         self.replay(room, since, reset, &mut |json| {
             let frame = encode(&mut scratch, OpCode::Text, json);

@@ -236,3 +236,17 @@ fn invalid_room_names_and_the_room_limit_are_refused_with_close_codes() {
     let (_b, _, history) = join(&server, "/one");
     assert_eq!(history.len(), 1, "one's own first join");
 }
+
+#[test]
+fn a_cursor_past_the_last_event_is_answered_as_a_restart() {
+    let server = Server::start(&[]);
+    let (_a, welcome, _) = join(&server, "/future");
+    let epoch = welcome["epoch"].as_str().unwrap();
+    // Same epoch, but a seq the room never had: resuming from it would make the client drop
+    // every live event up to it as "seen". It gets a restart notice and the whole history.
+    let (_b, _, before) = join(&server, &format!("/future?since=99&epoch={epoch}"));
+    assert_eq!(before[0]["type"], "gap", "{before:?}");
+    assert!(before[0].get("from").is_none(), "{before:?}");
+    assert_eq!(before[1]["seq"], 1, "{before:?}");
+    assert_eq!(before[1]["history"], true, "{before:?}");
+}
