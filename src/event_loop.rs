@@ -8,9 +8,9 @@
 //! deadlines of its own.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{IpAddr, Shutdown};
+use std::net::Shutdown;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +19,7 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
+use crate::admission::{self, Admission, Ticket, Verdict};
 use crate::app::{Action, App, Reply};
 use crate::conn::{Chunk, Conn, Event, Expired, Sent, Settings};
 use crate::daemon::{Notifier, Notify};
@@ -39,9 +40,6 @@ const READS_PER_TURN: usize = 16;
 const IOVECS: usize = 64;
 /// How long to stop accepting after EMFILE/ENFILE, so a full fd table does not spin the loop.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// Refusals in flight at most; past it, connections over the limit are closed unanswered, so
-/// a flood cannot hold more sockets than this beyond the limit.
-const MAX_REFUSING: usize = 1024;
 /// How often `STATUS=` may be sent to the service manager: often enough to be current in
 /// `systemctl status`, rarely enough that a connection storm is not a datagram storm.
 const STATUS_INTERVAL: Duration = Duration::from_secs(2);
@@ -60,10 +58,9 @@ struct Client {
     blocked: bool,
     /// The deadline last put in the timer heap.
     timer: Option<Instant>,
-    /// The peer's address: its key in `Server::addresses` (4 bytes here, not an `IpAddr`'s 17).
-    address: u32,
-    /// Accepted over a limit: answered 503 and soon dropped; not counted as admitted.
-    refused: bool,
+    /// The peer's entry in the address table (8 bytes here, not an `IpAddr`'s 17); it says
+    /// whether the socket was accepted over a limit, answered 503 and soon dropped.
+    ticket: Ticket,
 }
 
 // The loop's whole per-connection cost besides the kernel's socket: keep it visible.
@@ -113,16 +110,12 @@ pub struct Server {
     accept_paused_until: Option<Instant>,
     /// The last accept failed for want of descriptors (logged once per episode, not per retry).
     fd_starved: bool,
-    /// Clients being refused (answered 503 at accept), not counted against the limits.
-    refusing: usize,
     /// The last notification to the service manager failed.
     notify_failing: bool,
     shutdown_deadline: Option<Instant>,
     options: Options,
-    /// Open sockets per peer address; an address leaves both when its count drops to 0, so
-    /// they never hold more entries than there are sockets.
-    addresses: Slab<(IpAddr, u32)>,
-    address_keys: HashMap<IpAddr, u32>,
+    /// The connection limits and the sockets per address they are checked against.
+    admission: Admission,
     metrics: Metrics,
     /// When to send the next `WATCHDOG=1`.
     watchdog_at: Option<Instant>,
@@ -165,12 +158,13 @@ impl Server {
             timers: BinaryHeap::new(),
             accept_paused_until: None,
             fd_starved: false,
-            refusing: 0,
             notify_failing: false,
             shutdown_deadline: None,
+            admission: Admission::new(admission::Limits {
+                max_connections: options.max_connections,
+                max_per_ip: options.max_connections_per_ip,
+            }),
             options,
-            addresses: Slab::new(),
-            address_keys: HashMap::new(),
             metrics: Metrics::default(),
             watchdog_at: None,
             status_at: None,
@@ -317,19 +311,21 @@ impl Server {
                 Ok((mut stream, peer)) => {
                     self.metrics.accepted += 1;
                     self.fd_starved = false;
-                    // Sockets being refused do not count: they cannot crowd out admitted ones.
-                    let open = self.clients.len() - self.refusing;
-                    let over = if open >= self.options.max_connections {
-                        Some((Limit::MaxConnections, "server full"))
-                    } else {
-                        None
+                    let (verdict, ticket) = self.admission.accept(peer.ip(), true);
+                    let refusal = match verdict {
+                        Verdict::Admit => None,
+                        Verdict::Refuse(limit) => Some(limit),
+                        Verdict::Drop(limit) => {
+                            // Refusals are at their cap: no answer, just the close.
+                            self.metrics.limit(limit);
+                            log!(Debug, "{peer}: over {}, closed unanswered", limit.as_str());
+                            continue;
+                        }
                     };
-                    if over.is_some() && self.refusing >= MAX_REFUSING {
-                        // A flood past the limit: no answer, just the close.
-                        self.metrics.limit(Limit::MaxConnections);
+                    let Some(ticket) = ticket else {
+                        debug_assert!(false, "a socket kept without a ticket");
                         continue;
-                    }
-                    let (address, from_ip) = self.count_address(limit_key(peer.ip()));
+                    };
                     let entry = self.clients.vacant_entry();
                     let id = entry.key();
                     // Chat lines are small and latency matters more than packet count.
@@ -340,23 +336,20 @@ impl Server {
                         Interest::READABLE | Interest::WRITABLE,
                     ) {
                         log!(Warn, "register {peer}: {e}");
-                        self.release_address(address);
+                        self.admission.release(ticket);
                         continue;
                     }
                     // Over a limit the socket is still taken, so the client reads a 503 (sent at
                     // once) instead of waiting in the backlog; it is dropped soon after.
-                    let over = over.or_else(|| {
-                        (from_ip > self.options.max_connections_per_ip).then_some((
-                            Limit::MaxConnectionsPerIp,
-                            "too many connections from your address",
-                        ))
-                    });
-                    let conn = match over {
-                        Some((limit, why)) => {
+                    let conn = match refusal {
+                        Some(limit) => {
                             self.metrics.limit(limit);
                             self.metrics.rejected(503);
-                            self.refusing += 1;
                             log!(Debug, "{peer}: over {}", limit.as_str());
+                            let why = match limit {
+                                Limit::MaxConnections => "server full",
+                                _ => "too many connections from your address",
+                            };
                             Conn::new_refused(now, HandshakeError::Unavailable(why))
                         }
                         None => Conn::new(now, &self.settings),
@@ -368,8 +361,7 @@ impl Server {
                         dirty: false,
                         blocked: false,
                         timer: None,
-                        address,
-                        refused: over.is_some(),
+                        ticket,
                     });
                     log!(Debug, "accepted {peer} as {id}");
                     self.sync(now, id);
@@ -599,51 +591,11 @@ impl Server {
         }
         if client.conn.is_done() {
             let mut client = self.clients.remove(id);
-            if client.refused {
-                self.refusing -= 1;
-            }
             let _ = self.poll.registry().deregister(&mut client.stream);
-            self.release_address(client.address);
+            self.admission.release(client.ticket);
             // Before the id can be reused: a long poll this connection held is forgotten.
             self.app.on_drop(id, now);
             log!(Debug, "closed {id}");
-        }
-    }
-
-    /// Counts one more socket from `ip`; returns its address key and its sockets now.
-    fn count_address(&mut self, ip: IpAddr) -> (u32, u32) {
-        if let Some(&key) = self.address_keys.get(&ip)
-            && let Some((_, n)) = self.addresses.get_mut(key as usize)
-        {
-            *n = n.saturating_add(1);
-            return (key, *n);
-        }
-        let key = self.addresses.insert((ip, 1));
-        // Keys stay below the number of sockets, far below u32::MAX (--max-connections is
-        // capped at 2^24 and the open-file limit bounds the rest).
-        let key = u32::try_from(key).unwrap_or(u32::MAX);
-        self.address_keys.insert(ip, key);
-        (key, 1)
-    }
-
-    /// Forgets one socket from an address; the address is dropped at zero.
-    fn release_address(&mut self, key: u32) {
-        let Some((ip, n)) = self.addresses.get_mut(key as usize) else {
-            return;
-        };
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            let ip = *ip;
-            self.addresses.remove(key as usize);
-            self.address_keys.remove(&ip);
-        }
-        // A flood from many addresses grew the tables; give the memory back once it is over.
-        let cap = self.address_keys.capacity();
-        if cap > 1024 && self.address_keys.len() < cap / 8 {
-            self.address_keys.shrink_to(self.address_keys.len() * 2);
-        }
-        if self.addresses.is_empty() {
-            self.addresses = Slab::new();
         }
     }
 
@@ -838,19 +790,6 @@ impl Server {
     }
 }
 
-/// The address a client is counted under for `--max-connections-per-ip`: an IPv4 address
-/// (also when mapped into IPv6), or an IPv6 /64, the smallest block a site is given (RFC 6177),
-/// so one host cannot dodge the limit by cycling through its own /64.
-fn limit_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((v6.to_bits() & !u128::from(u64::MAX)).into()),
-        },
-    }
-}
-
 /// The receivers of [`Server::fan_out`].
 enum To<'a> {
     /// Every client but these (a broadcast's sender, a batch's reader).
@@ -938,19 +877,4 @@ fn write_out(client: &mut Client, now: Instant, settings: &Settings, m: &mut Met
         let _ = client.stream.shutdown(Shutdown::Write);
     }
     false
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn per_ip_limit_keys() {
-        let key = |s: &str| limit_key(s.parse().unwrap()).to_string();
-        assert_eq!(key("192.0.2.7"), "192.0.2.7");
-        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
-        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
-        assert_eq!(key("2001:db8:1:2:bbbb::9"), "2001:db8:1:2::");
-        assert_eq!(key("::1"), "::");
-    }
 }
