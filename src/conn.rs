@@ -101,8 +101,11 @@ pub enum Event<'a> {
     Binary(&'a [u8]),
     /// The request was refused with this HTTP status (the response is queued).
     Refused {
-        /// 400, 403, 405, 426, 431 or 503.
+        /// 400, 403, 405, 411, 413, 426, 431 or 503.
         status: u16,
+        /// For a 403, the `Origin` that was refused and the `Host` it was compared with, so
+        /// the operator can be told which `--allow-origin` would admit it.
+        origin: Option<(&'a [u8], Option<&'a [u8]>)>,
     },
     /// The connection queued a close frame of its own accord: an echo of the peer's close, or
     /// a protocol violation (§7.4.1).
@@ -524,7 +527,7 @@ impl Conn {
                     len
                 }
                 Err(e) => {
-                    self.refuse(now, &e, settings, on);
+                    self.refuse(now, &e, None, settings, on);
                     input.len()
                 }
             };
@@ -556,7 +559,7 @@ impl Conn {
                 len.saturating_sub(before)
             }
             Err(e) => {
-                self.refuse(now, &e, settings, on);
+                self.refuse(now, &e, None, settings, on);
                 input.len()
             }
         }
@@ -574,7 +577,14 @@ impl Conn {
             // §10.2: "servers that are not intended to process input from any web page but only
             // for certain sites SHOULD verify the |Origin| field"; 403 as §4.2.2 suggests.
             Request::Upgrade(up) if !settings.origins.allows(up.origin, up.host) => {
-                self.refuse(now, &HandshakeError::ForbiddenOrigin, settings, on);
+                let compared = up.origin.map(|o| (o, up.host));
+                self.refuse(
+                    now,
+                    &HandshakeError::ForbiddenOrigin,
+                    compared,
+                    settings,
+                    on,
+                );
             }
             Request::Upgrade(up) => {
                 let mut head = Vec::with_capacity(160);
@@ -591,10 +601,17 @@ impl Conn {
             // or poll as a guest, though a browser sends such requests without asking (CORS
             // "simple requests"). Requests without `Origin` are not from such pages.
             Request::Http { origin, host, .. } if !settings.origins.allows(origin, host) => {
-                self.refuse(now, &HandshakeError::ForbiddenOrigin, settings, on);
+                let compared = origin.map(|o| (o, host));
+                self.refuse(
+                    now,
+                    &HandshakeError::ForbiddenOrigin,
+                    compared,
+                    settings,
+                    on,
+                );
             }
             Request::Http { body_len, .. } if body_len > MAX_BODY => {
-                self.refuse(now, &HandshakeError::ContentTooLarge, settings, on);
+                self.refuse(now, &HandshakeError::ContentTooLarge, None, settings, on);
             }
             Request::Http {
                 method,
@@ -659,10 +676,13 @@ impl Conn {
         input.len()
     }
 
-    fn refuse(
+    /// Answers the request with the status for `err`, then closes; `origin` as in
+    /// [`Event::Refused`].
+    fn refuse<'a>(
         &mut self,
         now: Instant,
         err: &HandshakeError,
+        origin: Option<(&'a [u8], Option<&'a [u8]>)>,
         settings: &Settings,
         on: &mut impl FnMut(Event<'_>),
     ) {
@@ -673,6 +693,7 @@ impl Conn {
         self.deadline = Some(now + settings.close_timeout);
         on(Event::Refused {
             status: err.status(),
+            origin,
         });
     }
 
@@ -976,7 +997,7 @@ mod tests {
             MAX_BODY + 1
         );
         let (_, events, out) = drive(big.as_bytes(), 7);
-        assert_eq!(events, ["Refused { status: 413 }"]);
+        assert_eq!(events, ["Refused { status: 413, origin: None }"]);
         assert!(
             out.starts_with(b"HTTP/1.1 413 "),
             "{}",
@@ -1073,13 +1094,22 @@ mod tests {
             let now = Instant::now();
             let mut conn = Conn::new(now, &s);
             let mut events = Vec::new();
-            conn.handle_bytes(now, &mut head.into_bytes(), &s, &mut |e| {
-                events.push(format!("{e:?}"))
+            conn.handle_bytes(now, &mut head.into_bytes(), &s, &mut |e| match e {
+                // The refused origin and the Host it was compared with, for the log line.
+                Event::Refused {
+                    status,
+                    origin: Some((origin, host)),
+                } => events.push(format!(
+                    "{status} {} {}",
+                    origin.escape_ascii(),
+                    host.unwrap_or_default().escape_ascii()
+                )),
+                e => events.push(format!("{e:?}")),
             });
             (conn, events)
         };
         let (mut conn, events) = with_origin("https://evil.example");
-        assert_eq!(events, ["Refused { status: 403 }"]);
+        assert_eq!(events, ["403 https://evil.example h"]);
         assert!(written(&mut conn).starts_with(b"HTTP/1.1 403 "));
         let (conn, events) = with_origin("http://h");
         assert!(conn.is_open(), "{events:?}");

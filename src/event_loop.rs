@@ -10,7 +10,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::Shutdown;
+use std::net::{IpAddr, Shutdown};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +26,7 @@ use crate::daemon::{Notifier, Notify};
 use crate::http;
 use crate::log;
 use crate::metrics::{Limit, Metrics};
+use crate::origin::{Note, OriginPolicy, RefusalLog};
 use crate::proto::handshake::Method;
 use crate::proto::{CloseCode, HandshakeError};
 
@@ -116,6 +117,8 @@ pub struct Server {
     options: Options,
     /// The connection limits and the sockets per address they are checked against.
     admission: Admission,
+    /// Which refused origins were logged recently.
+    refusals: RefusalLog,
     metrics: Metrics,
     /// When to send the next `WATCHDOG=1`.
     watchdog_at: Option<Instant>,
@@ -165,6 +168,7 @@ impl Server {
                 max_per_ip: options.max_connections_per_ip,
             }),
             options,
+            refusals: RefusalLog::default(),
             metrics: Metrics::default(),
             watchdog_at: None,
             status_at: None,
@@ -479,6 +483,8 @@ impl Server {
             let app = &mut self.app;
             let actions = &mut self.actions;
             let m = &mut self.metrics;
+            let refusals = &mut self.refusals;
+            let from = self.admission.ip(client.ticket);
             let mut response = None;
             let mut hold = None;
             let used =
@@ -519,10 +525,15 @@ impl Server {
                             m.message_bytes_in += data.len() as u64;
                             app.on_binary(id, data, actions);
                         }
-                        Event::Refused { status } => {
+                        Event::Refused { status, origin } => {
                             m.rejected(status);
                             match status {
-                                403 => m.limit(Limit::Origin),
+                                403 => {
+                                    m.limit(Limit::Origin);
+                                    if let Some((origin, host)) = origin {
+                                        log_refused_origin(refusals, now, origin, host, from);
+                                    }
+                                }
                                 431 => m.limit(Limit::MaxHandshake),
                                 _ => {}
                             }
@@ -788,6 +799,44 @@ impl Server {
         self.apply_actions(now);
         self.flush_dirty(now);
     }
+}
+
+/// Tells the operator about a refused `Origin`, which the page's user cannot see (the browser
+/// says only that the connection failed): at `warn`, with the `Host` it was compared with and
+/// the flag that would admit it; at most once per origin per minute ([`RefusalLog`]).
+fn log_refused_origin(
+    log: &mut RefusalLog,
+    now: Instant,
+    origin: &[u8],
+    host: Option<&[u8]>,
+    from: Option<IpAddr>,
+) {
+    let note = log.note(now, origin);
+    if note == Note::Quiet {
+        return;
+    }
+    // Peer bytes: cut short and escaped, so a line cannot be forged or made huge.
+    let shown = |b: &[u8]| b.get(..200).unwrap_or(b).escape_ascii().to_string();
+    let fix = match std::str::from_utf8(origin) {
+        Ok(o) if o != "*" && OriginPolicy::valid_entry(o) => {
+            format!("to admit it, run with --allow-origin {}", shown(origin))
+        }
+        _ => "it is not an origin --allow-origin can name".to_owned(),
+    };
+    let from = from.map_or_else(|| "?".to_owned(), |ip| ip.to_string());
+    let host = host.map_or_else(|| "(none)".to_owned(), |h| format!("\"{}\"", shown(h)));
+    let more = if note == Note::LogLast {
+        "; more refused origins are not logged this minute (wsrelay_limit_hits_total counts them)"
+    } else {
+        ""
+    };
+    log!(
+        Warn,
+        "refused Origin \"{}\" from {from} with 403: not the same origin as Host {host} \
+         and not allowed by --allow-origin; {fix} (not logged again for this origin for a \
+         minute{more})",
+        shown(origin)
+    );
 }
 
 /// The receivers of [`Server::fan_out`].
