@@ -21,7 +21,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::origin::OriginPolicy;
-use crate::proto::handshake::{self, Method, Request};
+use crate::proto::handshake::{self, Forwarded, Method, Request};
 use crate::proto::{
     CloseCode, HandshakeError, Limits, Message, OpCode, ProtoError, Reader, close, frame,
 };
@@ -110,6 +110,19 @@ pub enum Event<'a> {
     /// The connection queued a close frame of its own accord: an echo of the peer's close, or
     /// a protocol violation (§7.4.1).
     CloseSent(CloseCode),
+}
+
+/// The event loop's answer once a request head is complete, from the callback of
+/// [`Conn::handle_bytes_admitting`]: only the head names the client behind a trusted proxy,
+/// so only then can its per-address limit be checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Go on with the request.
+    Yes,
+    /// Answer 503 with this reason, then close (a limit only the head could tell).
+    Unavailable(&'static str),
+    /// Close without an answer: over a limit, and refusals are at their cap.
+    Close,
 }
 
 /// What an expired deadline did, from [`Conn::handle_timeout`].
@@ -306,8 +319,22 @@ impl Conn {
         settings: &Settings,
         on: &mut impl FnMut(Event<'_>),
     ) -> usize {
+        self.handle_bytes_admitting(now, input, settings, &mut |_| Admit::Yes, on)
+    }
+
+    /// [`Conn::handle_bytes`], asking `admit` once the request head is complete (before it is
+    /// answered or any event is sent) whether to go on, given what a proxy said about its
+    /// client.
+    pub fn handle_bytes_admitting(
+        &mut self,
+        now: Instant,
+        input: &mut [u8],
+        settings: &Settings,
+        admit: &mut impl FnMut(&Forwarded<'_>) -> Admit,
+        on: &mut impl FnMut(Event<'_>),
+    ) -> usize {
         match &mut self.state {
-            State::Handshake { .. } => self.handle_handshake(now, input, settings, on),
+            State::Handshake { .. } => self.handle_handshake(now, input, settings, admit, on),
             State::Open { pinged, .. } => {
                 // Anything from the peer shows it is alive: the idle clock starts over. Moving
                 // the deadline later costs the event loop nothing (its timer is re-armed lazily).
@@ -509,6 +536,7 @@ impl Conn {
         now: Instant,
         input: &mut [u8],
         settings: &Settings,
+        admit: &mut impl FnMut(&Forwarded<'_>) -> Admit,
         on: &mut impl FnMut(Event<'_>),
     ) -> usize {
         let State::Handshake { buf } = &mut self.state else {
@@ -523,7 +551,7 @@ impl Conn {
                     input.len()
                 }
                 Ok(Some((req, len))) => {
-                    self.accept(now, req, settings, on);
+                    self.accept(now, req, settings, admit, on);
                     len
                 }
                 Err(e) => {
@@ -555,7 +583,7 @@ impl Conn {
                 take
             }
             Ok(Some((req, len))) => {
-                self.accept(now, req, settings, on);
+                self.accept(now, req, settings, admit, on);
                 len.saturating_sub(before)
             }
             Err(e) => {
@@ -571,8 +599,24 @@ impl Conn {
         now: Instant,
         req: Request<'_>,
         settings: &Settings,
+        admit: &mut impl FnMut(&Forwarded<'_>) -> Admit,
         on: &mut impl FnMut(Event<'_>),
     ) {
+        match admit(req.forwarded()) {
+            Admit::Yes => {}
+            Admit::Unavailable(why) => {
+                self.refuse(now, &HandshakeError::Unavailable(why), None, settings, on);
+                // Like a refusal at accept: a second to read the answer, not the close timeout,
+                // so refusals in flight stay few.
+                self.deadline = Some(now + REFUSAL_LINGER);
+                return;
+            }
+            Admit::Close => {
+                self.state = State::Done;
+                self.deadline = None;
+                return;
+            }
+        }
         match req {
             // §10.2: "servers that are not intended to process input from any web page but only
             // for certain sites SHOULD verify the |Origin| field"; 403 as §4.2.2 suggests.
@@ -1082,6 +1126,41 @@ mod tests {
         let end = next + s.pong_timeout;
         assert_eq!(conn.handle_timeout(end, &s), Some(Expired::Idle));
         assert!(conn.is_done());
+    }
+
+    #[test]
+    fn admission_at_the_head_can_refuse_or_drop_before_any_answer() {
+        let s = settings();
+        let now = Instant::now();
+        let mut conn = Conn::new(now, &s);
+        let mut seen = Vec::new();
+        let mut events = Vec::new();
+        conn.handle_bytes_admitting(
+            now,
+            &mut UPGRADE.to_vec(),
+            &s,
+            &mut |f| {
+                seen.push(f.x_forwarded_for.is_empty());
+                Admit::Unavailable("too many connections from your address")
+            },
+            &mut |e| events.push(format!("{e:?}")),
+        );
+        assert_eq!(seen, [true]);
+        assert_eq!(events, ["Refused { status: 503, origin: None }"]);
+        assert!(written(&mut conn).starts_with(b"HTTP/1.1 503 "));
+        // The answer gets a refusal's second, not the close timeout.
+        assert_eq!(conn.poll_timeout(), Some(now + REFUSAL_LINGER));
+
+        let mut conn = Conn::new(now, &s);
+        let mut events = Vec::new();
+        conn.handle_bytes_admitting(
+            now,
+            &mut UPGRADE.to_vec(),
+            &s,
+            &mut |_| Admit::Close,
+            &mut |e| events.push(format!("{e:?}")),
+        );
+        assert!(events.is_empty() && conn.is_done() && !conn.wants_write());
     }
 
     #[test]

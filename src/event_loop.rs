@@ -7,6 +7,7 @@
 //! service manager how it is doing (`READY=1`, `STATUS=`, `WATCHDOG=1`, `STOPPING=1`) on
 //! deadlines of its own.
 
+use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, IoSlice, Read, Write};
@@ -21,14 +22,15 @@ use slab::Slab;
 
 use crate::admission::{self, Admission, Ticket, Verdict};
 use crate::app::{Action, App, Reply};
-use crate::conn::{Chunk, Conn, Event, Expired, Sent, Settings};
+use crate::conn::{Admit, Chunk, Conn, Event, Expired, Sent, Settings};
 use crate::daemon::{Notifier, Notify};
 use crate::http;
 use crate::log;
 use crate::metrics::{Limit, Metrics};
 use crate::origin::{Note, OriginPolicy, RefusalLog};
-use crate::proto::handshake::Method;
+use crate::proto::handshake::{Forwarded, Method};
 use crate::proto::{CloseCode, HandshakeError};
+use crate::proxy::TrustedProxies;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -59,9 +61,10 @@ struct Client {
     blocked: bool,
     /// The deadline last put in the timer heap.
     timer: Option<Instant>,
-    /// The peer's entry in the address table (8 bytes here, not an `IpAddr`'s 17); it says
-    /// whether the socket was accepted over a limit, answered 503 and soon dropped.
-    ticket: Ticket,
+    /// The peer's entry in the address table (4 bytes here, not an `IpAddr`'s 17); it says
+    /// whether the socket is being refused (answered 503 and soon dropped). `None` once the
+    /// connection is to be dropped unanswered and counts nowhere.
+    ticket: Option<Ticket>,
 }
 
 // The loop's whole per-connection cost besides the kernel's socket: keep it visible.
@@ -76,6 +79,8 @@ pub struct Options {
     pub max_connections: usize,
     /// Most client sockets from one IP address at once; more are answered 503.
     pub max_connections_per_ip: u32,
+    /// Peers believed about the client they forward (`--trusted-proxy`).
+    pub trusted_proxies: TrustedProxies,
     /// Where to send `READY=1` and the rest (`NOTIFY_SOCKET`).
     pub notifier: Option<Notifier>,
     /// How often to send `WATCHDOG=1` (half of `WATCHDOG_USEC`).
@@ -163,10 +168,13 @@ impl Server {
             fd_starved: false,
             notify_failing: false,
             shutdown_deadline: None,
-            admission: Admission::new(admission::Limits {
-                max_connections: options.max_connections,
-                max_per_ip: options.max_connections_per_ip,
-            }),
+            admission: Admission::new(
+                admission::Limits {
+                    max_connections: options.max_connections,
+                    max_per_ip: options.max_connections_per_ip,
+                },
+                options.trusted_proxies.clone(),
+            ),
             options,
             refusals: RefusalLog::default(),
             metrics: Metrics::default(),
@@ -315,7 +323,7 @@ impl Server {
                 Ok((mut stream, peer)) => {
                     self.metrics.accepted += 1;
                     self.fd_starved = false;
-                    let (verdict, ticket) = self.admission.accept(peer.ip(), true);
+                    let (verdict, ticket) = self.admission.accept(peer.ip());
                     let refusal = match verdict {
                         Verdict::Admit => None,
                         Verdict::Refuse(limit) => Some(limit),
@@ -365,7 +373,7 @@ impl Server {
                         dirty: false,
                         blocked: false,
                         timer: None,
-                        ticket,
+                        ticket: Some(ticket),
                     });
                     log!(Debug, "accepted {peer} as {id}");
                     self.sync(now, id);
@@ -484,71 +492,118 @@ impl Server {
             let actions = &mut self.actions;
             let m = &mut self.metrics;
             let refusals = &mut self.refusals;
-            let from = self.admission.ip(client.ticket);
+            // The client's address for log lines: a trusted proxy's once its head names it.
+            let from = Cell::new(client.ticket.and_then(|t| self.admission.ip(t)));
+            let admission = &mut self.admission;
+            let ticket = &mut client.ticket;
+            let verdict = Cell::new(None);
+            // Asked once the request head is complete: a trusted proxy's socket moves to the
+            // client it names, and is checked against the per-address limit there.
+            let mut admit = |forwarded: &Forwarded<'_>| {
+                let Some(t) = *ticket else {
+                    return Admit::Yes;
+                };
+                if !t.is_proxied() {
+                    return Admit::Yes;
+                }
+                let (v, moved) = admission.head(t, forwarded);
+                *ticket = moved;
+                let client = moved.and_then(|t| admission.ip(t));
+                if client != from.get() {
+                    log!(
+                        Debug,
+                        "{id}: client {client:?} behind proxy {:?}",
+                        from.get()
+                    );
+                    from.set(client);
+                }
+                verdict.set(Some(v));
+                match v {
+                    Verdict::Admit => Admit::Yes,
+                    Verdict::Refuse(_) => {
+                        Admit::Unavailable("too many connections from your address")
+                    }
+                    Verdict::Drop(_) => Admit::Close,
+                }
+            };
             let mut response = None;
             let mut hold = None;
-            let used =
-                client
-                    .conn
-                    .handle_bytes(now, rest, &self.settings, &mut |event| match event {
-                        Event::Upgraded { path } => {
-                            m.upgraded += 1;
-                            app.on_join(id, path, actions);
-                        }
-                        Event::Request { method, path, body } => {
-                            m.http_requests += 1;
-                            let (open, online) = gauges;
-                            match app.on_http(id, method, path, body, now, actions) {
-                                Reply::Pass if method == Method::Post => {
-                                    response = Some(http::method_not_allowed());
-                                }
-                                Reply::Pass => {
-                                    response =
-                                        Some(http::route(path, |out| m.render(open, online, out)));
-                                }
-                                Reply::Now(whole) => {
-                                    response = Some(http::Response {
-                                        head: whole,
-                                        body: b"",
-                                    });
-                                }
-                                Reply::Hold(until) => hold = Some(until),
+            let used = client.conn.handle_bytes_admitting(
+                now,
+                rest,
+                &self.settings,
+                &mut admit,
+                &mut |event| match event {
+                    Event::Upgraded { path } => {
+                        m.upgraded += 1;
+                        app.on_join(id, path, actions);
+                    }
+                    Event::Request { method, path, body } => {
+                        m.http_requests += 1;
+                        let (open, online) = gauges;
+                        match app.on_http(id, method, path, body, now, actions) {
+                            Reply::Pass if method == Method::Post => {
+                                response = Some(http::method_not_allowed());
                             }
+                            Reply::Pass => {
+                                response =
+                                    Some(http::route(path, |out| m.render(open, online, out)));
+                            }
+                            Reply::Now(whole) => {
+                                response = Some(http::Response {
+                                    head: whole,
+                                    body: b"",
+                                });
+                            }
+                            Reply::Hold(until) => hold = Some(until),
                         }
-                        Event::Text(text) => {
-                            m.messages_in += 1;
-                            m.message_bytes_in += text.len() as u64;
-                            app.on_text(id, text, actions);
-                        }
-                        Event::Binary(data) => {
-                            m.messages_in += 1;
-                            m.message_bytes_in += data.len() as u64;
-                            app.on_binary(id, data, actions);
-                        }
-                        Event::Refused { status, origin } => {
-                            m.rejected(status);
-                            match status {
-                                403 => {
-                                    m.limit(Limit::Origin);
-                                    if let Some((origin, host)) = origin {
-                                        log_refused_origin(refusals, now, origin, host, from);
-                                    }
+                    }
+                    Event::Text(text) => {
+                        m.messages_in += 1;
+                        m.message_bytes_in += text.len() as u64;
+                        app.on_text(id, text, actions);
+                    }
+                    Event::Binary(data) => {
+                        m.messages_in += 1;
+                        m.message_bytes_in += data.len() as u64;
+                        app.on_binary(id, data, actions);
+                    }
+                    Event::Refused { status, origin } => {
+                        m.rejected(status);
+                        match status {
+                            403 => {
+                                m.limit(Limit::Origin);
+                                if let Some((origin, host)) = origin {
+                                    let from = from.get();
+                                    log_refused_origin(refusals, now, origin, host, from);
                                 }
-                                431 => m.limit(Limit::MaxHandshake),
-                                _ => {}
                             }
+                            431 => m.limit(Limit::MaxHandshake),
+                            _ => {}
                         }
-                        Event::CloseSent(code) => {
-                            m.close_sent(code);
-                            if code == CloseCode::TOO_BIG {
-                                m.limit(Limit::MaxMessage);
-                            } else if code == CloseCode::POLICY {
-                                // A peer that pings faster than it reads the pongs.
-                                m.slow_consumers += 1;
-                                m.limit(Limit::MaxOutput);
-                            }
+                    }
+                    Event::CloseSent(code) => {
+                        m.close_sent(code);
+                        if code == CloseCode::TOO_BIG {
+                            m.limit(Limit::MaxMessage);
+                        } else if code == CloseCode::POLICY {
+                            // A peer that pings faster than it reads the pongs.
+                            m.slow_consumers += 1;
+                            m.limit(Limit::MaxOutput);
                         }
-                    });
+                    }
+                },
+            );
+            if let Some(Verdict::Refuse(limit) | Verdict::Drop(limit)) = verdict.get() {
+                // The 503 itself is counted with the other refusals (`Event::Refused`).
+                m.limit(limit);
+                log!(
+                    Debug,
+                    "{id}: client {:?} over {}",
+                    from.get(),
+                    limit.as_str()
+                );
+            }
             if let Some(r) = response {
                 client.conn.respond(now, r.head, r.body, &self.settings);
             }
@@ -603,7 +658,9 @@ impl Server {
         if client.conn.is_done() {
             let mut client = self.clients.remove(id);
             let _ = self.poll.registry().deregister(&mut client.stream);
-            self.admission.release(client.ticket);
+            if let Some(ticket) = client.ticket {
+                self.admission.release(ticket);
+            }
             // Before the id can be reused: a long poll this connection held is forgotten.
             self.app.on_drop(id, now);
             log!(Debug, "closed {id}");

@@ -101,7 +101,15 @@ fn over_max_connections_gets_503_until_a_slot_frees() {
 
 #[test]
 fn one_address_over_its_limit_gets_503_others_do_not() {
-    let server = Server::start(&["--mode", "echo", "--max-connections-per-ip", "2"]);
+    // Not trusted as proxies (the default trusts loopback, and every client here is loopback).
+    let server = Server::start(&[
+        "--mode",
+        "echo",
+        "--max-connections-per-ip",
+        "2",
+        "--trusted-proxy",
+        "none",
+    ]);
     let (s1, a) = upgrade_status(&server, "127.0.0.1");
     let (s2, b) = upgrade_status(&server, "127.0.0.1");
     assert_eq!((s1, s2), (101, 101));
@@ -145,7 +153,14 @@ fn metrics_helper_works_on_a_fresh_server() {
 
 #[test]
 fn silent_sockets_over_the_per_ip_limit_do_not_fill_the_server() {
-    let server = Server::start(&["--max-connections", "20", "--max-connections-per-ip", "2"]);
+    let server = Server::start(&[
+        "--max-connections",
+        "20",
+        "--max-connections-per-ip",
+        "2",
+        "--trusted-proxy",
+        "none",
+    ]);
     // 25 silent sockets from one address: 2 admitted, the next 8 (the cap on refusals in
     // flight from one address) refused at once, the rest closed unanswered.
     let mut flood: Vec<TcpStream> = (0..25)

@@ -66,6 +66,8 @@ fn one_address_flooding_leaves_the_server_accepting_others() {
         .arg(env!("CARGO_BIN_EXE_wsrelay"))
         .args(["--listen", "127.0.0.1:0", "--mode", "echo"])
         .args(["--max-connections-per-ip", "4"])
+        // Loopback is trusted as a proxy by default, and proxies are not limited per address.
+        .args(["--trusted-proxy", "none"])
         .stdin(std::process::Stdio::null());
     let server = Server::start_command(cmd);
     // Nothing from 127.0.0.3 yet: the probe must work on an idle server.
