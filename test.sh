@@ -3,7 +3,7 @@
 # sockets (systemd's protocols among them), the systemd unit files, the chat page in headless
 # Chromium, the Autobahn|Testsuite (RFC 6455), a smoke run of the load generator, and a short
 # run of every fuzz target.
-# Installs what it needs (systemd and Chromium from Debian, prometheus-client from PyPI,
+# Installs what it needs (systemd, nginx and Chromium from Debian, prometheus-client from PyPI,
 # playwright-core from npm, the Python 2 Autobahn suite from PyPI). `.ci/run` runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -16,12 +16,14 @@ step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 
-step "test dependencies: systemd (systemd-socket-activate, systemd-analyze), prometheus-client"
-if ! command -v systemd-socket-activate >/dev/null 2>&1 || ! command -v systemd-analyze >/dev/null 2>&1; then
+step "test dependencies: systemd (systemd-socket-activate, systemd-analyze), nginx, prometheus-client"
+# tests/proxy.rs runs nginx (from /usr/sbin, not on a user's PATH) in front of wsrelay.
+if ! command -v systemd-socket-activate >/dev/null 2>&1 || ! command -v systemd-analyze >/dev/null 2>&1 \
+  || ! [ -x /usr/sbin/nginx ]; then
   SUDO=""
   if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q systemd
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q systemd nginx
 fi
 # tests/metrics.rs parses /metrics with Prometheus' own Python parser.
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/wsrelay-py"

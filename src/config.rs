@@ -10,6 +10,7 @@ use crate::conn::Settings;
 use crate::log::Level;
 use crate::origin::OriginPolicy;
 use crate::proto::Limits;
+use crate::proxy::{Cidr, TrustedProxies};
 use crate::room::RoomLimits;
 
 /// A real-time chat and broadcast server on a hand-rolled RFC 6455 stack.
@@ -122,6 +123,22 @@ pub struct Config {
         value_name = "ORIGIN"
     )]
     pub allow_origins: Vec<String>,
+
+    /// A reverse proxy (ADDR or ADDR/LEN) whose word about its client is taken: the client is
+    /// the rightmost X-Forwarded-For address (else Forwarded for=) that is not itself trusted,
+    /// and --max-connections-per-ip applies to it; a trusted proxy naming no client is not
+    /// limited per address. Repeat the flag for more (comma-separated in the variable); `none`
+    /// trusts no peer. Default: loopback, where a proxy on the same host connects from (nginx's
+    /// set_real_ip_from and Express's "trust proxy" list the same way; both trust none by
+    /// default).
+    #[arg(
+        long = "trusted-proxy",
+        env = "WSRELAY_TRUSTED_PROXY",
+        value_delimiter = ',',
+        value_name = "ADDR|CIDR",
+        default_values_t = ["127.0.0.0/8".to_owned(), "::1".to_owned()]
+    )]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Config {
@@ -182,11 +199,32 @@ impl Config {
                 ));
             }
         }
+        let none = self.trusted_proxies.iter().any(|p| p.trim() == "none");
+        if none && self.trusted_proxies.len() > 1 {
+            return Err("--trusted-proxy none cannot be combined with addresses".to_owned());
+        }
+        for proxy in &self.trusted_proxies {
+            if proxy.trim() != "none" && Cidr::parse(proxy).is_none() {
+                return Err(format!(
+                    "--trusted-proxy must be an address, ADDR/LEN or none, got {proxy:?}"
+                ));
+            }
+        }
         // §5.2: a 64-bit length's top bit is 0, so nothing larger can be sent.
         if self.max_message > i64::MAX as u64 {
             return Err(format!("--max-message is too large: {}", self.max_message));
         }
         Ok(())
+    }
+
+    /// The peers trusted to name their clients, from `--trusted-proxy`.
+    pub fn trusted_proxies(&self) -> TrustedProxies {
+        TrustedProxies::new(
+            self.trusted_proxies
+                .iter()
+                .filter_map(|p| Cidr::parse(p))
+                .collect(),
+        )
     }
 
     /// The chat room limits derived from the flags.

@@ -21,7 +21,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::origin::OriginPolicy;
-use crate::proto::handshake::{self, Method, Request};
+use crate::proto::handshake::{self, Forwarded, Method, Request};
 use crate::proto::{
     CloseCode, HandshakeError, Limits, Message, OpCode, ProtoError, Reader, close, frame,
 };
@@ -104,12 +104,28 @@ pub enum Event<'a> {
     Binary(&'a [u8]),
     /// The request was refused with this HTTP status (the response is queued).
     Refused {
-        /// 400, 403, 405, 426, 431 or 503.
+        /// 400, 403, 405, 411, 413, 426, 431 or 503.
         status: u16,
+        /// For a 403, the `Origin` that was refused and the `Host` it was compared with, so
+        /// the operator can be told which `--allow-origin` would admit it.
+        origin: Option<(&'a [u8], Option<&'a [u8]>)>,
     },
     /// The connection queued a close frame of its own accord: an echo of the peer's close, or
     /// a protocol violation (§7.4.1).
     CloseSent(CloseCode),
+}
+
+/// The event loop's answer once a request head is complete, from the callback of
+/// [`Conn::handle_bytes_admitting`]: only the head names the client behind a trusted proxy,
+/// so only then can its per-address limit be checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Go on with the request.
+    Yes,
+    /// Answer 503 with this reason, then close (a limit only the head could tell).
+    Unavailable(&'static str),
+    /// Close without an answer: over a limit, and refusals are at their cap.
+    Close,
 }
 
 /// What an expired deadline did, from [`Conn::handle_timeout`].
@@ -307,8 +323,22 @@ impl Conn {
         settings: &Settings,
         on: &mut impl FnMut(Event<'_>),
     ) -> usize {
+        self.handle_bytes_admitting(now, input, settings, &mut |_| Admit::Yes, on)
+    }
+
+    /// [`Conn::handle_bytes`], asking `admit` once the request head is complete (before it is
+    /// answered or any event is sent) whether to go on, given what a proxy said about its
+    /// client.
+    pub fn handle_bytes_admitting(
+        &mut self,
+        now: Instant,
+        input: &mut [u8],
+        settings: &Settings,
+        admit: &mut impl FnMut(&Forwarded<'_>) -> Admit,
+        on: &mut impl FnMut(Event<'_>),
+    ) -> usize {
         match &mut self.state {
-            State::Handshake { .. } => self.handle_handshake(now, input, settings, on),
+            State::Handshake { .. } => self.handle_handshake(now, input, settings, admit, on),
             State::Open { pinged, .. } => {
                 // Anything from the peer shows it is alive: the idle clock starts over. Moving
                 // the deadline later costs the event loop nothing (its timer is re-armed lazily).
@@ -510,6 +540,7 @@ impl Conn {
         now: Instant,
         input: &mut [u8],
         settings: &Settings,
+        admit: &mut impl FnMut(&Forwarded<'_>) -> Admit,
         on: &mut impl FnMut(Event<'_>),
     ) -> usize {
         let State::Handshake { buf } = &mut self.state else {
@@ -524,11 +555,11 @@ impl Conn {
                     input.len()
                 }
                 Ok(Some((req, len))) => {
-                    self.accept(now, req, settings, on);
+                    self.accept(now, req, settings, admit, on);
                     len
                 }
                 Err(e) => {
-                    self.refuse(now, &e, settings, on);
+                    self.refuse(now, &e, None, settings, on);
                     input.len()
                 }
             };
@@ -556,11 +587,11 @@ impl Conn {
                 take
             }
             Ok(Some((req, len))) => {
-                self.accept(now, req, settings, on);
+                self.accept(now, req, settings, admit, on);
                 len.saturating_sub(before)
             }
             Err(e) => {
-                self.refuse(now, &e, settings, on);
+                self.refuse(now, &e, None, settings, on);
                 input.len()
             }
         }
@@ -572,13 +603,36 @@ impl Conn {
         now: Instant,
         req: Request<'_>,
         settings: &Settings,
+        admit: &mut impl FnMut(&Forwarded<'_>) -> Admit,
         on: &mut impl FnMut(Event<'_>),
     ) {
+        match admit(req.forwarded()) {
+            Admit::Yes => {}
+            Admit::Unavailable(why) => {
+                self.refuse(now, &HandshakeError::Unavailable(why), None, settings, on);
+                // Like a refusal at accept: a second to read the answer, not the close timeout,
+                // so refusals in flight stay few.
+                self.deadline = Some(now + REFUSAL_LINGER);
+                return;
+            }
+            Admit::Close => {
+                self.state = State::Done;
+                self.deadline = None;
+                return;
+            }
+        }
         match req {
             // §10.2: "servers that are not intended to process input from any web page but only
             // for certain sites SHOULD verify the |Origin| field"; 403 as §4.2.2 suggests.
             Request::Upgrade(up) if !settings.origins.allows(up.origin, up.host) => {
-                self.refuse(now, &HandshakeError::ForbiddenOrigin, settings, on);
+                let compared = up.origin.map(|o| (o, up.host));
+                self.refuse(
+                    now,
+                    &HandshakeError::ForbiddenOrigin,
+                    compared,
+                    settings,
+                    on,
+                );
             }
             Request::Upgrade(up) => {
                 let mut head = Vec::with_capacity(160);
@@ -595,10 +649,17 @@ impl Conn {
             // or poll as a guest, though a browser sends such requests without asking (CORS
             // "simple requests"). Requests without `Origin` are not from such pages.
             Request::Http { origin, host, .. } if !settings.origins.allows(origin, host) => {
-                self.refuse(now, &HandshakeError::ForbiddenOrigin, settings, on);
+                let compared = origin.map(|o| (o, host));
+                self.refuse(
+                    now,
+                    &HandshakeError::ForbiddenOrigin,
+                    compared,
+                    settings,
+                    on,
+                );
             }
             Request::Http { body_len, .. } if body_len > MAX_BODY => {
-                self.refuse(now, &HandshakeError::ContentTooLarge, settings, on);
+                self.refuse(now, &HandshakeError::ContentTooLarge, None, settings, on);
             }
             Request::Http {
                 method,
@@ -671,10 +732,13 @@ impl Conn {
         input.len()
     }
 
-    fn refuse(
+    /// Answers the request with the status for `err`, then closes; `origin` as in
+    /// [`Event::Refused`].
+    fn refuse<'a>(
         &mut self,
         now: Instant,
         err: &HandshakeError,
+        origin: Option<(&'a [u8], Option<&'a [u8]>)>,
         settings: &Settings,
         on: &mut impl FnMut(Event<'_>),
     ) {
@@ -685,6 +749,7 @@ impl Conn {
         self.deadline = Some(now + settings.close_timeout);
         on(Event::Refused {
             status: err.status(),
+            origin,
         });
     }
 
@@ -996,7 +1061,7 @@ mod tests {
             MAX_BODY + 1
         );
         let (_, events, out) = drive(big.as_bytes(), 7);
-        assert_eq!(events, ["Refused { status: 413 }"]);
+        assert_eq!(events, ["Refused { status: 413, origin: None }"]);
         assert!(
             out.starts_with(b"HTTP/1.1 413 "),
             "{}",
@@ -1084,6 +1149,41 @@ mod tests {
     }
 
     #[test]
+    fn admission_at_the_head_can_refuse_or_drop_before_any_answer() {
+        let s = settings();
+        let now = Instant::now();
+        let mut conn = Conn::new(now, &s);
+        let mut seen = Vec::new();
+        let mut events = Vec::new();
+        conn.handle_bytes_admitting(
+            now,
+            &mut UPGRADE.to_vec(),
+            &s,
+            &mut |f| {
+                seen.push(f.x_forwarded_for.is_empty());
+                Admit::Unavailable("too many connections from your address")
+            },
+            &mut |e| events.push(format!("{e:?}")),
+        );
+        assert_eq!(seen, [true]);
+        assert_eq!(events, ["Refused { status: 503, origin: None }"]);
+        assert!(written(&mut conn).starts_with(b"HTTP/1.1 503 "));
+        // The answer gets a refusal's second, not the close timeout.
+        assert_eq!(conn.poll_timeout(), Some(now + REFUSAL_LINGER));
+
+        let mut conn = Conn::new(now, &s);
+        let mut events = Vec::new();
+        conn.handle_bytes_admitting(
+            now,
+            &mut UPGRADE.to_vec(),
+            &s,
+            &mut |_| Admit::Close,
+            &mut |e| events.push(format!("{e:?}")),
+        );
+        assert!(events.is_empty() && conn.is_done() && !conn.wants_write());
+    }
+
+    #[test]
     fn foreign_origin_is_403_and_same_origin_upgrades() {
         let s = settings();
         let with_origin = |origin: &str| {
@@ -1093,13 +1193,22 @@ mod tests {
             let now = Instant::now();
             let mut conn = Conn::new(now, &s);
             let mut events = Vec::new();
-            conn.handle_bytes(now, &mut head.into_bytes(), &s, &mut |e| {
-                events.push(format!("{e:?}"))
+            conn.handle_bytes(now, &mut head.into_bytes(), &s, &mut |e| match e {
+                // The refused origin and the Host it was compared with, for the log line.
+                Event::Refused {
+                    status,
+                    origin: Some((origin, host)),
+                } => events.push(format!(
+                    "{status} {} {}",
+                    origin.escape_ascii(),
+                    host.unwrap_or_default().escape_ascii()
+                )),
+                e => events.push(format!("{e:?}")),
             });
             (conn, events)
         };
         let (mut conn, events) = with_origin("https://evil.example");
-        assert_eq!(events, ["Refused { status: 403 }"]);
+        assert_eq!(events, ["403 https://evil.example h"]);
         assert!(written(&mut conn).starts_with(b"HTTP/1.1 403 "));
         let (conn, events) = with_origin("http://h");
         assert!(conn.is_open(), "{events:?}");

@@ -11,10 +11,12 @@
 //!
 //! `config.rs` holds the flags and their defaults; `daemon.rs` the process glue: rlimit,
 //! sd_notify, socket activation (the only `unsafe`); `log.rs` the log lines; `metrics.rs` the
-//! counters behind `/metrics`; `origin.rs` the Origin policy (RFC 6455 §10.2).
+//! counters behind `/metrics`; `origin.rs` the Origin policy (RFC 6455 §10.2); `admission.rs`
+//! the connection limits; `proxy.rs` the client address behind a trusted proxy.
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
+pub mod admission;
 pub mod app;
 pub mod chat;
 pub mod config;
@@ -27,4 +29,5 @@ pub mod longpoll;
 pub mod metrics;
 pub mod origin;
 pub mod proto;
+pub mod proxy;
 pub mod room;

@@ -77,6 +77,7 @@ fn main() -> ExitCode {
         shutdown_timeout: Duration::from_secs(config.shutdown_timeout),
         max_connections: config.max_connections,
         max_connections_per_ip: config.max_connections_per_ip,
+        trusted_proxies: config.trusted_proxies(),
         notifier,
         watchdog: daemon::watchdog_interval(),
     };

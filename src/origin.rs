@@ -4,6 +4,28 @@
 //! any server (cross-site WebSocket hijacking). The default admits clients that send no
 //! `Origin` (they are not browsers, §4.1: only "browser clients" MUST send it) and pages served
 //! from the same host and port the client connected to (its `Host`); `--allow-origin` adds more.
+//!
+//! A refusal is invisible to the page's user (the browser says only that the connection
+//! failed), so the operator hears of it: [`RefusalLog`] says which refusals to log, at most one
+//! line per origin per minute so a flood of them cannot fill the journal.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// How long an origin's refusals stay unlogged after one is logged.
+pub const LOG_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Origins remembered as recently logged; when full the memory is cleared (so an origin may
+/// be logged again early, but a flood of distinct origins cannot grow the table).
+const REMEMBERED: usize = 1024;
+
+/// Bytes of an origin that tell it apart in the table (real ones are far shorter; the head
+/// cap bounds the rest), so the table holds at most 1024 × 256 bytes of keys.
+const KEY_BYTES: usize = 256;
+
+/// Lines logged per [`LOG_INTERVAL`] at most, over all origins: many distinct origins in a
+/// minute are a flood, and the metrics count them anyway.
+const LINES_PER_INTERVAL: u32 = 60;
 
 /// The set of origins a server accepts; built once from the flags.
 #[derive(Debug, Clone, Default)]
@@ -65,6 +87,62 @@ impl OriginPolicy {
         let v = value.trim();
         let v = v.strip_suffix('/').unwrap_or(v);
         v == "*" || v.eq_ignore_ascii_case("null") || normal(v.as_bytes()).is_some()
+    }
+}
+
+/// Whether to log a refused origin, from [`RefusalLog::note`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Note {
+    /// Log it.
+    Log,
+    /// Log it, and say that more refusals are not logged for the rest of the minute.
+    LogLast,
+    /// Logged recently enough: stay quiet.
+    Quiet,
+}
+
+/// Which origins' refusals were logged recently. Sans IO: the time comes in as `now`.
+#[derive(Debug, Default)]
+pub struct RefusalLog {
+    /// Origins (their first [`KEY_BYTES`]) and when each was last logged.
+    logged: HashMap<Box<[u8]>, Instant>,
+    /// When the current [`LOG_INTERVAL`] of the overall line budget started.
+    window: Option<Instant>,
+    /// Lines logged in that interval.
+    lines: u32,
+}
+
+impl RefusalLog {
+    /// A refusal of `origin` at `now`: whether to log it.
+    pub fn note(&mut self, now: Instant, origin: &[u8]) -> Note {
+        let key = origin.get(..KEY_BYTES).unwrap_or(origin);
+        if self
+            .logged
+            .get(key)
+            .is_some_and(|&at| now.saturating_duration_since(at) < LOG_INTERVAL)
+        {
+            return Note::Quiet;
+        }
+        if self
+            .window
+            .is_none_or(|w| now.saturating_duration_since(w) >= LOG_INTERVAL)
+        {
+            self.window = Some(now);
+            self.lines = 0;
+        }
+        if self.lines >= LINES_PER_INTERVAL {
+            return Note::Quiet;
+        }
+        self.lines += 1;
+        if self.logged.len() >= REMEMBERED && !self.logged.contains_key(key) {
+            self.logged = HashMap::new();
+        }
+        self.logged.insert(key.into(), now);
+        if self.lines == LINES_PER_INTERVAL {
+            Note::LogLast
+        } else {
+            Note::Log
+        }
     }
 }
 
@@ -138,6 +216,53 @@ fn split_port(authority: &[u8], default: u16) -> Option<(&[u8], u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_are_logged_once_per_origin_per_interval() {
+        let mut log = RefusalLog::default();
+        let t0 = Instant::now();
+        assert_eq!(log.note(t0, b"http://localhost:3000"), Note::Log);
+        assert_eq!(log.note(t0, b"http://localhost:3000"), Note::Quiet);
+        assert_eq!(log.note(t0, b"http://evil.example"), Note::Log);
+        let later = t0 + LOG_INTERVAL - Duration::from_millis(1);
+        assert_eq!(log.note(later, b"http://localhost:3000"), Note::Quiet);
+        assert_eq!(
+            log.note(t0 + LOG_INTERVAL, b"http://localhost:3000"),
+            Note::Log
+        );
+        // A clock that steps back does not panic or log twice.
+        assert_eq!(log.note(t0, b"http://evil.example"), Note::Quiet);
+    }
+
+    #[test]
+    fn a_flood_of_distinct_origins_is_bounded_in_lines_and_memory() {
+        let mut log = RefusalLog::default();
+        let t0 = Instant::now();
+        let mut lines = 0;
+        let mut last = 0;
+        for i in 0..5000u32 {
+            // Long origins: only their first KEY_BYTES are kept.
+            let origin = format!("http://{i}.{}", "a".repeat(1000));
+            match log.note(t0 + Duration::from_millis(i.into()), origin.as_bytes()) {
+                Note::Log => lines += 1,
+                Note::LogLast => last += 1,
+                Note::Quiet => {}
+            }
+            assert!(log.logged.len() <= REMEMBERED);
+            assert!(log.logged.keys().all(|k| k.len() <= KEY_BYTES));
+        }
+        assert_eq!((lines + last, last), (LINES_PER_INTERVAL, 1));
+        // The next interval has a budget again.
+        let next = t0 + LOG_INTERVAL * 2;
+        assert_eq!(log.note(next, b"http://new.example"), Note::Log);
+        // The table is cleared when full, never grown past its cap.
+        let mut log = RefusalLog::default();
+        for i in 0..3000u32 {
+            let at = t0 + LOG_INTERVAL * (i / LINES_PER_INTERVAL + 1);
+            log.note(at, format!("http://{i}.example").as_bytes());
+            assert!(log.logged.len() <= REMEMBERED);
+        }
+    }
 
     #[test]
     fn default_policy() {

@@ -40,6 +40,16 @@ fn bad_values_name_the_flag_and_the_value() {
             "https://a.example/path",
         ),
         (&["--log-level", "loud"], "--log-level", "loud"),
+        (
+            &["--trusted-proxy", "10.0.0.0/33"],
+            "--trusted-proxy",
+            "10.0.0.0/33",
+        ),
+        (
+            &["--trusted-proxy", "proxy.example"],
+            "--trusted-proxy",
+            "proxy.example",
+        ),
         (&["--max-connections", "many"], "--max-connections", "many"),
     ];
     for (args, flag, value) in cases {
@@ -59,6 +69,15 @@ fn bad_environment_values_name_the_flag() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("--max-connections-per-ip") && stderr.contains("-1"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(
+        &[],
+        &[("WSRELAY_TRUSTED_PROXY", "10.0.0.5,10.1.0.0/16,x/8")],
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--trusted-proxy") && stderr.contains("x/8"),
         "{stderr}"
     );
     let (code, stderr) = run(&[], &[("WSRELAY_ALLOW_ORIGIN", "https://ok.example,bad")]);

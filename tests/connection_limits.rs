@@ -2,7 +2,8 @@
 //! handshake is answered with HTTP 503 before any upgrade, a slot freed by a leaving client
 //! is usable again, other addresses (127.0.0.2, 127.0.0.3 as real source addresses) are not
 //! held back by one address's flood (refused sockets, answered at once, do not count against
-//! the server-wide limit), and `/metrics` counts the hits.
+//! the server-wide limit; past 8 refusals in flight from one address the rest are closed
+//! unanswered), and `/metrics` counts the hits.
 
 mod common;
 
@@ -100,7 +101,15 @@ fn over_max_connections_gets_503_until_a_slot_frees() {
 
 #[test]
 fn one_address_over_its_limit_gets_503_others_do_not() {
-    let server = Server::start(&["--mode", "echo", "--max-connections-per-ip", "2"]);
+    // Not trusted as proxies (the default trusts loopback, and every client here is loopback).
+    let server = Server::start(&[
+        "--mode",
+        "echo",
+        "--max-connections-per-ip",
+        "2",
+        "--trusted-proxy",
+        "none",
+    ]);
     let (s1, a) = upgrade_status(&server, "127.0.0.1");
     let (s2, b) = upgrade_status(&server, "127.0.0.1");
     assert_eq!((s1, s2), (101, 101));
@@ -144,15 +153,26 @@ fn metrics_helper_works_on_a_fresh_server() {
 
 #[test]
 fn silent_sockets_over_the_per_ip_limit_do_not_fill_the_server() {
-    let server = Server::start(&["--max-connections", "20", "--max-connections-per-ip", "2"]);
-    // 25 silent sockets from one address: 2 admitted, the rest refused at once.
+    let server = Server::start(&[
+        "--max-connections",
+        "20",
+        "--max-connections-per-ip",
+        "2",
+        "--trusted-proxy",
+        "none",
+    ]);
+    // 25 silent sockets from one address: 2 admitted, the next 8 (the cap on refusals in
+    // flight from one address) refused at once, the rest closed unanswered.
     let mut flood: Vec<TcpStream> = (0..25)
         .map(|_| connect_from("127.0.0.1", server.addr))
         .collect();
     // A refused socket reads its 503 without sending a byte.
-    let mut refused = RawClient::from_stream(flood.pop().unwrap());
+    let mut refused = RawClient::from_stream(flood.remove(2));
     let head = refused.read_response_head();
     assert_eq!(head.status, 503, "{head:?}");
+    // Past the cap: the close, without a word.
+    let mut dropped = RawClient::from_stream(flood.pop().unwrap());
+    assert_eq!(dropped.read_to_eof(), b"");
     // Another address still gets in: the refusals hold no server-wide slots.
     let (status, client) = upgrade_status(&server, "127.0.0.2");
     assert_eq!(status, 101, "stderr:\n{}", server.stderr());

@@ -1,7 +1,9 @@
 //! Verifies the Origin check (RFC 6455 §10.2): by default a client that sends no Origin and
 //! a page from the same host:port as the `Host` it asked for are upgraded (101), a page from
 //! anywhere else gets 403 before any upgrade; `--allow-origin` (repeatable, or comma-separated
-//! in `WSRELAY_ALLOW_ORIGIN`) admits the listed origins, and `*` admits all.
+//! in `WSRELAY_ALLOW_ORIGIN`) admits the listed origins, and `*` admits all; a refused origin
+//! is logged at `warn` (with the `Host` it was compared with and the flag that would admit it)
+//! once per origin per minute, and every refusal is counted in `/metrics`.
 
 mod common;
 
@@ -114,4 +116,46 @@ fn a_foreign_page_can_neither_post_nor_poll() {
     };
     assert_eq!(poll("http://evil.example"), 403);
     assert_eq!(poll(&same), 200);
+}
+
+#[test]
+fn refused_origins_are_logged_at_warn_once_per_origin() {
+    let server = Server::start(&[]);
+    for _ in 0..5 {
+        assert_eq!(
+            status_with_origin(&server, Some("http://localhost:3000")),
+            403
+        );
+    }
+    for _ in 0..3 {
+        assert_eq!(
+            status_with_origin(&server, Some("http://evil.example")),
+            403
+        );
+    }
+    server.wait_for_log("http://evil.example", std::time::Duration::from_secs(5));
+    let log = server.stderr();
+    let warned = |origin: &str| {
+        log.lines()
+            .filter(|l| l.contains("warn") && l.contains(origin))
+            .collect::<Vec<_>>()
+    };
+    let local = warned("http://localhost:3000");
+    assert_eq!(local.len(), 1, "one line per origin per minute:\n{log}");
+    // What the operator needs: the origin, the Host it was compared with, the flag.
+    let host = format!("{:?}", server.addr.to_string());
+    assert!(local[0].contains(&host), "no Host {host} in {:?}", local[0]);
+    assert!(
+        local[0].contains("--allow-origin http://localhost:3000"),
+        "{:?}",
+        local[0]
+    );
+    assert_eq!(warned("http://evil.example").len(), 1, "{log}");
+    // Still counted, every one.
+    let metrics = common::fetch_metrics(server.addr);
+    assert_eq!(metrics["wsrelay_limit_hits_total{limit=\"origin\"}"], 8.0);
+    assert_eq!(
+        metrics["wsrelay_handshake_rejections_total{status=\"403\"}"],
+        8.0
+    );
 }

@@ -36,7 +36,77 @@ pub enum Request<'a> {
         /// `Sec-Fetch-Site: cross-site`: a browser sent it for a page of another site, which
         /// may leave out `Origin` (an `<img>`, a `no-cors` fetch; Fetch Metadata §2.1).
         cross_site: bool,
+        /// What a proxy said about its client, if it said anything.
+        forwarded: Forwarded<'a>,
     },
+}
+
+impl<'a> Request<'a> {
+    /// The `X-Forwarded-For` and `Forwarded` lines of the request.
+    pub fn forwarded(&self) -> &Forwarded<'a> {
+        match self {
+            Self::Upgrade(up) => &up.forwarded,
+            Self::Http { forwarded, .. } => forwarded,
+        }
+    }
+}
+
+/// Lines of a header field kept at most: the last ones, where a proxy appends.
+const FORWARDED_LINES: usize = 4;
+
+/// The values of the header fields by which proxies name their clients, as sent: the de facto
+/// `X-Forwarded-For` (a comma-separated list of addresses, the client's first, each proxy
+/// appending its peer) and RFC 7239's `Forwarded` (`for=` pairs, likewise appended). Only the
+/// last [`FORWARDED_LINES`] lines of each are kept, in order: proxies append to the end, and
+/// only the end can be trusted. Which entries are believed is up to the caller, who knows
+/// which peers are trusted proxies.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarded<'a> {
+    /// `X-Forwarded-For` values, oldest line first.
+    pub x_forwarded_for: Lines<'a>,
+    /// `Forwarded` values, oldest line first.
+    pub forwarded: Lines<'a>,
+}
+
+/// The last [`FORWARDED_LINES`] values of one header field, in the order they came.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Lines<'a> {
+    /// A ring: `len` values, the oldest at `start`.
+    values: [&'a [u8]; FORWARDED_LINES],
+    start: u8,
+    len: u8,
+}
+
+impl<'a> Lines<'a> {
+    fn push(&mut self, value: &'a [u8]) {
+        let n = FORWARDED_LINES as u8;
+        if self.len < n {
+            if let Some(slot) = self
+                .values
+                .get_mut(usize::from((self.start + self.len) % n))
+            {
+                *slot = value;
+            }
+            self.len += 1;
+        } else {
+            if let Some(slot) = self.values.get_mut(usize::from(self.start)) {
+                *slot = value;
+            }
+            self.start = (self.start + 1) % n;
+        }
+    }
+
+    /// The values, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        let n = FORWARDED_LINES as u8;
+        (0..self.len)
+            .filter_map(move |i| self.values.get(usize::from((self.start + i) % n)).copied())
+    }
+
+    /// Whether the field was absent.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// The HTTP methods served; any other is answered 405.
@@ -59,6 +129,8 @@ pub struct Upgrade<'a> {
     pub host: Option<&'a [u8]>,
     /// The `Sec-WebSocket-Accept` value for this request's key (§4.2.2).
     pub accept: [u8; 28],
+    /// What a proxy said about its client, if it said anything.
+    pub forwarded: Forwarded<'a>,
 }
 
 /// Parses a request head from the front of `buf`.
@@ -86,6 +158,14 @@ pub fn parse(buf: &[u8], max_len: usize) -> Result<Option<(Request<'_>, usize)>,
             .iter()
             .filter(move |h| h.name.eq_ignore_ascii_case(name))
     };
+    let mut forwarded = Forwarded::default();
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("x-forwarded-for") {
+            forwarded.x_forwarded_for.push(h.value);
+        } else if h.name.eq_ignore_ascii_case("forwarded") {
+            forwarded.forwarded.push(h.value);
+        }
+    }
     if http11 && field("host").next().is_none() {
         // RFC 9112 §3.2: a 1.1 request without Host gets 400; §4.2.1 item 2 for the upgrade.
         return Err(HandshakeError::BadRequest("missing Host"));
@@ -106,6 +186,7 @@ pub fn parse(buf: &[u8], max_len: usize) -> Result<Option<(Request<'_>, usize)>,
                 origin,
                 host,
                 cross_site,
+                forwarded,
             };
             Some((post, len))
         });
@@ -122,6 +203,7 @@ pub fn parse(buf: &[u8], max_len: usize) -> Result<Option<(Request<'_>, usize)>,
             origin: field("origin").next().map(|h| trim(h.value)),
             host: field("host").next().map(|h| trim(h.value)),
             cross_site: field("sec-fetch-site").any(|h| trim(h.value) == b"cross-site"),
+            forwarded,
         };
         return Ok(Some((get, len)));
     }
@@ -161,6 +243,7 @@ pub fn parse(buf: &[u8], max_len: usize) -> Result<Option<(Request<'_>, usize)>,
             origin,
             host,
             accept: accept_key(key),
+            forwarded,
         }),
         len,
     )))
@@ -308,6 +391,7 @@ mod tests {
             origin: Some(b"http://example.com"),
             host: Some(b"server.example.com"),
             accept: *b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
+            forwarded: Forwarded::default(),
         });
         assert_eq!(
             parse(RFC_REQUEST, 8192),
@@ -381,6 +465,7 @@ mod tests {
                 origin: None,
                 host: Some(b"h"),
                 cross_site: false,
+                forwarded: Forwarded::default(),
             }))
         );
         // Fetch Metadata: only the exact value "cross-site" marks another site's page.
@@ -392,6 +477,28 @@ mod tests {
                 "{value}: {got:?}"
             );
         }
+    }
+
+    #[test]
+    fn forwarded_lines_keep_the_last_four_in_order() {
+        let xff: String = (1..=6)
+            .map(|i| format!("X-Forwarded-For: 192.0.2.{i}\r\n"))
+            .collect();
+        let head =
+            format!("GET / HTTP/1.1\r\nHost: h\r\n{xff}Forwarded: for=a\r\nforwarded: for=b");
+        let Ok(Some((r, _))) = req(&head) else {
+            panic!("{head:?}");
+        };
+        let f = r.forwarded();
+        let lines: Vec<&[u8]> = f.x_forwarded_for.iter().collect();
+        let want: [&[u8]; 4] = [b"192.0.2.3", b"192.0.2.4", b"192.0.2.5", b"192.0.2.6"];
+        assert_eq!(lines, want);
+        let lines: Vec<&[u8]> = f.forwarded.iter().collect();
+        assert_eq!(lines, [&b"for=a"[..], b"for=b"]);
+        let Ok(Some((r, _))) = req("GET / HTTP/1.1\r\nHost: h") else {
+            panic!();
+        };
+        assert!(r.forwarded().x_forwarded_for.is_empty() && r.forwarded().forwarded.is_empty());
     }
 
     #[test]
