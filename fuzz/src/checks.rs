@@ -28,6 +28,7 @@ use wsrelay::proto::handshake::{self, Request, Upgrade};
 use wsrelay::proto::mask::{apply_mask, apply_mask_scalar};
 use wsrelay::proto::message::{Limits, Message, Reader};
 use wsrelay::proto::utf8::Utf8Validator;
+use wsrelay::proxy::{Cidr, TrustedProxies};
 
 /// Splits a read-size header off the input: the low 4 bits of byte 0 say how many size bytes
 /// follow (each one read of `byte + 1` bytes, cycled); none means one byte per read.
@@ -475,10 +476,22 @@ pub fn handshake(data: &[u8]) {
                 if let Request::Upgrade(up) = req {
                     check_upgrade(head, up);
                 }
+                check_forwarded(req);
             }
             Err(_) => {}
         }
     }
+}
+
+/// The client a trusted proxy names is never one of the trusted (`--trusted-proxy`: the
+/// rightmost entry that is not a trusted proxy), and trusting everyone names nobody.
+fn check_forwarded(req: &Request<'_>) {
+    let fwd = req.forwarded();
+    if let Some(ip) = TrustedProxies::loopback().client(fwd) {
+        assert!(!ip.is_loopback(), "a loopback client named: {ip}");
+    }
+    let all = ["0.0.0.0/0", "::/0"].map(|b| Cidr::parse(b).expect("a valid block"));
+    assert_eq!(TrustedProxies::new(all.to_vec()).client(fwd), None);
 }
 
 fn check_upgrade(head: &[u8], up: &Upgrade<'_>) {
