@@ -19,7 +19,7 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
-use crate::app::{Action, App, Reply};
+use crate::app::{Action, App, RATE_LIMITED, Reply};
 use crate::conn::{Chunk, Conn, Event, Expired, Sent, Settings};
 use crate::daemon::{Notifier, Notify};
 use crate::http;
@@ -300,6 +300,7 @@ impl Server {
             self.watchdog_at,
             self.status_at.filter(|_| self.shutdown_deadline.is_none()),
             self.app.poll_timeout(),
+            self.app.presence_due(),
         ]
         .into_iter()
         .flatten()
@@ -520,7 +521,7 @@ impl Server {
                         Event::Text(text) => {
                             m.messages_in += 1;
                             m.message_bytes_in += text.len() as u64;
-                            app.on_text(id, text, actions);
+                            app.on_text(id, text, now, actions);
                         }
                         Event::Binary(data) => {
                             m.messages_in += 1;
@@ -700,6 +701,9 @@ impl Server {
                         if let Some(client) = self.clients.get_mut(to) {
                             if client.conn.is_open() {
                                 self.metrics.close_sent(code);
+                                if reason == RATE_LIMITED {
+                                    self.metrics.limit(Limit::MaxMessageRate);
+                                }
                             }
                             client.conn.fail(now, code, reason, &self.settings);
                             overflowed.push(to);
@@ -833,6 +837,8 @@ impl Server {
         if self.app.poll_timeout().is_some_and(|at| at <= now) {
             self.app.handle_timeout(now, &mut self.actions);
         }
+        // Presence notices held back by their room's allowance.
+        self.app.flush_presence(now, &mut self.actions);
         self.apply_actions(now);
         self.flush_dirty(now);
     }
