@@ -43,7 +43,7 @@ const READS_PER_TURN: usize = 16;
 /// `WRITES_PER_TURN`); a burst into a room of 200 then goes out 40 messages a turn. At least
 /// one message is handled per turn, so a room larger than this still gets one a turn, and a
 /// relay publisher's read still reaches up to 8,192 subscribers as one batch.
-const DELIVERIES_PER_TURN: u64 = 8 * 1024;
+const DELIVERIES_PER_TURN: u64 = 16 * 1024;
 /// Slices per `write_vectored` call (below Linux's IOV_MAX of 1024).
 const IOVECS: usize = 64;
 /// How long to stop accepting after EMFILE/ENFILE, so a full fd table does not spin the loop.
