@@ -39,10 +39,11 @@ const READS_PER_TURN: usize = 16;
 /// past it, the rest of its input waits for the next turn (unread in the kernel, or the unused
 /// part of a read kept in `Server::pending`). Bytes are the wrong measure: a 64 KiB read holds
 /// ~2,300 tiny chat messages, each sent to every member of a room. A delivery costs 50-100 ns
-/// here, so this is under a millisecond of queueing (the writes it causes are bounded by
-/// `WRITES_PER_TURN`); a burst into a room of 200 then goes out 40 messages a turn. At least
-/// one message is handled per turn, so a room larger than this still gets one a turn, and a
-/// relay publisher's read still reaches up to 8,192 subscribers as one batch.
+/// here, so this is about a millisecond of queueing (the writes it causes are bounded by
+/// `WRITES_PER_TURN`); a burst into a room of 200 then goes out 80 messages a turn. At least
+/// one message is handled per turn, so a room larger than this still gets one a turn. A relay
+/// publisher's own copies count too (one each), so it gets ~9 reads of tiny messages a turn:
+/// at 8,192 its subscribers got smaller writes and the 100-subscriber bench lost ~15%.
 const DELIVERIES_PER_TURN: u64 = 16 * 1024;
 /// Slices per `write_vectored` call (below Linux's IOV_MAX of 1024).
 const IOVECS: usize = 64;
@@ -59,7 +60,7 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(2);
 /// there), so a message to a room of 2,000 is 20 ms of writes: split over turns, reads and
 /// replies of other clients go between. A reader's own replies are written at the end of its
 /// read, outside this count, so they never wait behind someone else's fan-out. With
-/// `DELIVERIES_PER_TURN` this keeps a turn to about 2 ms of work on this machine.
+/// `DELIVERIES_PER_TURN` this keeps a turn to a few milliseconds of work on this machine.
 const WRITES_PER_TURN: usize = 128;
 /// Largest run of one read's broadcast frames queued to a receiver as one chunk.
 const BATCH_MAX: usize = 64 * 1024;
