@@ -39,12 +39,14 @@ const READS_PER_TURN: usize = 16;
 /// past it, the rest of its input waits for the next turn (unread in the kernel, or the unused
 /// part of a read kept in `Server::pending`). Bytes are the wrong measure: a 64 KiB read holds
 /// ~2,300 tiny chat messages, each sent to every member of a room. A delivery costs 50-100 ns
-/// here, so this is about a millisecond of queueing (the writes it causes are bounded by
-/// `WRITES_PER_TURN`); a burst into a room of 200 then goes out 80 messages a turn. At least
-/// one message is handled per turn, so a room larger than this still gets one a turn. A relay
-/// publisher's own copies count too (one each), so it gets ~9 reads of tiny messages a turn:
-/// at 8,192 its subscribers got smaller writes and the 100-subscriber bench lost ~15%.
-const DELIVERIES_PER_TURN: u64 = 16 * 1024;
+/// here, so this is 2-3 ms of queueing at most (the writes it causes are bounded by
+/// `WRITES_PER_TURN`, which dominates: tests/fairness.rs measures the same p99 at 8,192 and
+/// 32,768); a burst into a room of 200 then goes out 160 messages a turn. At least one message
+/// is handled per turn, so a room larger than this still gets one a turn. A relay publisher's
+/// own copies count too (one each): at 8,192 or 16,384 it got 5 or 9 reads of tiny messages a
+/// turn instead of 16, its subscribers smaller writes, and the 100-subscriber fan-out bench
+/// lost 10-15 %.
+const DELIVERIES_PER_TURN: u64 = 32 * 1024;
 /// Slices per `write_vectored` call (below Linux's IOV_MAX of 1024).
 const IOVECS: usize = 64;
 /// How long to stop accepting after EMFILE/ENFILE, so a full fd table does not spin the loop.
