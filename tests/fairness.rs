@@ -2,18 +2,21 @@
 //! in its room sends a message, waits for its echo and repeats, first while one member of a
 //! room of 200 writes 8,000 tiny messages in one send once a second, then while clients
 //! connect to, join and leave a room of 2,000 as fast as two threads can; the probe's p99
-//! round trip stays under 10 ms in both. The churn also leaves the crowded room's history
-//! holding the messages sent before it (presence notices do not push them out).
+//! round trip stays under 10 ms in both. The bursts still reach every member of their room,
+//! in order (latency bought by dropping them would not count), and the churn leaves the
+//! crowded room's history holding the messages sent before it (presence notices do not push
+//! them out).
 //!
 //! The message rate limit is lifted (through its environment variable, which a server
 //! without the flag ignores): the burst is what is under test. The test process and the
-//! server share the machine, so the test's own readers are few threads over poll(2), and
-//! the probe waits 2 ms between round trips.
+//! server share the machine, so the test's own readers are few threads over poll(2). The
+//! probe is open loop (a message every 2 ms, each timed from its own send), so a stall is
+//! counted for every message it held up, as a person typing would feel it.
 
 mod common;
 mod members;
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,26 +33,89 @@ const PHASE: Duration = Duration::from_secs(4);
 /// The bound under test, for the optimized server (`test.sh` runs this file with `--release`
 /// too). A debug build does each delivery several times slower, so it gets a looser bound,
 /// still far below the seconds the unbounded loop took.
+/// How often the probe sends.
+const PROBE_EVERY: Duration = Duration::from_millis(2);
 const P99_LIMIT: Duration = if cfg!(debug_assertions) {
     Duration::from_millis(60)
 } else {
     Duration::from_millis(10)
 };
 
-/// Measures the probe's round trips until `stop`; bounded by `PHASE` + 2 s.
-fn probe(stream: &mut TcpStream, buf: &mut Vec<u8>, stop: &AtomicBool) -> Vec<Duration> {
-    let text = r#"{"name":"probe","msg":"x"}"#;
-    let frame = frames(text, 1);
-    let deadline = Instant::now() + PHASE + Duration::from_secs(2);
-    let mut samples = Vec::new();
-    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-        let start = Instant::now();
-        stream.write_all(&frame).expect("probe write");
-        let got = await_message(stream, buf, br#""name":"probe""#);
-        samples.push(got - start);
-        thread::sleep(Duration::from_millis(2));
+/// Measures the probe's round trips until `stop` (bounded by `PHASE` + 2 s), open loop: a
+/// message every `PROBE_EVERY` whatever came back, each timed from its own send to its echo, so
+/// a stall of the server counts once for every message it held up, not once in all. An echo
+/// still missing at the end counts as the time since its send.
+fn probe(stream: &mut TcpStream, buf: &mut Vec<u8>, stop: &Arc<AtomicBool>) -> Vec<Duration> {
+    let sent: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let writer = {
+        let (mut out, sent, stop) = (
+            stream.try_clone().expect("clone the probe"),
+            Arc::clone(&sent),
+            Arc::clone(stop),
+        );
+        thread::spawn(move || {
+            let deadline = Instant::now() + PHASE + Duration::from_secs(2);
+            for k in 0u32.. {
+                if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                    break;
+                }
+                let frame = frames(&format!(r#"{{"name":"probe","msg":"{k}"}}"#), 1);
+                sent.lock().unwrap().push(Instant::now());
+                out.write_all(&frame).expect("probe write");
+                thread::sleep(PROBE_EVERY);
+            }
+        })
+    };
+    let mut got: Vec<Option<Duration>> = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    stream
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut drain_until = None;
+    loop {
+        while let Some((payload, used)) = text_frame(buf) {
+            buf.drain(..used);
+            let name = br#""name":"probe""#;
+            if !payload.starts_with(br#"{"type":"message""#)
+                || !payload.windows(name.len()).any(|w| w == name)
+            {
+                continue;
+            }
+            let Some(k) = members::field_u64(&payload, br#""msg":""#) else {
+                continue; // a warm-up message
+            };
+            let now = Instant::now();
+            let sent = sent.lock().unwrap();
+            if let Some(at) = sent.get(k as usize) {
+                got.resize(got.len().max(k as usize + 1), None);
+                got[k as usize] = Some(now - *at);
+            }
+        }
+        let done = writer.is_finished();
+        let expected = sent.lock().unwrap().len();
+        if done && got.iter().flatten().count() >= expected {
+            break;
+        }
+        if done
+            && *drain_until.get_or_insert(Instant::now() + Duration::from_secs(5)) < Instant::now()
+        {
+            break;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => panic!("the server closed the probe"),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => panic!("probe read: {e}"),
+        }
     }
-    samples
+    writer.join().expect("probe writer");
+    stream.set_read_timeout(Some(members::IO_TIMEOUT)).unwrap();
+    let end = Instant::now();
+    let sent = sent.lock().unwrap();
+    sent.iter()
+        .enumerate()
+        .map(|(k, at)| got.get(k).copied().flatten().unwrap_or(end - *at))
+        .collect()
 }
 
 fn summary(samples: &mut [Duration]) -> String {
@@ -155,6 +221,20 @@ fn bursts_and_churn_in_one_room_do_not_stall_another() {
     let mut burst_samples = probe(&mut probe_stream, &mut probe_buf, &stop);
     let sent = bursts.join().expect("burster");
     let burst_report = summary(&mut burst_samples);
+    let want = u64::from(sent) * BURST as u64;
+    let alive = |t: &members::Tally| t.closed.is_none() && !t.ended && t.disorder.is_none();
+    let tallies = room.wait(Duration::from_secs(20), |t| t.messages >= want, alive);
+    let behind: Vec<_> = tallies
+        .iter()
+        .filter(|t| t.messages != want || !alive(t))
+        .collect();
+    assert!(
+        behind.is_empty(),
+        "{} of {ROOM} members of the busy room did not get the {want} messages of {sent} \
+         bursts, in order, without being closed; first: {:?} (probe: {burst_report})",
+        behind.len(),
+        behind.first()
+    );
 
     // Phase 2: connect, join, leave, as fast as two threads can (bounded in count and time).
     stop.store(false, Ordering::Relaxed);
