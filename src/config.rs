@@ -63,7 +63,8 @@ pub struct Config {
     #[arg(long, env = "WSRELAY_MAX_FRAGMENTS", default_value_t = 4096)]
     pub max_fragments: u32,
 
-    /// Bytes of output queued for one client before it is closed as a slow consumer (1008).
+    /// Bytes of output one client has not taken (a write is tried first) before it is closed as
+    /// a slow consumer (1008).
     /// Default 1 MiB (uWebSockets' maxBackpressure defaults to 64 KiB; ws has no limit).
     #[arg(long, env = "WSRELAY_MAX_OUTPUT", default_value_t = 1 << 20)]
     pub max_output: usize,
