@@ -63,15 +63,19 @@ results="target/bench/results-$(date -u +%Y%m%dT%H%M%SZ).txt"
 
 port=20100
 pid=
+lift=(--max-connections 30000 --max-connections-per-ip 30000)
 start_server() { # kind mode
     local kind=$1 mode=$2
     port=$((port + 1))
     case "$kind" in
         # The load generator is a few addresses with thousands of sockets each: lift the
-        # per-address and total limits that guard a public server.
+        # per-address and total limits that guard a public server. An older build gets the
+        # same two flags (it has had them since before the first baseline) and no newer ones:
+        # the benches run relay and echo modes, which --max-message-rate does not limit.
         wsrelay) "${server_cpu[@]}" "$wsrelay" --listen "127.0.0.1:$port" --mode "$mode" \
-            --max-connections 30000 --max-connections-per-ip 30000 2>>target/bench/server.log & ;;
-        wsrelay-before) "${server_cpu[@]}" "$baseline" --listen "127.0.0.1:$port" --mode "$mode" 2>>target/bench/server.log & ;;
+            "${lift[@]}" 2>>target/bench/server.log & ;;
+        wsrelay-before) "${server_cpu[@]}" "$baseline" --listen "127.0.0.1:$port" --mode "$mode" \
+            "${lift[@]}" 2>>target/bench/server.log & ;;
         ws) "${server_cpu[@]}" node "benches/peers/$([ "$mode" = relay ] && echo broadcast || echo echo).js" "$port" 2>>target/bench/server.log & ;;
     esac
     pid=$!

@@ -8,6 +8,7 @@
 //! a connection first receives the room's recent history, or what it missed since the cursor
 //! it resumes from (`?since=SEQ&epoch=EPOCH`).
 
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +24,20 @@ const GUEST_GRACE: Duration = Duration::from_secs(10);
 
 /// How often departed long-polling clients are looked for.
 const GUEST_SCAN: Duration = Duration::from_secs(1);
+
+/// Presence notices per room: after a burst of `PRESENCE_BURST`, at most one per
+/// `PRESENCE_INTERVAL`; changes in between are announced together, with the count then. A
+/// class of people arriving at once still sees each arrival; churn in a room of N members
+/// costs at most 4 N deliveries a second, and a person sees the count within 250 ms.
+const PRESENCE_INTERVAL: Duration = Duration::from_millis(250);
+const PRESENCE_BURST: u32 = 8;
+
+/// How much faster than `--max-message-rate` a client may send for a moment: two seconds'
+/// worth of messages at once (at the default, 20 in a row).
+const MESSAGE_BURST_SECONDS: u32 = 2;
+
+/// The close reason of a client over `--max-message-rate` (§7.4.1: 1008, policy).
+pub const RATE_LIMITED: &str = "too many messages";
 
 const JSON_TYPE: &str = "application/json";
 /// Every JSON answer: never cached, never sniffed as another type (a `<script>` tag).
@@ -100,6 +115,51 @@ pub struct App {
     /// Reused for JSON and frames, so a broadcast allocates only its shared frame.
     json: Vec<u8>,
     frame: Vec<u8>,
+    /// Chat messages a connection may send a second (0: no limit): one per
+    /// `message_interval`, `message_tolerance` ahead at most (a GCRA, the scheme of RFC 1459
+    /// §8.10's flood control).
+    message_rate: u32,
+    message_interval: Option<Duration>,
+    message_tolerance: Duration,
+    /// Per connection that sent a chat message: when its next message is due (the GCRA's
+    /// theoretical arrival time). Forgotten when the connection leaves.
+    message_due: HashMap<usize, Instant>,
+    /// Presence notices per room, by name (see [`PRESENCE_INTERVAL`]); a room's entry goes
+    /// once it has nothing pending and its allowance is whole again.
+    presence: HashMap<Rc<str>, Gate>,
+    /// When the earliest pending presence notice may go out.
+    presence_due: Option<Instant>,
+}
+
+/// One room's presence notices: a GCRA over [`PRESENCE_INTERVAL`] with a burst of
+/// [`PRESENCE_BURST`], the changes not yet announced, and the last notice sent.
+#[derive(Debug, Default)]
+struct Gate {
+    /// When the next notice is due; one may go out while this is at most the tolerance ahead.
+    due: Option<Instant>,
+    /// Joins and leaves not yet announced, the latest change, and the count after it.
+    pending: Option<(u32, u32, Presence, usize)>,
+    /// The epoch and seq of the last notice sent: the next one replaces it in the history if
+    /// nothing came between, so churn never pushes messages out of the history.
+    last: Option<(Rc<str>, u64)>,
+}
+
+impl Gate {
+    fn tolerance() -> Duration {
+        PRESENCE_INTERVAL * (PRESENCE_BURST - 1)
+    }
+
+    /// When a notice may next go out.
+    fn ready_at(&self, now: Instant) -> Instant {
+        self.due
+            .and_then(|d| d.checked_sub(Self::tolerance()))
+            .map_or(now, |at| at.max(now))
+    }
+
+    /// Spends one notice of the allowance at `now`.
+    fn spend(&mut self, now: Instant) {
+        self.due = Some(self.due.map_or(now, |d| d.max(now)) + PRESENCE_INTERVAL);
+    }
 }
 
 /// What the app does with a plain HTTP request.
@@ -191,7 +251,25 @@ impl App {
             poll_wait,
             json: Vec::new(),
             frame: Vec::new(),
+            message_rate: 0,
+            message_interval: None,
+            message_tolerance: Duration::ZERO,
+            message_due: HashMap::new(),
+            presence: HashMap::new(),
+            presence_due: None,
         }
+    }
+
+    /// Limits each connection to `per_second` chat messages a second, with a burst of
+    /// [`MESSAGE_BURST_SECONDS`] worth; over it, an `error` and close 1008.
+    pub fn with_message_rate(mut self, per_second: u32) -> Self {
+        let per_second = per_second.max(1);
+        self.message_rate = per_second;
+        let interval = Duration::from_secs(1) / per_second;
+        self.message_interval = Some(interval);
+        let burst = per_second.saturating_mul(MESSAGE_BURST_SECONDS);
+        self.message_tolerance = interval.saturating_mul(burst.saturating_sub(1));
+        self
     }
 
     /// Open WebSocket connections.
@@ -540,6 +618,7 @@ impl App {
     /// A connection stopped being open.
     pub fn on_leave(&mut self, id: usize, out: &mut Vec<Action>) {
         self.online = self.online.saturating_sub(1);
+        self.message_due.remove(&id);
         if let Some(room) = self.rooms.room_of(id) {
             let count = self.rooms.count(room).saturating_sub(1);
             self.presence(room, Presence::Leave, count, out);
@@ -547,13 +626,25 @@ impl App {
         }
     }
 
-    /// A text message from connection `id`.
-    pub fn on_text(&mut self, id: usize, text: &str, out: &mut Vec<Action>) {
+    /// A text message from connection `id`, received at `now`.
+    pub fn on_text(&mut self, id: usize, text: &str, now: Instant, out: &mut Vec<Action>) {
         match self.mode {
             Mode::Chat => {
                 let Some(room) = self.rooms.room_of(id) else {
                     return; // Refused a room; its close is under way.
                 };
+                if !self.within_rate(id, now) {
+                    let msg = format!("{RATE_LIMITED}: at most {} a second", self.message_rate);
+                    chat::error(&msg, &mut self.json);
+                    let frame = encode(&mut self.frame, OpCode::Text, &self.json);
+                    out.push(Action::Send { to: id, frame });
+                    // §7.4.1: 1008 for a message that violates policy.
+                    return out.push(Action::Close {
+                        to: id,
+                        code: CloseCode::POLICY,
+                        reason: RATE_LIMITED,
+                    });
+                }
                 let stamp = self.stamp(room);
                 let ok = chat::handle_text(text, stamp, &mut self.json).is_ok();
                 let frame = encode(&mut self.frame, OpCode::Text, &self.json);
@@ -591,6 +682,20 @@ impl App {
         });
     }
 
+    /// Whether connection `id` may send a chat message at `now` (and counts it if so).
+    fn within_rate(&mut self, id: usize, now: Instant) -> bool {
+        let Some(interval) = self.message_interval else {
+            return true;
+        };
+        let due = self.message_due.entry(id).or_insert(now);
+        let at = (*due).max(now);
+        if at > now + self.message_tolerance {
+            return false;
+        }
+        *due = at + interval;
+        true
+    }
+
     /// The stamp the room's next event gets.
     fn stamp(&self, room: RoomId) -> Stamp {
         Stamp {
@@ -616,9 +721,90 @@ impl App {
         }
     }
 
+    /// Announces a join or leave (`count`: who is in the room after it): at once while the
+    /// room's presence allowance lasts, else with the changes after it, when
+    /// [`App::flush_presence`] is next called after [`App::presence_due`].
     fn presence(&mut self, room: RoomId, event: Presence, count: usize, out: &mut Vec<Action>) {
+        // The clock is read here, as `stamp` reads it for `ts`, so that callers stay as they are.
+        let now = Instant::now();
+        let name = self.rooms.shared_name(room);
+        let gate = self.presence.entry(name.clone()).or_default();
+        let (joins, leaves) = match event {
+            Presence::Join => (1, 0),
+            Presence::Leave => (0, 1),
+        };
+        let pending = match gate.pending.take() {
+            Some((j, l, _, _)) => (j + joins, l + leaves, event, count),
+            None if gate.ready_at(now) <= now => {
+                gate.spend(now);
+                return self.announce(&name, (joins, leaves, event, count), out);
+            }
+            None => (joins, leaves, event, count),
+        };
+        gate.pending = Some(pending);
+        let at = gate.ready_at(now);
+        self.presence_due = Some(self.presence_due.map_or(at, |d| d.min(at)));
+    }
+
+    /// When [`App::flush_presence`] has a notice to send.
+    pub fn presence_due(&self) -> Option<Instant> {
+        self.presence_due
+    }
+
+    /// Sends the presence notices that are due, each with every change since the room's
+    /// last one; forgets rooms whose allowance is whole again.
+    pub fn flush_presence(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.presence_due.is_none_or(|d| d > now) {
+            return;
+        }
+        let mut ready = Vec::new();
+        let mut next: Option<Instant> = None;
+        for (name, gate) in &mut self.presence {
+            let Some(pending) = gate.pending else {
+                continue;
+            };
+            let at = gate.ready_at(now);
+            if at <= now {
+                gate.pending = None;
+                gate.spend(now);
+                ready.push((name.clone(), pending));
+            } else {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        self.presence_due = next;
+        for (name, pending) in ready {
+            self.announce(&name, pending, out);
+        }
+        self.presence
+            .retain(|_, g| g.pending.is_some() || g.due.is_some_and(|d| d > now));
+    }
+
+    /// Publishes one presence notice for `joins` and `leaves`, the latest being `event` with
+    /// `count` after it, replacing the room's previous notice in the history if nothing came
+    /// between. A room gone meanwhile has nobody to tell.
+    fn announce(
+        &mut self,
+        name: &Rc<str>,
+        (joins, leaves, event, count): (u32, u32, Presence, usize),
+        out: &mut Vec<Action>,
+    ) {
+        let Some(room) = self.rooms.find(name) else {
+            return;
+        };
+        let epoch = self.rooms.shared_epoch(room);
+        let last = self.rooms.next_seq(room).saturating_sub(1);
         let stamp = self.stamp(room);
-        chat::presence(event, count, stamp, &mut self.json);
+        let gate = self.presence.entry(name.clone()).or_default();
+        if gate
+            .last
+            .as_ref()
+            .is_some_and(|(e, seq)| *e == epoch && *seq == last)
+        {
+            self.rooms.forget_last(room, last);
+        }
+        gate.last = Some((epoch, stamp.seq));
+        chat::presence_changes(event, (joins, leaves), count, stamp, &mut self.json);
         let frame = encode(&mut self.frame, OpCode::Text, &self.json);
         self.publish(room, frame, out);
     }

@@ -118,10 +118,38 @@ pub fn error(msg: &str, out: &mut Vec<u8>) {
 
 /// Writes the notice broadcast when a client joins or leaves; `count` is who is in the room.
 pub fn presence(event: Presence, count: usize, stamp: Stamp, out: &mut Vec<u8>) {
+    let changes = match event {
+        Presence::Join => (1, 0),
+        Presence::Leave => (0, 1),
+    };
+    presence_changes(event, changes, count, stamp, out);
+}
+
+/// Writes one notice for several joins and leaves, `(joins, leaves)`, announced together;
+/// `event` is the latest of them and `count` who is in the room after it.
+pub fn presence_changes(
+    event: Presence,
+    (joins, leaves): (u32, u32),
+    count: usize,
+    stamp: Stamp,
+    out: &mut Vec<u8>,
+) {
     out.clear();
-    let (event, text) = match event {
-        Presence::Join => ("join", format!("A user joined. {count} online.")),
-        Presence::Leave => ("leave", format!("A user left. {count} online.")),
+    let users = |n: u32| match n {
+        1 => "A user".to_owned(),
+        n => format!("{n} users"),
+    };
+    let what = match (joins, leaves) {
+        (0, 0) | (1, 0) if event == Presence::Join => "A user joined".to_owned(),
+        (0, 0) | (0, 1) => "A user left".to_owned(),
+        (j, 0) => format!("{} joined", users(j)),
+        (0, l) => format!("{} left", users(l)),
+        (j, l) => format!("{} joined and {l} left", users(j)),
+    };
+    let text = format!("{what}. {count} online.");
+    let event = match event {
+        Presence::Join => "join",
+        Presence::Leave => "leave",
     };
     write(
         &Outgoing::Notification {
@@ -247,6 +275,17 @@ mod tests {
             (v["event"].as_str(), v["count"].as_u64()),
             (Some("leave"), Some(2))
         );
+        assert_eq!(v["msg"], "A user left. 2 online.");
+        presence_changes(Presence::Leave, (3, 2), 5, STAMP, &mut out);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["msg"], "3 users joined and 2 left. 5 online.");
+        assert_eq!(
+            (v["event"].as_str(), v["count"].as_u64()),
+            (Some("leave"), Some(5))
+        );
+        presence_changes(Presence::Join, (2, 0), 9, STAMP, &mut out);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["msg"], "2 users joined. 9 online.");
     }
 
     #[test]

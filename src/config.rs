@@ -64,10 +64,19 @@ pub struct Config {
     #[arg(long, env = "WSRELAY_MAX_FRAGMENTS", default_value_t = 4096)]
     pub max_fragments: u32,
 
-    /// Bytes of output queued for one client before it is closed as a slow consumer (1008).
+    /// Bytes of output one client has not taken (a write is tried first) before it is closed as
+    /// a slow consumer (1008).
     /// Default 1 MiB (uWebSockets' maxBackpressure defaults to 64 KiB; ws has no limit).
     #[arg(long, env = "WSRELAY_MAX_OUTPUT", default_value_t = 1 << 20)]
     pub max_output: usize,
+
+    /// Chat messages one connection may send per second, with a burst of two seconds' worth;
+    /// over it the client gets an `error` and close 1008. Default 10: a person typing sends a
+    /// line every few seconds, and even pasting short replies stays under 20 in a row (IRC's
+    /// flood control, RFC 1459 §8.10, allows 5 in a row, then one every 2 s; Discord allows 5
+    /// messages per 5 s per channel).
+    #[arg(long, env = "WSRELAY_MAX_MESSAGE_RATE", default_value_t = 10)]
+    pub max_message_rate: u32,
 
     /// Largest HTTP request head in bytes; larger gets 431.
     /// Default 8 KiB (nginx large_client_header_buffers and Node's 16 KiB bracket it).
@@ -159,6 +168,7 @@ impl Config {
             ),
             ("--max-rooms", self.max_rooms as u64),
             ("--poll-wait", self.poll_wait),
+            ("--max-message-rate", u64::from(self.max_message_rate)),
         ];
         for (flag, value) in positive {
             if value == 0 {
@@ -179,6 +189,12 @@ impl Config {
             ("--poll-wait", self.poll_wait, 3600),
             ("--history", self.history as u64, 1 << 20),
             ("--history-bytes", self.history_bytes as u64, 1 << 30),
+            // One message a microsecond: more than the loop can take from one client.
+            (
+                "--max-message-rate",
+                u64::from(self.max_message_rate),
+                1_000_000,
+            ),
         ];
         for (flag, value, max) in bounded {
             if value > max {

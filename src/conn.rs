@@ -65,6 +65,8 @@ pub enum Chunk {
     Owned(Box<[u8]>),
     /// An HTTP response head (the 101 too): never dropped, everything after depends on it.
     Head(Box<[u8]>),
+    /// Small frames queued back to back, copied into one buffer (see [`Outbox::push`]).
+    Frames(Vec<u8>),
 }
 
 impl Chunk {
@@ -73,9 +75,26 @@ impl Chunk {
             Self::Shared(b) => b,
             Self::Static(b) => b,
             Self::Owned(b) | Self::Head(b) => b,
+            Self::Frames(b) => b,
         }
     }
 }
+
+/// Frames up to this size are copied into a [`Chunk::Frames`] buffer when another small frame
+/// is queued behind them in a long queue; larger ones keep a slot of their own. A slot costs 24
+/// bytes, so no chunk costs more than 1/20 of its bytes again in bookkeeping, and a queue
+/// within a budget of B bytes holds at most about `COALESCE_AFTER` + B/256 slots, however small
+/// the frames.
+const SMALL_FRAME: usize = 512;
+
+/// Chunks a queue holds before small frames are coalesced: one `write_vectored` call's worth
+/// (the event loop writes 64 slices at a time). Shorter queues, the usual case, keep each
+/// shared frame as it is: copying them cost the 100-subscriber fan-out bench ~8 %.
+const COALESCE_AFTER: usize = 64;
+
+/// Largest [`Chunk::Frames`] buffer: a few `write_vectored` slices' worth (the kernel takes
+/// about 64 KiB per write on loopback), small enough that the copy into it stays in cache.
+const FRAMES_MAX: usize = 16 * 1024;
 
 /// What a connection tells the application.
 #[derive(Debug, PartialEq, Eq)]
@@ -184,6 +203,9 @@ enum State {
 }
 
 /// Queued output: chunks, how much of the front one is written, and the total unwritten.
+///
+/// Invariants: `queued` is the sum of the chunks' lengths minus `offset`; `offset` is less
+/// than the front chunk's length (0 when the queue is empty).
 #[derive(Debug, Default)]
 struct Outbox {
     queue: VecDeque<Chunk>,
@@ -194,19 +216,46 @@ struct Outbox {
 }
 
 impl Outbox {
+    /// Queues `chunk`. In a queue of [`COALESCE_AFTER`] chunks or more, a small frame behind
+    /// another small one is copied onto it (into a [`Chunk::Frames`] buffer of at most
+    /// [`FRAMES_MAX`]), so a burst of tiny frames takes a few slots instead of one each; other
+    /// frames are queued as they are (a shared frame then costs no copy). HTTP heads are never
+    /// merged: they are kept when a backlog is dropped.
     fn push(&mut self, chunk: Chunk) {
-        self.queued += chunk.bytes().len();
+        let len = chunk.bytes().len();
+        self.queued += len;
+        if len <= SMALL_FRAME
+            && self.queue.len() >= COALESCE_AFTER
+            && !matches!(chunk, Chunk::Head(_))
+        {
+            match self.queue.back_mut() {
+                Some(Chunk::Frames(buf)) if buf.len() + len <= FRAMES_MAX => {
+                    buf.extend_from_slice(chunk.bytes());
+                    return;
+                }
+                Some(back @ (Chunk::Shared(_) | Chunk::Owned(_)))
+                    if back.bytes().len() <= SMALL_FRAME =>
+                {
+                    // The back chunk's bytes move into the buffer unchanged, so a write
+                    // offset into it (when it is also the front) stays valid.
+                    let mut buf = Vec::with_capacity((2 * (back.bytes().len() + len)).max(256));
+                    buf.extend_from_slice(back.bytes());
+                    buf.extend_from_slice(chunk.bytes());
+                    *back = Chunk::Frames(buf);
+                    return;
+                }
+                _ => {}
+            }
+        }
         self.queue.push_back(chunk);
     }
 
-    /// Whether queueing `len` more bytes would take the queue over `budget`. Each chunk is
-    /// charged its slot too, so a flood of tiny frames is bounded like a few large ones. One
-    /// chunk is always accepted into an empty queue: the budget bounds the backlog, not the
-    /// message size (which `limits.max_message` bounds).
+    /// Whether queueing `len` more bytes would take the queue over `budget`: the budget is in
+    /// bytes the peer has not taken (bookkeeping stays a small fraction of it, see
+    /// [`SMALL_FRAME`]). One chunk is always accepted into an empty queue: the budget bounds
+    /// the backlog, not the message size (which `limits.max_message` bounds).
     fn over_budget(&self, len: usize, budget: usize) -> bool {
-        let slot = size_of::<Chunk>();
-        let cost = self.queued + self.queue.len() * slot;
-        !self.queue.is_empty() && cost + len + slot > budget
+        !self.queue.is_empty() && self.queued + len > budget
     }
 
     fn push_frame(&mut self, opcode: OpCode, payload: &[u8]) {
@@ -224,6 +273,13 @@ impl Outbox {
             i += 1;
             (i == 1 && started) || matches!(c, Chunk::Head(_))
         });
+        // A started buffer of small frames keeps only the frame being written.
+        if started
+            && let Some(Chunk::Frames(buf)) = self.queue.front_mut()
+            && let Some(end) = frame_end(buf, self.offset)
+        {
+            buf.truncate(end);
+        }
         let total: usize = self.queue.iter().map(|c| c.bytes().len()).sum();
         self.queued = total.saturating_sub(self.offset);
     }
@@ -243,6 +299,17 @@ impl Outbox {
         // All queued output is written: give back the queue's memory.
         self.queue = VecDeque::new();
     }
+}
+
+/// The end of the frame holding byte `at` of `frames` (whole server frames, back to back).
+fn frame_end(frames: &[u8], at: usize) -> Option<usize> {
+    let mut pos = 0;
+    while pos <= at {
+        let (head, head_len) = frame::decode_head(frames.get(pos..)?, u64::MAX).ok()??;
+        let len = usize::try_from(head.payload_len).ok()?;
+        pos = pos.checked_add(head_len)?.checked_add(len)?;
+    }
+    Some(pos)
 }
 
 /// One client connection.
@@ -1116,6 +1183,60 @@ mod tests {
         assert_eq!(out.len(), 2 + 2 + "slow consumer".len());
         assert_eq!(&out[..4], &[0x88, 15, 0x03, 0xf0]);
         assert_eq!(conn.send(now, Chunk::Shared(big), &s), Sent::NotOpen);
+    }
+
+    #[test]
+    fn tiny_frames_share_slots_and_the_budget_counts_bytes() {
+        let mut s = settings();
+        s.max_output = 1 << 20;
+        let (mut conn, _, _) = drive(UPGRADE, UPGRADE.len());
+        let now = Instant::now();
+        // 14,000 frames of 72 bytes: 1,008,000 bytes, within the 1 MiB budget.
+        let mut want = Vec::new();
+        for i in 0..14_000u32 {
+            let mut frame = vec![0x81, 70];
+            frame.extend((0..70).map(|j| (i + j) as u8));
+            want.extend_from_slice(&frame);
+            let sent = conn.send(now, Chunk::Shared(frame.into()), &s);
+            assert_eq!(sent, Sent::Queued, "frame {i}");
+        }
+        assert_eq!(conn.queued(), want.len());
+        let slots = conn.out.queue.len();
+        assert!(slots <= COALESCE_AFTER + 64, "{slots} slots");
+        // A lone small frame keeps its shared buffer; large ones are never copied.
+        let big: Rc<[u8]> = vec![0x82; 4096].into();
+        conn.send(now, Chunk::Shared(big.clone()), &s);
+        assert!(matches!(conn.out.queue.back(), Some(Chunk::Shared(b)) if Rc::ptr_eq(b, &big)));
+        want.extend_from_slice(&big);
+        assert_eq!(written(&mut conn), want);
+        // Over the budget by bytes alone.
+        let full: Rc<[u8]> = vec![0x82; 600_000].into();
+        assert_eq!(
+            conn.send(now, Chunk::Shared(full.clone()), &s),
+            Sent::Queued
+        );
+        assert_eq!(conn.send(now, Chunk::Shared(full), &s), Sent::Overflow);
+    }
+
+    #[test]
+    fn a_slow_consumer_keeps_only_the_started_frame_of_a_shared_slot() {
+        let s = settings();
+        let (mut conn, _, _) = drive(UPGRADE, UPGRADE.len());
+        let now = Instant::now();
+        // The first 63 keep their slots; the 64th and those after share the last one.
+        for i in 0..80u8 {
+            let frame: Rc<[u8]> = vec![0x81, 3, i, i, i].into();
+            assert_eq!(conn.send(now, Chunk::Shared(frame), &s), Sent::Queued);
+        }
+        assert_eq!(conn.out.queue.len(), COALESCE_AFTER);
+        assert!(matches!(conn.out.queue.back(), Some(Chunk::Frames(_))));
+        // The 63 shared frames and two bytes of the 64th are out when the backlog is dropped.
+        conn.handle_written(63 * 5 + 2);
+        conn.overflow(now, &s);
+        let out = written(&mut conn);
+        assert_eq!(&out[..3], &[63, 63, 63], "the rest of the started frame");
+        assert_eq!(&out[3..7], &[0x88, 15, 0x03, 0xf0], "then the close");
+        assert_eq!(out.len(), 3 + 4 + "slow consumer".len());
     }
 
     #[test]

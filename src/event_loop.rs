@@ -9,7 +9,7 @@
 
 use std::cell::Cell;
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, Shutdown};
 use std::rc::Rc;
@@ -21,7 +21,7 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::admission::{self, Admission, Ticket, Verdict};
-use crate::app::{Action, App, Reply};
+use crate::app::{Action, App, RATE_LIMITED, Reply};
 use crate::conn::{Admit, Chunk, Conn, Event, Expired, Sent, Settings};
 use crate::daemon::{Notifier, Notify};
 use crate::http;
@@ -39,6 +39,18 @@ const SIGNALS: Token = Token(usize::MAX - 2);
 const READ_BUF: usize = 64 * 1024;
 /// Reads per connection per turn before others get theirs.
 const READS_PER_TURN: usize = 16;
+/// Deliveries (one chunk queued to one receiver) one connection's input may cause per turn;
+/// past it, the rest of its input waits for the next turn (unread in the kernel, or the unused
+/// part of a read kept in `Server::pending`). Bytes are the wrong measure: a 64 KiB read holds
+/// ~2,300 tiny chat messages, each sent to every member of a room. A delivery costs 50-100 ns
+/// here, so this is 2-3 ms of queueing at most (the writes it causes are bounded by
+/// `WRITES_PER_TURN`, which dominates: tests/fairness.rs measures the same p99 at 8,192 and
+/// 32,768); a burst into a room of 200 then goes out 160 messages a turn. At least one message
+/// is handled per turn, so a room larger than this still gets one a turn. A relay publisher's
+/// own copies count too (one each): at 8,192 or 16,384 it got 5 or 9 reads of tiny messages a
+/// turn instead of 16, its subscribers smaller writes, and the 100-subscriber fan-out bench
+/// lost 10-15 %.
+const DELIVERIES_PER_TURN: u64 = 32 * 1024;
 /// Slices per `write_vectored` call (below Linux's IOV_MAX of 1024).
 const IOVECS: usize = 64;
 /// How long to stop accepting after EMFILE/ENFILE, so a full fd table does not spin the loop.
@@ -46,6 +58,13 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How often `STATUS=` may be sent to the service manager: often enough to be current in
 /// `systemctl status`, rarely enough that a connection storm is not a datagram storm.
 const STATUS_INTERVAL: Duration = Duration::from_secs(2);
+/// Clients written per turn by `flush_dirty`; the rest keep their place for the next turn. A
+/// write to a client costs ~10 us on loopback (the kernel delivers it to the peer then and
+/// there), so a message to a room of 2,000 is 20 ms of writes: split over turns, reads and
+/// replies of other clients go between. A reader's own replies are written at the end of its
+/// read, outside this count, so they never wait behind someone else's fan-out. With
+/// `DELIVERIES_PER_TURN` this keeps a turn to a few milliseconds of work on this machine.
+const WRITES_PER_TURN: usize = 128;
 /// Largest run of one read's broadcast frames queued to a receiver as one chunk.
 const BATCH_MAX: usize = 64 * 1024;
 
@@ -98,10 +117,20 @@ pub struct Server {
     settings: Settings,
     read_buf: Vec<u8>,
     actions: Vec<Action>,
-    /// Clients with output to write this turn.
-    dirty: Vec<usize>,
-    /// Clients whose reads were cut short for fairness.
+    /// Clients with output to write, in the order they got it.
+    dirty: VecDeque<usize>,
+    /// Writes `flush_dirty` may still make this turn.
+    writes_left: usize,
+    /// Clients whose reads were cut short for fairness, in order, and the same as a set: they
+    /// are read next turn and not again this one.
     readable: Vec<usize>,
+    waiting: HashSet<usize>,
+    /// Input read but not yet handled, from clients cut short in the middle of a read: the
+    /// bytes and where the unhandled part starts. At most one read (`READ_BUF`) per client,
+    /// and only for clients in `readable`; their socket is not read again until it is used.
+    pending: HashMap<usize, (Vec<u8>, usize)>,
+    /// Deliveries queued so far (never reset): a reader's share of a turn is measured in it.
+    pushes: u64,
     /// The client whose read is being handled.
     reading: Option<usize>,
     /// Broadcast frames from that read not yet queued to the other receivers: each gets one
@@ -157,8 +186,12 @@ impl Server {
             settings,
             read_buf: vec![0; READ_BUF],
             actions: Vec::new(),
-            dirty: Vec::new(),
+            dirty: VecDeque::new(),
+            writes_left: WRITES_PER_TURN,
             readable: Vec::new(),
+            waiting: HashSet::new(),
+            pending: HashMap::new(),
+            pushes: 0,
             reading: None,
             batch: Vec::new(),
             batch_skip: [None; 2],
@@ -253,6 +286,7 @@ impl Server {
                 Err(e) => return Err(e),
             }
             let now = Instant::now();
+            self.writes_left = WRITES_PER_TURN;
             // Clients cut short last turn; this turn's go to the next, so none reads twice.
             let again = std::mem::take(&mut self.readable);
             for event in &events {
@@ -270,6 +304,7 @@ impl Server {
                 }
             }
             for id in again {
+                self.waiting.remove(&id);
                 self.read(now, id);
             }
             self.apply_actions(now);
@@ -296,7 +331,7 @@ impl Server {
     }
 
     fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.readable.is_empty() {
+        if !self.readable.is_empty() || !self.dirty.is_empty() {
             return Some(Duration::ZERO);
         }
         [
@@ -306,6 +341,7 @@ impl Server {
             self.watchdog_at,
             self.status_at.filter(|_| self.shutdown_deadline.is_none()),
             self.app.poll_timeout(),
+            self.app.presence_due(),
         ]
         .into_iter()
         .flatten()
@@ -443,8 +479,21 @@ impl Server {
         }
     }
 
-    /// Reads until `WouldBlock`, EOF or the per-turn cap, feeding the connection.
+    /// Reads until `WouldBlock`, EOF or the per-turn caps (reads, deliveries), feeding the
+    /// connection; input left over from a read cut short last turn goes first.
     fn read(&mut self, now: Instant, id: usize) {
+        if !self.waiting.is_empty() && self.waiting.contains(&id) {
+            return; // Cut short already this turn: its turn to read again is the next.
+        }
+        let start = self.pushes;
+        if let Some((mut rest, from)) = self.pending.remove(&id) {
+            let cut = self.handle_read(now, id, rest.get_mut(from..).unwrap_or_default(), start);
+            if let Some(used) = cut {
+                self.pending.insert(id, (rest, from + used));
+                self.cut_short(now, id);
+                return;
+            }
+        }
         // Taken out so the app's actions can run between the messages of one read.
         let mut buf = std::mem::take(&mut self.read_buf);
         for turn in 0.. {
@@ -454,18 +503,26 @@ impl Server {
             if !client.conn.wants_read() {
                 break;
             }
-            if turn == READS_PER_TURN {
-                self.readable.push(id);
+            if turn == READS_PER_TURN || self.pushes - start >= DELIVERIES_PER_TURN {
+                self.cut_short(now, id);
                 break;
+            }
+            if client.conn.queued() > self.settings.max_output / 2 {
+                // Its own output (pongs, echoes) piles up: let the peer take some before its
+                // next input can push it over budget.
+                client.blocked = write_out(client, now, &self.settings, &mut self.metrics);
             }
             match client.stream.read(&mut buf) {
                 Ok(0) => client.conn.handle_eof(),
                 Ok(n) => {
                     self.metrics.bytes_in += n as u64;
-                    self.reading = Some(id);
-                    self.handle_input(now, id, buf.get_mut(..n).unwrap_or_default());
-                    self.reading = None;
-                    self.apply_actions(now); // the batch goes out to the others
+                    let input = buf.get_mut(..n).unwrap_or_default();
+                    if let Some(used) = self.handle_read(now, id, input, start) {
+                        let rest = buf.get(used..n).unwrap_or_default().to_vec();
+                        self.pending.insert(id, (rest, 0));
+                        self.cut_short(now, id);
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -477,17 +534,64 @@ impl Server {
             self.sync(now, id);
         }
         self.read_buf = buf;
+        self.write_reply(now, id);
     }
 
-    /// Feeds one read's bytes to a connection, one application event at a time.
-    fn handle_input(&mut self, now: Instant, id: usize, input: &mut [u8]) {
+    /// Puts a client whose input is not all handled in `readable`, for the next turn.
+    fn cut_short(&mut self, now: Instant, id: usize) {
+        if self.clients.contains(id) && self.waiting.insert(id) {
+            self.readable.push(id);
+        }
+        self.write_reply(now, id);
+    }
+
+    /// Writes what a client's own input caused for it (echoes, replies, its copies of its
+    /// messages) at once, so they never wait behind other clients' fan-out in `flush_dirty`.
+    fn write_reply(&mut self, now: Instant, id: usize) {
+        if let Some(client) = self.clients.get_mut(id)
+            && client.conn.wants_write()
+            && !client.blocked
+        {
+            client.blocked = write_out(client, now, &self.settings, &mut self.metrics);
+            self.sync(now, id);
+            // A write that failed may have closed it: its leave notice goes out now.
+            self.apply_actions(now);
+        }
+    }
+
+    /// Handles bytes read from `id` and runs their actions; `Some(used)` when its deliveries
+    /// since `start` reached the per-turn cap before the end of `input`.
+    fn handle_read(
+        &mut self,
+        now: Instant,
+        id: usize,
+        input: &mut [u8],
+        start: u64,
+    ) -> Option<usize> {
+        self.reading = Some(id);
+        let cut = self.handle_input(now, id, input, start);
+        self.reading = None;
+        self.apply_actions(now); // the batch goes out to the others
+        cut
+    }
+
+    /// Feeds one read's bytes to a connection, one application event at a time; stops early,
+    /// returning how many bytes it used, once the deliveries since `start` reach the cap.
+    fn handle_input(
+        &mut self,
+        now: Instant,
+        id: usize,
+        input: &mut [u8],
+        start: u64,
+    ) -> Option<usize> {
         let mut pos = 0;
         while let Some(rest) = input.get_mut(pos..).filter(|r| !r.is_empty()) {
+            if self.pushes - start >= DELIVERIES_PER_TURN {
+                return Some(pos);
+            }
             // Taken before the client is borrowed, for `/metrics`.
             let gauges = (self.clients.len(), self.app.online());
-            let Some(client) = self.clients.get_mut(id) else {
-                return;
-            };
+            let client = self.clients.get_mut(id)?;
             let app = &mut self.app;
             let actions = &mut self.actions;
             let m = &mut self.metrics;
@@ -572,7 +676,7 @@ impl Server {
                     Event::Text(text) => {
                         m.messages_in += 1;
                         m.message_bytes_in += text.len() as u64;
-                        app.on_text(id, text, actions);
+                        app.on_text(id, text, now, actions);
                     }
                     Event::Binary(data) => {
                         m.messages_in += 1;
@@ -626,10 +730,11 @@ impl Server {
             self.apply_actions(now);
             if used == 0 {
                 debug_assert!(false, "handle_bytes made no progress");
-                return;
+                return None;
             }
             pos += used;
         }
+        None
     }
 
     /// Brings the loop's view of a client in line with its connection state.
@@ -649,7 +754,7 @@ impl Server {
         if client.conn.wants_write() {
             if !client.dirty && !client.blocked {
                 client.dirty = true;
-                self.dirty.push(id);
+                self.dirty.push_back(id);
             }
         } else if client.conn.handle_flushed(now, &self.settings) {
             // A state change with nothing left to write (e.g. the peer's close reply to ours).
@@ -672,6 +777,8 @@ impl Server {
             if let Some(ticket) = client.ticket {
                 self.admission.release(ticket);
             }
+            self.pending.remove(&id);
+            self.waiting.remove(&id);
             // Before the id can be reused: a long poll this connection held is forgotten.
             self.app.on_drop(id, now);
             log!(Debug, "closed {id}");
@@ -684,7 +791,7 @@ impl Server {
             client.blocked = false;
             if !client.dirty {
                 client.dirty = true;
-                self.dirty.push(id);
+                self.dirty.push_back(id);
             }
         }
     }
@@ -731,6 +838,9 @@ impl Server {
                         if let Some(client) = self.clients.get_mut(to) {
                             if client.conn.is_open() {
                                 self.metrics.close_sent(code);
+                                if reason == RATE_LIMITED {
+                                    self.metrics.limit(Limit::MaxMessageRate);
+                                }
                             }
                             client.conn.fail(now, code, reason, &self.settings);
                             overflowed.push(to);
@@ -791,6 +901,7 @@ impl Server {
     ) {
         let (clients, settings) = (&mut self.clients, &self.settings);
         let (dirty, metrics) = (&mut self.dirty, &mut self.metrics);
+        let pushes = &mut self.pushes;
         let mut queue = |id: usize, client: &mut Client| {
             if client.conn.is_open() {
                 let out = Out {
@@ -800,6 +911,7 @@ impl Server {
                     messages,
                 };
                 deliver(now, settings, (id, client), frame.clone(), out);
+                *pushes += 1;
             }
         };
         match to {
@@ -825,14 +937,20 @@ impl Server {
         }
     }
 
-    /// Writes what each dirty client has queued, as far as its socket takes it.
+    /// Writes what dirty clients have queued, as far as their sockets take it, oldest first
+    /// and at most `writes_left` this turn; the others keep their place for the next.
     fn flush_dirty(&mut self, now: Instant) {
-        while !self.dirty.is_empty() {
-            for id in std::mem::take(&mut self.dirty) {
+        while self.writes_left > 0 && !self.dirty.is_empty() {
+            while self.writes_left > 0
+                && let Some(id) = self.dirty.pop_front()
+            {
                 let Some(client) = self.clients.get_mut(id) else {
                     continue;
                 };
                 client.dirty = false;
+                if client.conn.wants_write() {
+                    self.writes_left -= 1;
+                }
                 client.blocked = write_out(client, now, &self.settings, &mut self.metrics);
                 self.sync(now, id);
             }
@@ -864,6 +982,8 @@ impl Server {
         if self.app.poll_timeout().is_some_and(|at| at <= now) {
             self.app.handle_timeout(now, &mut self.actions);
         }
+        // Presence notices held back by their room's allowance.
+        self.app.flush_presence(now, &mut self.actions);
         self.apply_actions(now);
         self.flush_dirty(now);
     }
@@ -920,7 +1040,7 @@ enum To<'a> {
 /// Where [`deliver`] reports: `dirty` collects clients with output, `changed` those whose
 /// state may have changed.
 struct Out<'a> {
-    dirty: &'a mut Vec<usize>,
+    dirty: &'a mut VecDeque<usize>,
     changed: &'a mut Vec<usize>,
     metrics: &'a mut Metrics,
     /// Messages in the chunk, for the deliveries count (a batch holds several).
@@ -936,9 +1056,10 @@ fn deliver(
     out: Out<'_>,
 ) {
     let queued = client.conn.queued();
-    if queued > 0 && queued + frame.len() > settings.max_output && !client.blocked {
+    if queued > 0 && queued + frame.len() > settings.max_output {
         // The budget is for what the peer does not take, not for what this turn produced:
-        // give the socket a chance before calling the peer slow.
+        // give the socket a chance before calling the peer slow, even one that would block
+        // (its writable edge may be among this turn's events, not yet seen: one syscall).
         client.blocked = write_out(client, now, settings, out.metrics);
         out.changed.push(id);
     }
@@ -949,7 +1070,7 @@ fn deliver(
     match sent {
         Sent::Queued if !client.dirty && !client.blocked => {
             client.dirty = true;
-            out.dirty.push(id);
+            out.dirty.push_back(id);
         }
         Sent::Overflow => {
             log!(Debug, "closing slow consumer {id}");

@@ -72,7 +72,8 @@ fn main() -> ExitCode {
         !config.no_echo_sender,
         config.room_limits(),
         Duration::from_secs(config.poll_wait),
-    );
+    )
+    .with_message_rate(config.max_message_rate);
     let options = Options {
         shutdown_timeout: Duration::from_secs(config.shutdown_timeout),
         max_connections: config.max_connections,

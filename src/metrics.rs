@@ -30,10 +30,12 @@ pub enum Limit {
     MaxOutput,
     /// The open-file limit: `accept` failed with EMFILE/ENFILE and accepting paused.
     OpenFiles,
+    /// `--max-message-rate`: a chat client closed with 1008.
+    MaxMessageRate,
 }
 
 impl Limit {
-    const ALL: [Limit; 10] = [
+    const ALL: [Limit; 11] = [
         Limit::MaxConnections,
         Limit::MaxConnectionsPerIp,
         Limit::Origin,
@@ -44,6 +46,7 @@ impl Limit {
         Limit::MaxMessage,
         Limit::MaxOutput,
         Limit::OpenFiles,
+        Limit::MaxMessageRate,
     ];
 
     /// The `limit` label value.
@@ -59,6 +62,7 @@ impl Limit {
             Limit::MaxMessage => "max_message",
             Limit::MaxOutput => "max_output",
             Limit::OpenFiles => "open_files",
+            Limit::MaxMessageRate => "max_message_rate",
         }
     }
 }

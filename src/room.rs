@@ -355,6 +355,17 @@ impl Rooms {
         seq
     }
 
+    /// Drops the room's newest kept event if it is `seq` (a presence notice that the next one
+    /// replaces); the sequence goes on from where it was.
+    pub fn forget_last(&mut self, id: RoomId, seq: u64) {
+        if let Some(room) = self.rooms.get_mut(id)
+            && room.history.back().is_some_and(|e| e.seq == seq)
+            && let Some(old) = room.history.pop_back()
+        {
+            room.history_bytes -= old.json.len();
+        }
+    }
+
     /// What a client that last saw `since` missed in a room (everything kept when `None`).
     pub fn replay(&self, id: RoomId, since: Option<u64>) -> Replay<'_> {
         let Some(room) = self.rooms.get(id) else {
@@ -452,6 +463,19 @@ mod tests {
         assert_eq!(r.replay(a, Some(7)).gap, None);
         assert_eq!(r.replay(a, Some(6)).gap, Some((7, 7)));
         assert_eq!(r.replay(a, Some(5)).gap, Some((6, 7)));
+    }
+
+    #[test]
+    fn a_replaced_last_event_leaves_the_rest_and_the_sequence() {
+        let mut r = rooms(8, 3, 1000);
+        let a = r.join("a", 1).unwrap();
+        r.append(a, "msg");
+        r.append(a, "join");
+        r.forget_last(a, 1); // not the last: kept
+        r.forget_last(a, 2);
+        assert_eq!(r.append(a, "joins"), 3);
+        assert_eq!(r.replay(a, None).events, [(1, "msg"), (3, "joins")]);
+        assert_eq!(r.rooms[a].history_bytes, "msg".len() + "joins".len());
     }
 
     #[test]
