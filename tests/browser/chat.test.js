@@ -249,7 +249,11 @@ test('B leaves; A sees a leave notice with count 1', { timeout: TEST_MS }, async
 test('log auto-scrolls to the newest line', { timeout: TEST_MS }, async () => {
   const before = await messages(pageA).count();
   const n = 30;
-  for (let i = 0; i < n; i++) await send(pageA, 'scroller', `line ${i}`);
+  for (let i = 0; i < n; i++) {
+    await send(pageA, 'scroller', `line ${i}`);
+    // Paced under --max-message-rate (10 a second, 20 in a row), as a person would be.
+    if (i % 10 === 9) await pageA.waitForTimeout(1000);
+  }
   await messages(pageA).nth(before + n - 1).waitFor();
   await assertEventually(
     () => log(pageA).evaluate((el) => el.scrollHeight > el.clientHeight && el.scrollHeight - el.scrollTop - el.clientHeight <= 2),
