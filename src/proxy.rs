@@ -14,7 +14,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use crate::proto::handshake::Forwarded;
+use crate::proto::handshake::{Forwarded, trim};
 
 /// Characters an address entry may take, brackets, port and quotes included
 /// (`"[ffff:…:ffff]:65535"` is 49); longer entries are not addresses.
@@ -249,17 +249,6 @@ fn unquoted_position(s: &[u8], sep: u8) -> Option<usize> {
         }
     }
     None
-}
-
-/// Strips optional whitespace (RFC 9110 §5.6.3).
-fn trim(mut s: &[u8]) -> &[u8] {
-    while let [b' ' | b'\t', rest @ ..] = s {
-        s = rest;
-    }
-    while let [rest @ .., b' ' | b'\t'] = s {
-        s = rest;
-    }
-    s
 }
 
 #[cfg(test)]

@@ -353,7 +353,7 @@ fn has_token(value: &[u8], token: &[u8]) -> bool {
 }
 
 /// Strips optional whitespace (RFC 9110 §5.6.3: OWS = *( SP / HTAB )).
-fn trim(mut s: &[u8]) -> &[u8] {
+pub(crate) fn trim(mut s: &[u8]) -> &[u8] {
     while let [b' ' | b'\t', rest @ ..] = s {
         s = rest;
     }
