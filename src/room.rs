@@ -72,6 +72,9 @@ struct Room {
     next_seq: u64,
     history: VecDeque<Entry>,
     history_bytes: usize,
+    /// The newest event that fell out of the history (0: none): a client behind it missed
+    /// events for good. A presence notice replaced by the next one is not counted here.
+    lost_through: u64,
     /// `Rooms::clock` when the room last changed, for eviction.
     active: u64,
     /// Names this incarnation of the room: a room freed and made again (or a restarted
@@ -178,6 +181,7 @@ impl Rooms {
             next_seq: 1,
             history: VecDeque::new(),
             history_bytes: 0,
+            lost_through: 0,
             active: self.clock,
             epoch: format!("{:x}-{:x}", self.epoch_base, self.created).into(),
         });
@@ -337,6 +341,7 @@ impl Rooms {
             // Not kept, but still counted, so a resuming client learns of the gap.
             room.history.clear();
             room.history_bytes = 0;
+            room.lost_through = seq;
             return seq;
         }
         room.history.push_back(Entry {
@@ -348,7 +353,10 @@ impl Rooms {
             || room.history_bytes > self.limits.history_bytes
         {
             match room.history.pop_front() {
-                Some(old) => room.history_bytes -= old.json.len(),
+                Some(old) => {
+                    room.history_bytes -= old.json.len();
+                    room.lost_through = room.lost_through.max(old.seq);
+                }
                 None => break,
             }
         }
@@ -374,10 +382,11 @@ impl Rooms {
                 events: Vec::new(),
             };
         };
-        // The oldest sequence number still kept (or the next one, when nothing is kept).
-        let oldest = room.history.front().map_or(room.next_seq, |e| e.seq);
         let after = since.unwrap_or(0).min(room.next_seq.saturating_sub(1));
-        let gap = (since.is_some() && after + 1 < oldest).then(|| (after + 1, oldest - 1));
+        // Only events that fell out of the history are missed: a notice replaced by the next
+        // one is not (it said nothing the next one does not say).
+        let gap =
+            (since.is_some() && after < room.lost_through).then(|| (after + 1, room.lost_through));
         let events = room
             .history
             .iter()
@@ -476,6 +485,13 @@ mod tests {
         assert_eq!(r.append(a, "joins"), 3);
         assert_eq!(r.replay(a, None).events, [(1, "msg"), (3, "joins")]);
         assert_eq!(r.rooms[a].history_bytes, "msg".len() + "joins".len());
+        // A replaced notice, the only one kept, is not a missed event for a cursor before it.
+        let b = r.join("b", 2).unwrap();
+        r.append(b, "join 1");
+        r.forget_last(b, 1);
+        r.append(b, "join 2");
+        assert_eq!(r.replay(b, Some(0)).gap, None);
+        assert_eq!(r.replay(b, Some(0)).events, [(2, "join 2")]);
     }
 
     #[test]

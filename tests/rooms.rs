@@ -250,3 +250,16 @@ fn a_cursor_past_the_last_event_is_answered_as_a_restart() {
     assert_eq!(before[1]["seq"], 1, "{before:?}");
     assert_eq!(before[1]["history"], true, "{before:?}");
 }
+
+#[test]
+fn a_presence_notice_replaced_in_history_is_not_reported_missed() {
+    let server = Server::start(&[]);
+    let (_a, welcome, _) = join(&server, "/z");
+    let epoch = welcome["epoch"].as_str().unwrap();
+    // B's join notice replaces A's in the history (nothing came between them).
+    let (_b, _, _) = join(&server, "/z");
+    // A client that has seen nothing of this epoch misses nothing that was said.
+    let (_c, _, before) = join(&server, &format!("/z?since=0&epoch={epoch}"));
+    assert!(before.iter().all(|v| v["type"] != "gap"), "{before:?}");
+    assert_eq!(before.len(), 1, "B's notice: {before:?}");
+}
