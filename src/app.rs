@@ -737,6 +737,11 @@ impl App {
             Some((j, l, _, _)) => (j + joins, l + leaves, event, count),
             None if gate.ready_at(now) <= now => {
                 gate.spend(now);
+                // Looked at again once its allowance is whole, to be forgotten then: a room
+                // that never needs holding back must not keep its entry for ever.
+                if let Some(due) = gate.due {
+                    self.presence_due = Some(self.presence_due.map_or(due, |d| d.min(due)));
+                }
                 return self.announce(&name, (joins, leaves, event, count), out);
             }
             None => (joins, leaves, event, count),
@@ -761,6 +766,10 @@ impl App {
         let mut next: Option<Instant> = None;
         for (name, gate) in &mut self.presence {
             let Some(pending) = gate.pending else {
+                // Nothing to send: come back when its allowance is whole, to forget it.
+                if let Some(due) = gate.due.filter(|d| *d > now) {
+                    next = Some(next.map_or(due, |n| n.min(due)));
+                }
                 continue;
             };
             let at = gate.ready_at(now);
@@ -815,4 +824,34 @@ fn encode(scratch: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) -> Rc<[u8]> {
     scratch.clear();
     frame::encode_frame(opcode, payload, scratch);
     Rc::from(&scratch[..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_gates_of_quiet_rooms_are_forgotten() {
+        let limits = RoomLimits {
+            max_rooms: 10,
+            history: 10,
+            history_bytes: 1000,
+        };
+        let mut app = App::new(Mode::Chat, true, limits, Duration::from_secs(1));
+        let mut out = Vec::new();
+        // One join and leave in each of many rooms: never held back, so never pending.
+        for i in 0..100 {
+            app.on_join(i, &format!("/room{i}"), &mut out);
+            app.on_leave(i, &mut out);
+        }
+        assert!(
+            app.presence_due().is_some(),
+            "a look at the gates is scheduled"
+        );
+        // Two notices each: the allowance is whole two intervals later.
+        std::thread::sleep(PRESENCE_INTERVAL * 2 + Duration::from_millis(50));
+        app.flush_presence(Instant::now(), &mut out);
+        assert_eq!(app.presence.len(), 0, "every allowance is whole again");
+        assert_eq!(app.presence_due(), None);
+    }
 }
