@@ -125,6 +125,9 @@ pub struct Server {
     /// are read next turn and not again this one.
     readable: Vec<usize>,
     waiting: HashSet<usize>,
+    /// Last turn's `readable`, being read this turn. A client that closes leaves both lists,
+    /// so its id, reused by a new client, is never read twice in one turn.
+    again: VecDeque<usize>,
     /// Input read but not yet handled, from clients cut short in the middle of a read: the
     /// bytes and where the unhandled part starts. At most one read (`READ_BUF`) per client,
     /// and only for clients in `readable`; their socket is not read again until it is used.
@@ -189,6 +192,7 @@ impl Server {
             dirty: VecDeque::new(),
             writes_left: WRITES_PER_TURN,
             readable: Vec::new(),
+            again: VecDeque::new(),
             waiting: HashSet::new(),
             pending: HashMap::new(),
             pushes: 0,
@@ -288,7 +292,7 @@ impl Server {
             let now = Instant::now();
             self.writes_left = WRITES_PER_TURN;
             // Clients cut short last turn; this turn's go to the next, so none reads twice.
-            let again = std::mem::take(&mut self.readable);
+            self.again = std::mem::take(&mut self.readable).into();
             for event in &events {
                 match event.token() {
                     LISTENER => self.accept(now),
@@ -303,9 +307,10 @@ impl Server {
                     }
                 }
             }
-            for id in again {
-                self.waiting.remove(&id);
-                self.read(now, id);
+            while let Some(id) = self.again.pop_front() {
+                if self.waiting.remove(&id) {
+                    self.read(now, id);
+                }
             }
             self.apply_actions(now);
             self.flush_dirty(now);
@@ -489,7 +494,10 @@ impl Server {
         if let Some((mut rest, from)) = self.pending.remove(&id) {
             let cut = self.handle_read(now, id, rest.get_mut(from..).unwrap_or_default(), start);
             if let Some(used) = cut {
-                self.pending.insert(id, (rest, from + used));
+                // Kept only for a client still there: a closed one's id may be reused.
+                if self.clients.contains(id) {
+                    self.pending.insert(id, (rest, from + used));
+                }
                 self.cut_short(now, id);
                 return;
             }
@@ -518,8 +526,10 @@ impl Server {
                     self.metrics.bytes_in += n as u64;
                     let input = buf.get_mut(..n).unwrap_or_default();
                     if let Some(used) = self.handle_read(now, id, input, start) {
-                        let rest = buf.get(used..n).unwrap_or_default().to_vec();
-                        self.pending.insert(id, (rest, 0));
+                        if self.clients.contains(id) {
+                            let rest = buf.get(used..n).unwrap_or_default().to_vec();
+                            self.pending.insert(id, (rest, 0));
+                        }
                         self.cut_short(now, id);
                         break;
                     }
@@ -778,7 +788,10 @@ impl Server {
                 self.admission.release(ticket);
             }
             self.pending.remove(&id);
-            self.waiting.remove(&id);
+            if self.waiting.remove(&id) {
+                self.readable.retain(|&r| r != id);
+                self.again.retain(|&r| r != id);
+            }
             // Before the id can be reused: a long poll this connection held is forgotten.
             self.app.on_drop(id, now);
             log!(Debug, "closed {id}");
