@@ -536,12 +536,29 @@ fn a_cross_site_page_may_read_but_not_poll_as_present() {
     // Reading without presence is what any page could do by loading the chat page.
     let (status, _) = poll_now(addr, "room=victim", &cross);
     assert_eq!(status, 200);
-    // The page's own polls (same-origin) still count.
-    let same = [("Sec-Fetch-Site", "same-origin")];
-    let (status, _) = poll_now(addr, "room=victim&client=mine", &same);
-    assert_eq!(status, 200);
     ws.get_mut()
         .set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
     assert!(ws.read().is_err(), "nobody was announced");
+    // The page's own held poll (same-origin) still counts: the member sees it join.
+    use std::io::Write as _;
+    let mut own = common::tcp_connect(addr);
+    let host = addr.to_string();
+    let head = request(
+        &format!(
+            "GET /poll?{} HTTP/1.1",
+            query.replace("client=evil", "client=mine")
+        ),
+        &[("Host", &host), ("Sec-Fetch-Site", "same-origin")],
+    );
+    own.write_all(&head).unwrap();
+    ws.get_mut()
+        .set_read_timeout(Some(common::IO_TIMEOUT))
+        .unwrap();
+    let v: Value = serde_json::from_str(&ws_recv_text(&mut ws)).unwrap();
+    assert_eq!(
+        (v["event"].as_str(), v["count"].as_u64()),
+        (Some("join"), Some(2)),
+        "{v}"
+    );
 }
