@@ -60,6 +60,20 @@ fn probe(server: &Server) -> Result<Duration, String> {
 
 #[test]
 fn one_address_flooding_leaves_the_server_accepting_others() {
+    // The flood holds HELD sockets in this process: lift its soft limit to the hard one (a
+    // 1024 default would make the probes fail for want of descriptors here, not there).
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct passed, nothing else.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(r#"ulimit -S -n 2048 && ulimit -H -n 2048 && exec "$0" "$@""#)
@@ -124,8 +138,10 @@ fn one_address_flooding_leaves_the_server_accepting_others() {
     // The median, not every probe: a shared 2-core machine can stall any one of them; a
     // server that pauses accepting stalls them all.
     let median = took.get(took.len() / 2).copied();
+    // One probe may fail outright (a SYN dropped from a full backlog is retried after 1 s,
+    // the probe's connect timeout); a paused accept fails them all.
     assert!(
-        failed_probes.is_empty()
+        failed_probes.len() <= 1
             && median.is_some_and(|m| m <= PROBE_LIMIT)
             && after.as_ref().is_ok_and(|t| *t <= PROBE_LIMIT * 4),
         "127.0.0.3 was held back by 127.0.0.2's flood ({ok} sockets, {failed} failed \
