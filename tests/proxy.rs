@@ -131,6 +131,17 @@ http {{
 
 impl Drop for Nginx {
     fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: the master then stops its workers; killed outright, it leaves
+        // them running (and listening) as orphans.
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap_or(0);
+        // SAFETY: kill(2) sends a signal to our own child; no memory is touched.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
