@@ -24,7 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::Server;
-use members::{Drain, await_message, frames, open, quantile};
+use members::{Drain, await_message, background, frames, open, quantile};
 
 const ROOM: usize = 200;
 const CROWD: usize = 2000;
@@ -205,6 +205,7 @@ fn bursts_and_churn_in_one_room_do_not_stall_another() {
     let bursts = {
         let stop = Arc::clone(&stop);
         thread::spawn(move || {
+            background();
             let burst = frames(r#"{"name":"a","msg":"b"}"#, BURST);
             let start = Instant::now();
             let mut sent = 0u32;
@@ -248,6 +249,7 @@ fn bursts_and_churn_in_one_room_do_not_stall_another() {
                 Arc::clone(&failures),
             );
             thread::spawn(move || {
+                background();
                 let start = Instant::now();
                 while start.elapsed() < PHASE && cycles.load(Ordering::Relaxed) < 40_000 {
                     let cycle = std::panic::catch_unwind(|| drop(open(addr, "/crowd", None)));
