@@ -151,8 +151,9 @@ struct Gate {
     due: Option<Instant>,
     /// Joins and leaves not yet announced, the latest change, and the count after it.
     pending: Option<(u32, u32, Presence, usize)>,
-    /// The epoch and seq of the last notice sent: the next one replaces it in the history if
-    /// nothing came between, so churn never pushes messages out of the history.
+    /// The epoch and seq of the last notice committed (set by [`App::on_committed`]): the next
+    /// one replaces it in the history if nothing came between, so churn never pushes messages
+    /// out of the history.
     last: Option<(Rc<str>, u64)>,
 }
 
@@ -779,7 +780,7 @@ impl App {
     /// room's presence allowance lasts, else with the changes after it, when
     /// [`App::flush_presence`] is next called after [`App::presence_due`].
     fn presence(&mut self, room: RoomId, event: Presence, count: usize, out: &mut Vec<Action>) {
-        // The clock is read here, as `stamp` reads it for `ts`, so that callers stay as they are.
+        // The clock is read here, as the log reads it for `ts`, so that callers stay as they are.
         let now = Instant::now();
         let name = self.rooms.shared_name(room);
         let gate = self.gates.entry(name.clone()).or_default();

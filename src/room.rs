@@ -49,7 +49,7 @@ pub struct RoomLimits {
     pub history_bytes: usize,
 }
 
-/// A handle to a room, valid while it has members.
+/// A handle to a room, valid while this process holds the room (see [`Rooms`]).
 pub type RoomId = usize;
 
 /// Why a client could not join a room.
