@@ -379,10 +379,13 @@ impl App {
             chat::gap(range, &mut self.json);
             each(&self.json);
         }
-        for (stamp, draft) in read.events {
-            // Rendered as it was sent live, by the same function.
-            chat::stamp(draft, stamp, since.is_none(), &mut self.json);
-            each(&self.json);
+        for (_, json) in read.events {
+            if since.is_none() {
+                chat::history(json, &mut self.json);
+                each(&self.json);
+            } else {
+                each(json.as_bytes());
+            }
         }
     }
 

@@ -17,10 +17,11 @@
 //!   when the reply is read. Every node, the sender's included, then gets the event from the
 //!   channel and queues it as a [`Committed`], filling holes in seq from the stream;
 //! - [`Log::read`]: `XRANGE` over the stream (from a local copy of the tail kept by the
-//!   subscription, when it has the range); [`Log::last_seq`] and [`Log::epoch`] from that copy;
+//!   subscription, rendered as [`MemoryLog`] keeps it, when it has the range);
+//!   [`Log::last_seq`] and [`Log::epoch`] from that copy;
 //! - [`Log::close`]: `UNSUBSCRIBE`; the stream stays in Redis, bounded by its `MAXLEN`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -72,8 +73,9 @@ pub struct Committed {
 pub struct Read<'a> {
     /// Events the client missed that are no longer kept: `(first, last)` sequence numbers.
     pub gap: Option<(u64, u64)>,
-    /// The kept events after the client's cursor, oldest first, as `(stamp, draft body)`.
-    pub events: Vec<(Stamp, &'a str)>,
+    /// The kept events after the client's cursor, oldest first, as `(seq, json)`: each as
+    /// it was sent live (its draft stamped by [`chat::stamp`]).
+    pub events: Vec<(u64, &'a str)>,
 }
 
 /// A room's log, in this process or in a shared store.
@@ -111,17 +113,15 @@ pub trait Log: std::fmt::Debug {
 pub struct HistoryLimits {
     /// Events kept per room.
     pub events: usize,
-    /// Bytes kept per room, counted as sent (draft plus stamp).
+    /// Bytes kept per room, counted as sent.
     pub bytes: usize,
 }
 
-/// One kept event.
+/// One kept event, as sent live, so that a replay copies it rather than renders it again.
 #[derive(Debug)]
 struct Entry {
-    stamp: Stamp,
-    body: Rc<str>,
-    /// Its size as sent.
-    bytes: usize,
+    seq: u64,
+    json: Box<str>,
 }
 
 #[derive(Debug)]
@@ -141,13 +141,17 @@ struct RoomLog {
 #[derive(Debug)]
 pub struct MemoryLog {
     limits: HistoryLimits,
-    rooms: HashMap<RoomId, RoomLog>,
+    /// By room id (a slab key of the room directory, so the vector stays as short as the
+    /// rooms held at once).
+    rooms: Vec<Option<RoomLog>>,
     /// Distinguishes this process's epochs from an earlier one's (its start time).
     epoch_base: u64,
     /// Rooms made so far, so that every room incarnation gets its own epoch.
     created: u64,
     /// Appends completed and not yet taken.
     committed: Vec<Committed>,
+    /// Reused to render an event before it is kept.
+    json: Vec<u8>,
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
@@ -162,11 +166,16 @@ impl MemoryLog {
     pub fn new(limits: HistoryLimits, epoch_base: u64) -> Self {
         Self {
             limits,
-            rooms: HashMap::new(),
+            rooms: Vec::new(),
             epoch_base,
             created: 0,
             committed: Vec::new(),
+            json: Vec::new(),
         }
+    }
+
+    fn room(&self, room: RoomId) -> Option<&RoomLog> {
+        self.rooms.get(room).and_then(Option::as_ref)
     }
 }
 
@@ -174,38 +183,39 @@ impl Log for MemoryLog {
     fn open(&mut self, room: RoomId, name: &Rc<str>) {
         self.created += 1;
         let epoch = format!("{:x}-{:x}", self.epoch_base, self.created).into();
-        self.rooms.insert(
-            room,
-            RoomLog {
-                name: name.clone(),
-                epoch,
-                next_seq: 1,
-                history: VecDeque::new(),
-                history_bytes: 0,
-            },
-        );
+        if self.rooms.len() <= room {
+            self.rooms.resize_with(room + 1, || None);
+        }
+        self.rooms[room] = Some(RoomLog {
+            name: name.clone(),
+            epoch,
+            next_seq: 1,
+            history: VecDeque::new(),
+            history_bytes: 0,
+        });
     }
 
     fn close(&mut self, room: RoomId) {
-        self.rooms.remove(&room);
+        if let Some(slot) = self.rooms.get_mut(room) {
+            *slot = None;
+        }
     }
 
     fn keeps(&self, room: RoomId) -> bool {
-        self.rooms.get(&room).is_some_and(|r| !r.history.is_empty())
+        self.room(room).is_some_and(|r| !r.history.is_empty())
     }
 
     fn epoch(&self, room: RoomId) -> Rc<str> {
-        self.rooms
-            .get(&room)
+        self.room(room)
             .map_or_else(|| Rc::from(""), |r| r.epoch.clone())
     }
 
     fn last_seq(&self, room: RoomId) -> u64 {
-        self.rooms.get(&room).map_or(0, |r| r.next_seq - 1)
+        self.room(room).map_or(0, |r| r.next_seq - 1)
     }
 
     fn append(&mut self, room: RoomId, draft: Draft) {
-        let Some(log) = self.rooms.get_mut(&room) else {
+        let Some(log) = self.rooms.get_mut(room).and_then(Option::as_mut) else {
             return;
         };
         let stamp = Stamp {
@@ -217,26 +227,26 @@ impl Log for MemoryLog {
             replaces: Some(last),
         } = draft.kind
             && last == stamp.seq - 1
-            && log.history.back().is_some_and(|e| e.stamp.seq == last)
+            && log.history.back().is_some_and(|e| e.seq == last)
             && let Some(old) = log.history.pop_back()
         {
-            log.history_bytes -= old.bytes;
+            log.history_bytes -= old.json.len();
         }
-        let bytes = draft.body.len() + chat::stamp_len(stamp);
-        if self.limits.events == 0 || bytes > self.limits.bytes {
+        chat::stamp(&draft.body, stamp, false, &mut self.json);
+        let json = std::str::from_utf8(&self.json).unwrap_or_default();
+        if self.limits.events == 0 || json.len() > self.limits.bytes {
             // Not kept, but still counted, so a resuming client learns of the gap.
             log.history.clear();
             log.history_bytes = 0;
         } else {
             log.history.push_back(Entry {
-                stamp,
-                body: draft.body.clone(),
-                bytes,
+                seq: stamp.seq,
+                json: json.into(),
             });
-            log.history_bytes += bytes;
+            log.history_bytes += json.len();
             while log.history.len() > self.limits.events || log.history_bytes > self.limits.bytes {
                 match log.history.pop_front() {
-                    Some(old) => log.history_bytes -= old.bytes,
+                    Some(old) => log.history_bytes -= old.json.len(),
                     None => break,
                 }
             }
@@ -255,21 +265,21 @@ impl Log for MemoryLog {
     }
 
     fn read(&self, room: RoomId, since: Option<u64>) -> Read<'_> {
-        let Some(log) = self.rooms.get(&room) else {
+        let Some(log) = self.room(room) else {
             return Read {
                 gap: None,
                 events: Vec::new(),
             };
         };
         // The oldest sequence number still kept (or the next one, when nothing is kept).
-        let oldest = log.history.front().map_or(log.next_seq, |e| e.stamp.seq);
+        let oldest = log.history.front().map_or(log.next_seq, |e| e.seq);
         let after = since.unwrap_or(0).min(log.next_seq.saturating_sub(1));
         let gap = (since.is_some() && after + 1 < oldest).then(|| (after + 1, oldest - 1));
         let events = log
             .history
             .iter()
-            .filter(|e| since.is_none() || e.stamp.seq > after)
-            .map(|e| (e.stamp, &*e.body))
+            .filter(|e| since.is_none() || e.seq > after)
+            .map(|e| (e.seq, &*e.json))
             .collect();
         Read { gap, events }
     }
@@ -285,13 +295,19 @@ mod tests {
         log
     }
 
-    /// Appends `body` as a message (or a notice replacing `replaces`); returns its seq.
-    fn append(log: &mut MemoryLog, body: &str, replaces: Option<Option<u64>>) -> u64 {
+    /// A draft whose text is `text`.
+    fn draft(text: &str) -> String {
+        format!(r#"{{"m":"{text}"}}"#)
+    }
+
+    /// Appends a draft of `text` as a message (or a notice replacing `replaces`); returns
+    /// its seq.
+    fn append(log: &mut MemoryLog, text: &str, replaces: Option<Option<u64>>) -> u64 {
         let kind = match replaces {
             Some(replaces) => Kind::Notice { replaces },
             None => Kind::Message { reply: None },
         };
-        let body: Rc<str> = body.into();
+        let body: Rc<str> = draft(text).into();
         log.append(
             0,
             Draft {
@@ -306,14 +322,26 @@ mod tests {
         done[0].seq
     }
 
-    fn kept(log: &MemoryLog, since: Option<u64>) -> Vec<(u64, &str)> {
+    /// The kept events after `since`, as `(seq, text)`; each is kept as sent, stamped.
+    fn kept(log: &MemoryLog, since: Option<u64>) -> Vec<(u64, String)> {
         let read = log.read(0, since);
-        read.events.iter().map(|(s, b)| (s.seq, *b)).collect()
+        let text = |json: &str| {
+            let v: serde_json::Value = serde_json::from_str(json).unwrap();
+            assert!(v["seq"].is_u64() && v["ts"].is_u64(), "{json}");
+            v["m"].as_str().unwrap().to_owned()
+        };
+        read.events.iter().map(|&(s, j)| (s, text(j))).collect()
     }
 
-    /// What an entry of `body` costs at this seq (ts is now: 13 digits until 2286).
-    fn cost(body: &str, seq: u64) -> usize {
-        body.len() + chat::stamp_len(Stamp { seq, ts: now_ms() })
+    fn owned(events: &[(u64, &str)]) -> Vec<(u64, String)> {
+        events.iter().map(|&(s, t)| (s, t.to_owned())).collect()
+    }
+
+    /// What an entry of `text` costs at this seq: its size as sent (ts is now).
+    fn cost(text: &str, seq: u64) -> usize {
+        let mut json = Vec::new();
+        chat::stamp(&draft(text), Stamp { seq, ts: now_ms() }, false, &mut json);
+        json.len()
     }
 
     #[test]
@@ -323,10 +351,13 @@ mod tests {
         for i in 1..=5u64 {
             assert_eq!(append(&mut l, &format!("e{i}"), None), i);
         }
-        assert_eq!(kept(&l, None), [(3, "e3"), (4, "e4"), (5, "e5")]);
+        assert_eq!(kept(&l, None), owned(&[(3, "e3"), (4, "e4"), (5, "e5")]));
         // Over the byte budget: e3 and e4 go.
         append(&mut l, "01234567890123456", None);
-        assert_eq!(kept(&l, None), [(5, "e5"), (6, "01234567890123456")]);
+        assert_eq!(
+            kept(&l, None),
+            owned(&[(5, "e5"), (6, "01234567890123456")])
+        );
         // An entry larger than the whole budget empties the history; resuming shows the gap.
         append(&mut l, &"x".repeat(budget), None);
         assert!(kept(&l, None).is_empty());
@@ -344,9 +375,13 @@ mod tests {
         // Not the last: kept.
         assert_eq!(append(&mut l, "joins", Some(Some(1))), 3);
         assert_eq!(append(&mut l, "joined", Some(Some(3))), 4);
-        assert_eq!(kept(&l, None), [(1, "msg"), (2, "join"), (4, "joined")]);
-        let bytes: usize = l.rooms[&0].history.iter().map(|e| e.bytes).sum();
-        assert_eq!(l.rooms[&0].history_bytes, bytes);
+        assert_eq!(
+            kept(&l, None),
+            owned(&[(1, "msg"), (2, "join"), (4, "joined")])
+        );
+        let room = l.room(0).unwrap();
+        let bytes: usize = room.history.iter().map(|e| e.json.len()).sum();
+        assert_eq!(room.history_bytes, bytes);
     }
 
     #[test]
@@ -358,7 +393,7 @@ mod tests {
         // Kept: 3, 4, 5.
         let rp = l.read(0, Some(3));
         assert_eq!(rp.gap, None);
-        assert_eq!(kept(&l, Some(3)), [(4, "e4"), (5, "e5")]);
+        assert_eq!(kept(&l, Some(3)), owned(&[(4, "e4"), (5, "e5")]));
         let rp2 = l.read(0, Some(2));
         assert_eq!((rp2.gap, rp2.events.len()), (None, 3));
         let rp = l.read(0, Some(0));
