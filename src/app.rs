@@ -7,15 +7,23 @@
 //! messages and notices go to that room only, each with the room's next sequence number, and
 //! a connection first receives the room's recent history, or what it missed since the cursor
 //! it resumes from (`?since=SEQ&epoch=EPOCH`).
+//!
+//! Commit, then render: a message or notice is handed to the room's log as a draft (its JSON
+//! without `seq` and `ts`, see [`crate::room::log`]); when the append completes, the log
+//! queues a [`Committed`] event and [`App::on_committed`], the one way an event reaches
+//! clients, stamps it, publishes it to the room's connections and answers the room's held long
+//! polls. The in-process log completes at once, so [`App::commit`] drains the queue before it
+//! returns; a log that completes later would be drained the same way when its reply is read.
 
 use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::chat::{self, Presence, Stamp};
 use crate::longpoll::{Waiter, Waiters};
 use crate::proto::handshake::{Method, write_head};
 use crate::proto::{CloseCode, OpCode, frame};
+use crate::room::log::{Committed, Draft, HistoryLimits, Kind, MemoryLog, now_ms};
 use crate::room::{DEFAULT_ROOM, RoomError, RoomId, RoomLimits, Rooms, valid_name};
 
 /// How long a long-polling client counts as present after its last poll began: one wait
@@ -126,7 +134,11 @@ pub struct App {
     message_due: HashMap<usize, Instant>,
     /// Presence notices per room, by name (see [`PRESENCE_INTERVAL`]); a room's entry goes
     /// once it has nothing pending and its allowance is whole again.
-    presence: HashMap<Rc<str>, Gate>,
+    gates: HashMap<Rc<str>, Gate>,
+    /// Reused for the events the log has committed.
+    committed: Vec<Committed>,
+    /// The answer to a `POST /send` whose message was committed: its connection and response.
+    reply: Option<(usize, Vec<u8>)>,
     /// When the earliest pending presence notice may go out.
     presence_due: Option<Instant>,
 }
@@ -139,8 +151,9 @@ struct Gate {
     due: Option<Instant>,
     /// Joins and leaves not yet announced, the latest change, and the count after it.
     pending: Option<(u32, u32, Presence, usize)>,
-    /// The epoch and seq of the last notice sent: the next one replaces it in the history if
-    /// nothing came between, so churn never pushes messages out of the history.
+    /// The epoch and seq of the last notice committed (set by [`App::on_committed`]): the next
+    /// one replaces it in the history if nothing came between, so churn never pushes messages
+    /// out of the history.
     last: Option<(Rc<str>, u64)>,
 }
 
@@ -229,13 +242,6 @@ fn json_response(status: u16, extra: &str, body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Milliseconds since the Unix epoch (0 if the clock is before it).
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl App {
     /// An app in `mode`; `echo_sender` says whether relay mode sends a message back to its
     /// sender; `rooms` bounds chat rooms and their history; a long poll waits `poll_wait`.
@@ -245,7 +251,16 @@ impl App {
             echo_sender,
             online: 0,
             // The start time tells this run's room epochs from an earlier run's.
-            rooms: Rooms::new(rooms, now_ms()),
+            rooms: Rooms::new(
+                rooms.max_rooms,
+                Box::new(MemoryLog::new(
+                    HistoryLimits {
+                        events: rooms.history,
+                        bytes: rooms.history_bytes,
+                    },
+                    now_ms(),
+                )),
+            ),
             waiters: Waiters::default(),
             guest_scan: None,
             poll_wait,
@@ -255,7 +270,9 @@ impl App {
             message_interval: None,
             message_tolerance: Duration::ZERO,
             message_due: HashMap::new(),
-            presence: HashMap::new(),
+            gates: HashMap::new(),
+            committed: Vec::new(),
+            reply: None,
             presence_due: None,
         }
     }
@@ -316,8 +333,10 @@ impl App {
     fn catch_up(&mut self, id: usize, room: RoomId, cursor: &Cursor<'_>, out: &mut Vec<Action>) {
         // A cursor from another epoch, or past the room's last event, counts nothing here: the
         // room started over since (or the cursor is made up). Long polls treat it the same.
-        let last = self.rooms.next_seq(room).saturating_sub(1);
-        let valid = cursor.epoch.is_none_or(|e| e == self.rooms.epoch(room))
+        let last = self.rooms.log.last_seq(room);
+        let valid = cursor
+            .epoch
+            .is_none_or(|e| *e == *self.rooms.log.epoch(room))
             && cursor.since.is_none_or(|s| s <= last);
         let since = if valid { cursor.since } else { None };
         let reset = !valid && cursor.since.is_some();
@@ -341,24 +360,26 @@ impl App {
         reset: bool,
         each: &mut dyn FnMut(&[u8]),
     ) {
+        let log = &self.rooms.log;
+        let epoch = log.epoch(room);
         chat::welcome(
             self.rooms.name(room),
-            self.rooms.epoch(room),
-            self.rooms.next_seq(room).saturating_sub(1),
+            &epoch,
+            log.last_seq(room),
             &mut self.json,
         );
         each(&self.json);
-        let replay = self.rooms.replay(room, since);
+        let read = log.read(room, since);
         let gap = if reset {
             Some(None)
         } else {
-            replay.gap.map(Some)
+            read.gap.map(Some)
         };
         if let Some(range) = gap {
             chat::gap(range, &mut self.json);
             each(&self.json);
         }
-        for (_, json) in replay.events {
+        for (_, json) in read.events {
             if since.is_none() {
                 chat::history(json, &mut self.json);
                 each(&self.json);
@@ -392,7 +413,7 @@ impl App {
         let valid = valid_name(name);
         match (method, path) {
             (Method::Get, "/poll") if valid => self.poll(id, name, query, now, foreign, out),
-            (Method::Post, "/send") if valid => self.send(name, body, out),
+            (Method::Post, "/send") if valid => self.send(id, name, body, out),
             (Method::Get, "/poll") | (Method::Post, "/send") => {
                 self.http_error(400, "", "invalid room name")
             }
@@ -429,9 +450,11 @@ impl App {
     ) -> Reply {
         let cursor = parse_cursor(query);
         let existing = self.rooms.find(name);
-        let last = existing.map_or(0, |room| self.rooms.next_seq(room).saturating_sub(1));
+        let last = existing.map_or(0, |room| self.rooms.log.last_seq(room));
         let same_epoch = match existing {
-            Some(room) => cursor.epoch.is_none_or(|e| e == self.rooms.epoch(room)),
+            Some(room) => cursor
+                .epoch
+                .is_none_or(|e| *e == *self.rooms.log.epoch(room)),
             // A room not made yet has the epoch "" (parsed as none) and nothing in it.
             None => cursor.epoch.is_none(),
         };
@@ -472,7 +495,7 @@ impl App {
         if let Some(guest) = guest {
             // Present through the wait, and a little after it ends (time to poll again).
             let until = deadline + GUEST_GRACE.min(self.poll_wait);
-            if self.rooms.touch_guest(room, guest, until) {
+            if self.rooms.presence.touch_guest(room, guest, until) {
                 // Published before the poll is held, so the arrival does not answer its own
                 // poll at once: the client sees its join with the next event or at the end
                 // of the wait.
@@ -481,7 +504,7 @@ impl App {
             }
             self.guest_scan.get_or_insert(now + GUEST_SCAN);
         }
-        let (name, epoch) = (self.rooms.shared_name(room), self.rooms.shared_epoch(room));
+        let (name, epoch) = (self.rooms.shared_name(room), self.rooms.log.epoch(room));
         let guest = guest.map(Rc::from);
         self.waiters.hold(id, name, epoch, guest, last, deadline);
         Reply::Hold(deadline)
@@ -525,7 +548,7 @@ impl App {
         for (conn, w) in waiters {
             let room = self.rooms.find(&w.room);
             if let (Some(room), Some(guest)) = (room, &w.guest) {
-                self.rooms.shorten_guest(room, guest, grace);
+                self.rooms.presence.shorten_guest(room, guest, grace);
             }
             let response = match &cached {
                 Some(((name, epoch, since), response))
@@ -535,7 +558,7 @@ impl App {
                 }
                 _ => {
                     let body = match room {
-                        Some(room) if *self.rooms.epoch(room) == *w.epoch => {
+                        Some(room) if *self.rooms.log.epoch(room) == *w.epoch => {
                             self.poll_body(room, Some(w.since), false)
                         }
                         Some(room) => self.poll_body(room, None, true),
@@ -551,22 +574,27 @@ impl App {
     }
 
     /// `POST /send?room=R` with `{"name","msg"}`: published like a WebSocket client's message,
-    /// to a room that exists (someone is in it, or it has history).
-    fn send(&mut self, name: &str, body: &[u8], out: &mut Vec<Action>) -> Reply {
+    /// to a room that exists (someone is in it, or it has history); answered with the message
+    /// as committed (with its `seq`).
+    fn send(&mut self, id: usize, name: &str, body: &[u8], out: &mut Vec<Action>) -> Reply {
         let Some(room) = self.rooms.find(name) else {
             return self.http_error(404, "", "no such room: poll it first");
         };
         let Ok(text) = std::str::from_utf8(body) else {
             return self.http_error(400, "", "body is not UTF-8");
         };
-        let stamp = self.stamp(room);
-        if chat::handle_text(text, stamp, &mut self.json).is_err() {
+        if chat::draft_text(text, &mut self.json).is_err() {
             return Reply::Now(json_response(400, "", &self.json));
         }
-        let response = json_response(200, "", &self.json);
-        let frame = encode(&mut self.frame, OpCode::Text, &self.json);
-        self.publish(room, frame, out);
-        Reply::Now(response)
+        let kind = Kind::Message { reply: Some(id) };
+        self.commit(room, kind, out);
+        match self.reply.take() {
+            Some((to, response)) if to == id => Reply::Now(response),
+            // Only a log whose appends complete later leaves the message pending here; the
+            // in-process one never does. Such a log would hold the request instead and answer
+            // it from `on_committed` with `Action::Respond`.
+            _ => self.http_error(503, "Retry-After: 1\r\n", "not committed"),
+        }
     }
 
     /// A connection is gone: a long poll it held waits no more, and its client counts as
@@ -576,6 +604,7 @@ impl App {
             && let (Some(guest), Some(room)) = (&w.guest, self.rooms.find(&w.room))
         {
             self.rooms
+                .presence
                 .shorten_guest(room, guest, now + GUEST_GRACE.min(self.poll_wait));
         }
     }
@@ -596,7 +625,7 @@ impl App {
         self.answer(expired, now, out);
         if self.guest_scan.is_some_and(|t| t <= now) {
             let mut gone = Vec::new();
-            self.rooms.expire_guests(now, &mut gone);
+            self.rooms.presence.expire_guests(now, &mut gone);
             // One notice per departure, counting down to who is left.
             for (room, n) in gone {
                 let left = self.rooms.count(room);
@@ -604,7 +633,7 @@ impl App {
                     self.presence(room, Presence::Leave, left + k, out);
                 }
             }
-            self.guest_scan = self.rooms.has_guests().then_some(now + GUEST_SCAN);
+            self.guest_scan = self.rooms.presence.has_guests().then_some(now + GUEST_SCAN);
         }
     }
 
@@ -619,7 +648,7 @@ impl App {
     pub fn on_leave(&mut self, id: usize, out: &mut Vec<Action>) {
         self.online = self.online.saturating_sub(1);
         self.message_due.remove(&id);
-        if let Some(room) = self.rooms.room_of(id) {
+        if let Some(room) = self.rooms.membership.room_of(id) {
             let count = self.rooms.count(room).saturating_sub(1);
             self.presence(room, Presence::Leave, count, out);
             self.rooms.leave(id);
@@ -630,7 +659,7 @@ impl App {
     pub fn on_text(&mut self, id: usize, text: &str, now: Instant, out: &mut Vec<Action>) {
         match self.mode {
             Mode::Chat => {
-                let Some(room) = self.rooms.room_of(id) else {
+                let Some(room) = self.rooms.membership.room_of(id) else {
                     return; // Refused a room; its close is under way.
                 };
                 if !self.within_rate(id, now) {
@@ -645,12 +674,10 @@ impl App {
                         reason: RATE_LIMITED,
                     });
                 }
-                let stamp = self.stamp(room);
-                let ok = chat::handle_text(text, stamp, &mut self.json).is_ok();
-                let frame = encode(&mut self.frame, OpCode::Text, &self.json);
-                if ok {
-                    self.publish(room, frame, out);
+                if chat::draft_text(text, &mut self.json).is_ok() {
+                    self.commit(room, Kind::Message { reply: None }, out);
                 } else {
+                    let frame = encode(&mut self.frame, OpCode::Text, &self.json);
                     out.push(Action::Send { to: id, frame });
                 }
             }
@@ -696,26 +723,57 @@ impl App {
         true
     }
 
-    /// The stamp the room's next event gets.
-    fn stamp(&self, room: RoomId) -> Stamp {
-        Stamp {
-            seq: self.rooms.next_seq(room),
-            ts: now_ms(),
-        }
+    /// Hands the draft in `self.json` (an event without `seq` and `ts`) to the room's log,
+    /// then sends on every event the log has committed (the in-process log: this one, now).
+    fn commit(&mut self, room: RoomId, kind: Kind, out: &mut Vec<Action>) {
+        let body = std::str::from_utf8(&self.json).unwrap_or_default().into();
+        self.rooms.touch(room);
+        self.rooms.log.append(room, Draft { body, kind });
+        self.take_committed(out);
     }
 
-    /// Records the event in `self.json` (stamped with [`App::stamp`]) as the room's next one,
-    /// sends `frame` to the room's connections and answers its waiting long polls.
-    fn publish(&mut self, room: RoomId, frame: Rc<[u8]>, out: &mut Vec<Action>) {
-        let json = std::str::from_utf8(&self.json).unwrap_or_default();
-        self.rooms.append(room, json);
-        let name = self.rooms.shared_name(room);
+    /// Sends on every event the room log has committed, in order, through
+    /// [`App::on_committed`].
+    fn take_committed(&mut self, out: &mut Vec<Action>) {
+        let mut committed = std::mem::take(&mut self.committed);
+        self.rooms.log.take_committed(&mut committed);
+        for event in committed.drain(..) {
+            self.on_committed(event, out);
+        }
+        self.committed = committed;
+    }
+
+    /// The one path from a room's log to its clients: renders a committed event (its draft
+    /// with `seq` and `ts`), publishes it to the room's connections, answers the room's
+    /// waiting long polls, and for a `POST /send` keeps the answer; a presence notice becomes
+    /// the one the room's next notice may replace.
+    fn on_committed(&mut self, event: Committed, out: &mut Vec<Action>) {
+        let Committed {
+            room,
+            epoch,
+            seq,
+            ts,
+            draft,
+        } = event;
+        chat::stamp(&draft.body, Stamp { seq, ts }, false, &mut self.json);
+        match draft.kind {
+            Kind::Message { reply: Some(to) } => {
+                self.reply = Some((to, json_response(200, "", &self.json)));
+            }
+            Kind::Message { reply: None } => {}
+            Kind::Notice { .. } => {
+                if let Some(gate) = self.gates.get_mut(&room) {
+                    gate.last = Some((epoch, seq));
+                }
+            }
+        }
+        let frame = encode(&mut self.frame, OpCode::Text, &self.json);
         out.push(Action::Publish {
-            room: name.clone(),
+            room: room.clone(),
             frame,
         });
         let mut woken = Vec::new();
-        self.waiters.take_room(&name, &mut woken);
+        self.waiters.take_room(&room, &mut woken);
         if !woken.is_empty() {
             self.answer(woken, Instant::now(), out);
         }
@@ -725,10 +783,10 @@ impl App {
     /// room's presence allowance lasts, else with the changes after it, when
     /// [`App::flush_presence`] is next called after [`App::presence_due`].
     fn presence(&mut self, room: RoomId, event: Presence, count: usize, out: &mut Vec<Action>) {
-        // The clock is read here, as `stamp` reads it for `ts`, so that callers stay as they are.
+        // The clock is read here, as the log reads it for `ts`, so that callers stay as they are.
         let now = Instant::now();
         let name = self.rooms.shared_name(room);
-        let gate = self.presence.entry(name.clone()).or_default();
+        let gate = self.gates.entry(name.clone()).or_default();
         let (joins, leaves) = match event {
             Presence::Join => (1, 0),
             Presence::Leave => (0, 1),
@@ -764,7 +822,7 @@ impl App {
         }
         let mut ready = Vec::new();
         let mut next: Option<Instant> = None;
-        for (name, gate) in &mut self.presence {
+        for (name, gate) in &mut self.gates {
             let Some(pending) = gate.pending else {
                 // Nothing to send: come back when its allowance is whole, to forget it.
                 if let Some(due) = gate.due.filter(|d| *d > now) {
@@ -785,7 +843,7 @@ impl App {
         for (name, pending) in ready {
             self.announce(&name, pending, out);
         }
-        self.presence
+        self.gates
             .retain(|_, g| g.pending.is_some() || g.due.is_some_and(|d| d > now));
     }
 
@@ -801,21 +859,17 @@ impl App {
         let Some(room) = self.rooms.find(name) else {
             return;
         };
-        let epoch = self.rooms.shared_epoch(room);
-        let last = self.rooms.next_seq(room).saturating_sub(1);
-        let stamp = self.stamp(room);
-        let gate = self.presence.entry(name.clone()).or_default();
-        if gate
-            .last
-            .as_ref()
-            .is_some_and(|(e, seq)| *e == epoch && *seq == last)
-        {
-            self.rooms.forget_last(room, last);
-        }
-        gate.last = Some((epoch, stamp.seq));
-        chat::presence_changes(event, (joins, leaves), count, stamp, &mut self.json);
-        let frame = encode(&mut self.frame, OpCode::Text, &self.json);
-        self.publish(room, frame, out);
+        // The previous notice, if it is in this epoch: the log drops it if it is still the
+        // room's newest event when this one is appended.
+        let epoch = self.rooms.log.epoch(room);
+        let replaces = self
+            .gates
+            .get(name)
+            .and_then(|g| g.last.as_ref())
+            .filter(|(e, _)| *e == epoch)
+            .map(|&(_, seq)| seq);
+        chat::presence_draft(event, (joins, leaves), count, &mut self.json);
+        self.commit(room, Kind::Notice { replaces }, out);
     }
 }
 
@@ -851,7 +905,7 @@ mod tests {
         // Two notices each: the allowance is whole two intervals later.
         std::thread::sleep(PRESENCE_INTERVAL * 2 + Duration::from_millis(50));
         app.flush_presence(Instant::now(), &mut out);
-        assert_eq!(app.presence.len(), 0, "every allowance is whole again");
+        assert_eq!(app.gates.len(), 0, "every allowance is whole again");
         assert_eq!(app.presence_due(), None);
     }
 }

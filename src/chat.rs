@@ -3,9 +3,13 @@
 //! Pure functions from text to JSON text; framing, rooms and fan-out belong to the layers
 //! around it. Every message and notice of a room carries its per-room sequence number `seq`
 //! and the server's time `ts` (milliseconds since the Unix epoch): the cursor a client resumes
-//! from.
+//! from. Both are known only once the room's log has committed the event, so a message or
+//! notice is first written as a *draft*, the same JSON object without them
+//! ([`draft_text`], [`presence_draft`]), and [`stamp`] adds them, as the last two fields,
+//! when the log answers.
 
 use std::borrow::Cow;
+use std::io::Write as _;
 
 use serde::{Deserialize, Serialize};
 
@@ -27,18 +31,16 @@ struct Incoming<'a> {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 enum Outgoing<'a> {
+    /// A draft: [`stamp`] adds `seq` and `ts`.
     Message {
         name: &'a str,
         msg: &'a str,
-        seq: u64,
-        ts: u64,
     },
+    /// A draft: [`stamp`] adds `seq` and `ts`.
     Notification {
         event: &'a str,
         count: usize,
         msg: &'a str,
-        seq: u64,
-        ts: u64,
     },
     Error {
         msg: &'a str,
@@ -83,6 +85,17 @@ pub enum Presence {
 /// for the sender only, and nothing is broadcast.
 #[allow(clippy::result_unit_err)]
 pub fn handle_text(text: &str, stamp: Stamp, out: &mut Vec<u8>) -> Result<(), ()> {
+    draft_text(text, out)?;
+    stamp_in_place(stamp, out);
+    Ok(())
+}
+
+/// Handles one text message from a client, as a draft for the room's log.
+///
+/// `Ok(())`: `out` holds the message without `seq` and `ts` (see [`stamp`]). `Err(())`: `out`
+/// holds an error for the sender only, and nothing is to be committed.
+#[allow(clippy::result_unit_err)]
+pub fn draft_text(text: &str, out: &mut Vec<u8>) -> Result<(), ()> {
     out.clear();
     let error = match serde_json::from_str::<Incoming<'_>>(text) {
         Err(e) if e.is_data() => "expected {\"name\": string, \"msg\": string}",
@@ -98,8 +111,6 @@ pub fn handle_text(text: &str, stamp: Stamp, out: &mut Vec<u8>) -> Result<(), ()
                 &Outgoing::Message {
                     name: &m.name,
                     msg: &m.msg,
-                    seq: stamp.seq,
-                    ts: stamp.ts,
                 },
                 out,
             );
@@ -129,9 +140,20 @@ pub fn presence(event: Presence, count: usize, stamp: Stamp, out: &mut Vec<u8>) 
 /// `event` is the latest of them and `count` who is in the room after it.
 pub fn presence_changes(
     event: Presence,
-    (joins, leaves): (u32, u32),
+    changes: (u32, u32),
     count: usize,
     stamp: Stamp,
+    out: &mut Vec<u8>,
+) {
+    presence_draft(event, changes, count, out);
+    stamp_in_place(stamp, out);
+}
+
+/// [`presence_changes`] as a draft for the room's log: without `seq` and `ts` (see [`stamp`]).
+pub fn presence_draft(
+    event: Presence,
+    (joins, leaves): (u32, u32),
+    count: usize,
     out: &mut Vec<u8>,
 ) {
     out.clear();
@@ -156,8 +178,6 @@ pub fn presence_changes(
             event,
             count,
             msg: &text,
-            seq: stamp.seq,
-            ts: stamp.ts,
         },
         out,
     );
@@ -205,6 +225,29 @@ pub fn history(json: &str, out: &mut Vec<u8>) {
         }
         None => out.extend_from_slice(json.as_bytes()),
     }
+}
+
+/// Writes a committed event: its draft (a JSON object without `seq` and `ts`) with `seq` and
+/// `ts` added as its last fields, and `"history":true` after them when it is sent again from
+/// history (as [`history`] marks it).
+pub fn stamp(draft: &str, stamp: Stamp, history: bool, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(draft.as_bytes());
+    stamp_in_place(stamp, out);
+    if history {
+        out.pop();
+        out.extend_from_slice(br#","history":true}"#);
+    }
+}
+
+/// Adds `seq` and `ts` to the draft in `out`, as the last fields of its object (where the
+/// serializer would put them: byte for byte the JSON of the whole event).
+fn stamp_in_place(stamp: Stamp, out: &mut Vec<u8>) {
+    // Every draft is an object written by `write`, so it ends in `}`.
+    if out.last() == Some(&b'}') {
+        out.pop();
+    }
+    let _ = write!(out, r#","seq":{},"ts":{}}}"#, stamp.seq, stamp.ts);
 }
 
 fn write(value: &Outgoing<'_>, out: &mut Vec<u8>) {
@@ -315,5 +358,29 @@ mod tests {
             v,
             json!({"type":"message","name":"a","msg":"b","seq":7,"ts":1234,"history":true})
         );
+    }
+
+    #[test]
+    fn a_stamped_draft_is_the_whole_event() {
+        let (mut draft, mut whole, mut out) = (Vec::new(), Vec::new(), Vec::new());
+        draft_text(r#"{"name":"a","msg":"b"}"#, &mut draft).unwrap();
+        handle_text(r#"{"name":"a","msg":"b"}"#, STAMP, &mut whole).unwrap();
+        let draft = std::str::from_utf8(&draft).unwrap();
+        stamp(draft, STAMP, false, &mut out);
+        assert_eq!(out, whole);
+        stamp(draft, STAMP, true, &mut out);
+        let mut marked = Vec::new();
+        history(std::str::from_utf8(&whole).unwrap(), &mut marked);
+        assert_eq!(out, marked);
+        let mut notice = Vec::new();
+        presence_draft(Presence::Join, (2, 1), 4, &mut notice);
+        presence_changes(Presence::Join, (2, 1), 4, STAMP, &mut whole);
+        stamp(
+            std::str::from_utf8(&notice).unwrap(),
+            STAMP,
+            false,
+            &mut out,
+        );
+        assert_eq!(out, whole);
     }
 }

@@ -1,0 +1,437 @@
+//! A room's log: its epoch, its sequence of events and their bounded history.
+//!
+//! The app hands the log a [`Draft`] (the event's JSON without `seq` and `ts`); the log gives
+//! it the room's next sequence number and the time, keeps it, and completes the append with a
+//! [`Committed`] that the app takes with [`Log::take_committed`] and renders. [`MemoryLog`],
+//! the in-process log, completes every append at once, but through that same queue, so a log
+//! whose appends complete later (a shared store's reply) changes nothing in how the app
+//! renders and fans events out.
+//!
+//! What a Redis log would do for each call (see `../shared/STYLE.md`, "Room state"):
+//!
+//! - [`Log::open`]: `SUBSCRIBE` to the room's channel and read its epoch from a meta hash,
+//!   creating it if missing (`HSETNX`), so a room's epoch is made once for the cluster;
+//! - [`Log::append`]: one Lua script (`EVALSHA`) that creates the epoch if missing, `HINCRBY`s
+//!   the seq, drops the entry `replaces` names if it is still the newest, `XADD`s the draft
+//!   with seq and ts (`MAXLEN` for `--history`; `--history-bytes` needs the script to trim by
+//!   size too), and `PUBLISH`es it; pipelined. Its reply (seq and ts, or an error for the
+//!   sender) says the append is done; the [`Committed`] events come from the room's channel,
+//!   which carries every node's events, this node's included, in one order, so local and
+//!   remote events reach the app the same way; a hole in seq is filled from the stream;
+//! - [`Log::read`]: `XRANGE` over the stream (from a local copy of the tail kept by the
+//!   subscription, rendered as [`MemoryLog`] keeps it, when it has the range);
+//!   [`Log::last_seq`] and [`Log::epoch`] from that copy;
+//! - [`Log::keeps`]: false: nothing is only here, so a room is freed once nobody local is in it;
+//! - [`Log::close`]: `UNSUBSCRIBE`; the stream stays in Redis, bounded by its `MAXLEN`.
+
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::RoomId;
+use crate::chat::{self, Stamp};
+
+/// An event the app wants in a room's log: it has no `seq` or `ts` yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draft {
+    /// The event's JSON object without `seq` and `ts` ([`chat::stamp`] adds them).
+    pub body: Rc<str>,
+    /// What the event is, for the app when it is committed.
+    pub kind: Kind,
+}
+
+/// What kind of event a [`Draft`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A chat message; `reply` names the `POST /send` request waiting for its commit.
+    Message {
+        /// The connection to answer with the committed message, if any.
+        reply: Option<usize>,
+    },
+    /// A presence notice; it replaces event `replaces` in the history if that is still the
+    /// room's newest event (nothing came between), so churn never pushes messages out.
+    Notice {
+        /// The previous notice's seq, in the room's current epoch.
+        replaces: Option<u64>,
+    },
+}
+
+/// An appended event, with its place in the room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// The room's name.
+    pub room: Rc<str>,
+    /// The room's epoch the event belongs to.
+    pub epoch: Rc<str>,
+    /// Its sequence number in that epoch.
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch, when it was committed.
+    pub ts: u64,
+    /// What was appended.
+    pub draft: Draft,
+}
+
+/// What [`Log::read`] found for a client that last saw `since`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Read<'a> {
+    /// Events the client missed that are no longer kept: `(first, last)` sequence numbers.
+    pub gap: Option<(u64, u64)>,
+    /// The kept events after the client's cursor, oldest first, as `(seq, json)`: each as
+    /// it was sent live (its draft stamped by [`chat::stamp`]).
+    pub events: Vec<(u64, &'a str)>,
+}
+
+/// A room's log, in this process or in a shared store.
+pub trait Log: std::fmt::Debug {
+    /// Starts holding room `room`, called `name`: its log is made, with a new epoch (or, in a
+    /// shared store, found).
+    fn open(&mut self, room: RoomId, name: &Rc<str>);
+
+    /// Stops holding room `room`; in-process, its events and epoch are forgotten.
+    fn close(&mut self, room: RoomId);
+
+    /// Whether closing the room would lose events that only this process has.
+    fn keeps(&self, room: RoomId) -> bool;
+
+    /// The room's current epoch: sequence numbers compare only within one epoch.
+    fn epoch(&self, room: RoomId) -> Rc<str>;
+
+    /// The room's last sequence number so far (0 before its first event).
+    fn last_seq(&self, room: RoomId) -> u64;
+
+    /// Appends `draft` to the room; it completes as a [`Committed`] in
+    /// [`Log::take_committed`] (in-process: before this returns).
+    fn append(&mut self, room: RoomId, draft: Draft);
+
+    /// Moves every completed append (and, in a shared store, every event another node
+    /// committed in a room held here) to `out`, in commit order.
+    fn take_committed(&mut self, out: &mut Vec<Committed>);
+
+    /// What a client that last saw `since` missed in the room (everything kept when `None`).
+    fn read(&self, room: RoomId, since: Option<u64>) -> Read<'_>;
+}
+
+/// Limits on a room's history.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryLimits {
+    /// Events kept per room.
+    pub events: usize,
+    /// Bytes kept per room, counted as sent.
+    pub bytes: usize,
+}
+
+/// One kept event, as sent live, so that a replay copies it rather than renders it again.
+#[derive(Debug)]
+struct Entry {
+    seq: u64,
+    json: Box<str>,
+}
+
+#[derive(Debug)]
+struct RoomLog {
+    name: Rc<str>,
+    /// Names this incarnation of the room: a room freed and made again (or a restarted
+    /// server) starts its sequence over, and a cursor from before means nothing in it.
+    epoch: Rc<str>,
+    /// The sequence number the next event gets; the first is 1.
+    next_seq: u64,
+    history: VecDeque<Entry>,
+    history_bytes: usize,
+    /// The newest event that fell out of the history (0: none): a client behind it missed
+    /// events for good. A presence notice replaced by the next one is not counted here.
+    lost_through: u64,
+}
+
+/// The in-process log: every room's history in this process's memory, bounded by
+/// [`HistoryLimits`]; appends complete at once.
+#[derive(Debug)]
+pub struct MemoryLog {
+    limits: HistoryLimits,
+    /// By room id (a slab key of the room directory, so the vector stays as short as the
+    /// rooms held at once).
+    rooms: Vec<Option<RoomLog>>,
+    /// Distinguishes this process's epochs from an earlier one's (its start time).
+    epoch_base: u64,
+    /// Rooms made so far, so that every room incarnation gets its own epoch.
+    created: u64,
+    /// Appends completed and not yet taken.
+    committed: Vec<Committed>,
+    /// Reused to render an event before it is kept.
+    json: Vec<u8>,
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl MemoryLog {
+    /// No rooms yet; `epoch_base` must differ between runs of the server (its start time).
+    pub fn new(limits: HistoryLimits, epoch_base: u64) -> Self {
+        Self {
+            limits,
+            rooms: Vec::new(),
+            epoch_base,
+            created: 0,
+            committed: Vec::new(),
+            json: Vec::new(),
+        }
+    }
+
+    fn room(&self, room: RoomId) -> Option<&RoomLog> {
+        self.rooms.get(room).and_then(Option::as_ref)
+    }
+}
+
+impl Log for MemoryLog {
+    fn open(&mut self, room: RoomId, name: &Rc<str>) {
+        self.created += 1;
+        let epoch = format!("{:x}-{:x}", self.epoch_base, self.created).into();
+        if self.rooms.len() <= room {
+            self.rooms.resize_with(room + 1, || None);
+        }
+        self.rooms[room] = Some(RoomLog {
+            name: name.clone(),
+            epoch,
+            next_seq: 1,
+            history: VecDeque::new(),
+            history_bytes: 0,
+            lost_through: 0,
+        });
+    }
+
+    fn close(&mut self, room: RoomId) {
+        if let Some(slot) = self.rooms.get_mut(room) {
+            *slot = None;
+        }
+    }
+
+    fn keeps(&self, room: RoomId) -> bool {
+        self.room(room).is_some_and(|r| !r.history.is_empty())
+    }
+
+    fn epoch(&self, room: RoomId) -> Rc<str> {
+        self.room(room)
+            .map_or_else(|| Rc::from(""), |r| r.epoch.clone())
+    }
+
+    fn last_seq(&self, room: RoomId) -> u64 {
+        self.room(room).map_or(0, |r| r.next_seq - 1)
+    }
+
+    fn append(&mut self, room: RoomId, draft: Draft) {
+        let Some(log) = self.rooms.get_mut(room).and_then(Option::as_mut) else {
+            return;
+        };
+        let stamp = Stamp {
+            seq: log.next_seq,
+            ts: now_ms(),
+        };
+        log.next_seq += 1;
+        if let Kind::Notice {
+            replaces: Some(last),
+        } = draft.kind
+            && last == stamp.seq - 1
+            && log.history.back().is_some_and(|e| e.seq == last)
+            && let Some(old) = log.history.pop_back()
+        {
+            log.history_bytes -= old.json.len();
+        }
+        chat::stamp(&draft.body, stamp, false, &mut self.json);
+        let json = std::str::from_utf8(&self.json).unwrap_or_default();
+        if self.limits.events == 0 || json.len() > self.limits.bytes {
+            // Not kept, but still counted, so a resuming client learns of the gap.
+            log.history.clear();
+            log.history_bytes = 0;
+            log.lost_through = stamp.seq;
+        } else {
+            log.history.push_back(Entry {
+                seq: stamp.seq,
+                json: json.into(),
+            });
+            log.history_bytes += json.len();
+            while log.history.len() > self.limits.events || log.history_bytes > self.limits.bytes {
+                match log.history.pop_front() {
+                    Some(old) => {
+                        log.history_bytes -= old.json.len();
+                        log.lost_through = log.lost_through.max(old.seq);
+                    }
+                    None => break,
+                }
+            }
+        }
+        self.committed.push(Committed {
+            room: log.name.clone(),
+            epoch: log.epoch.clone(),
+            seq: stamp.seq,
+            ts: stamp.ts,
+            draft,
+        });
+    }
+
+    fn take_committed(&mut self, out: &mut Vec<Committed>) {
+        out.append(&mut self.committed);
+    }
+
+    fn read(&self, room: RoomId, since: Option<u64>) -> Read<'_> {
+        let Some(log) = self.room(room) else {
+            return Read {
+                gap: None,
+                events: Vec::new(),
+            };
+        };
+        let after = since.unwrap_or(0).min(log.next_seq.saturating_sub(1));
+        // Only events that fell out of the history are missed: a notice replaced by the next
+        // one is not (it said nothing the next one does not say).
+        let gap =
+            (since.is_some() && after < log.lost_through).then(|| (after + 1, log.lost_through));
+        let events = log
+            .history
+            .iter()
+            .filter(|e| since.is_none() || e.seq > after)
+            .map(|e| (e.seq, &*e.json))
+            .collect();
+        Read { gap, events }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(events: usize, bytes: usize) -> MemoryLog {
+        let mut log = MemoryLog::new(HistoryLimits { events, bytes }, 0xabc);
+        log.open(0, &Rc::from("a"));
+        log
+    }
+
+    /// A draft whose text is `text`.
+    fn draft(text: &str) -> String {
+        format!(r#"{{"m":"{text}"}}"#)
+    }
+
+    /// Appends a draft of `text` as a message (or a notice replacing `replaces`); returns
+    /// its seq.
+    fn append(log: &mut MemoryLog, text: &str, replaces: Option<Option<u64>>) -> u64 {
+        let kind = match replaces {
+            Some(replaces) => Kind::Notice { replaces },
+            None => Kind::Message { reply: None },
+        };
+        let body: Rc<str> = draft(text).into();
+        log.append(
+            0,
+            Draft {
+                body: body.clone(),
+                kind,
+            },
+        );
+        let mut done = Vec::new();
+        log.take_committed(&mut done);
+        assert_eq!(done.len(), 1, "the in-process log completes at once");
+        assert_eq!((&*done[0].room, &done[0].draft.body), ("a", &body));
+        done[0].seq
+    }
+
+    /// The kept events after `since`, as `(seq, text)`; each is kept as sent, stamped.
+    fn kept(log: &MemoryLog, since: Option<u64>) -> Vec<(u64, String)> {
+        let read = log.read(0, since);
+        let text = |json: &str| {
+            let v: serde_json::Value = serde_json::from_str(json).unwrap();
+            assert!(v["seq"].is_u64() && v["ts"].is_u64(), "{json}");
+            v["m"].as_str().unwrap().to_owned()
+        };
+        read.events.iter().map(|&(s, j)| (s, text(j))).collect()
+    }
+
+    fn owned(events: &[(u64, &str)]) -> Vec<(u64, String)> {
+        events.iter().map(|&(s, t)| (s, t.to_owned())).collect()
+    }
+
+    /// What an entry of `text` costs at this seq: its size as sent (ts is now).
+    fn cost(text: &str, seq: u64) -> usize {
+        let mut json = Vec::new();
+        chat::stamp(&draft(text), Stamp { seq, ts: now_ms() }, false, &mut json);
+        json.len()
+    }
+
+    #[test]
+    fn history_is_bounded_by_count_and_bytes() {
+        let budget = 3 * cost("e1", 1);
+        let mut l = log(3, budget);
+        for i in 1..=5u64 {
+            assert_eq!(append(&mut l, &format!("e{i}"), None), i);
+        }
+        assert_eq!(kept(&l, None), owned(&[(3, "e3"), (4, "e4"), (5, "e5")]));
+        // Over the byte budget: e3 and e4 go.
+        append(&mut l, "01234567890123456", None);
+        assert_eq!(
+            kept(&l, None),
+            owned(&[(5, "e5"), (6, "01234567890123456")])
+        );
+        // An entry larger than the whole budget empties the history; resuming shows the gap.
+        append(&mut l, &"x".repeat(budget), None);
+        assert!(kept(&l, None).is_empty());
+        assert!(!l.keeps(0));
+        assert_eq!(l.read(0, Some(7)).gap, None);
+        assert_eq!(l.read(0, Some(6)).gap, Some((7, 7)));
+        assert_eq!(l.read(0, Some(5)).gap, Some((6, 7)));
+    }
+
+    #[test]
+    fn a_replaced_last_event_leaves_the_rest_and_the_sequence() {
+        let mut l = log(3, 1000);
+        append(&mut l, "msg", None);
+        append(&mut l, "join", Some(None));
+        // Not the last: kept.
+        assert_eq!(append(&mut l, "joins", Some(Some(1))), 3);
+        assert_eq!(append(&mut l, "joined", Some(Some(3))), 4);
+        assert_eq!(
+            kept(&l, None),
+            owned(&[(1, "msg"), (2, "join"), (4, "joined")])
+        );
+        let room = l.room(0).unwrap();
+        let bytes: usize = room.history.iter().map(|e| e.json.len()).sum();
+        assert_eq!(room.history_bytes, bytes);
+        // A replaced notice, the oldest kept, is not a missed event for a cursor before it.
+        let mut l = log(3, 1000);
+        append(&mut l, "join", Some(None));
+        assert_eq!(append(&mut l, "joins", Some(Some(1))), 2);
+        assert_eq!(l.read(0, Some(0)).gap, None);
+        assert_eq!(kept(&l, Some(0)), owned(&[(2, "joins")]));
+    }
+
+    #[test]
+    fn replay_after_a_cursor_and_gaps() {
+        let mut l = log(3, 1000);
+        for i in 1..=5 {
+            append(&mut l, &format!("e{i}"), None);
+        }
+        // Kept: 3, 4, 5.
+        let rp = l.read(0, Some(3));
+        assert_eq!(rp.gap, None);
+        assert_eq!(kept(&l, Some(3)), owned(&[(4, "e4"), (5, "e5")]));
+        let rp2 = l.read(0, Some(2));
+        assert_eq!((rp2.gap, rp2.events.len()), (None, 3));
+        let rp = l.read(0, Some(0));
+        assert_eq!((rp.gap, rp.events.len()), (Some((1, 2)), 3));
+        let rp = l.read(0, Some(5));
+        assert_eq!((rp.gap, rp.events.len()), (None, 0));
+        // A cursor from the future (another server's, or made up) is treated as "now".
+        let rp = l.read(0, Some(99));
+        assert_eq!((rp.gap, rp.events.len()), (None, 0));
+    }
+
+    #[test]
+    fn every_incarnation_has_its_own_epoch() {
+        let mut l = log(3, 1000);
+        let first = l.epoch(0);
+        append(&mut l, "x", None);
+        l.close(0);
+        assert_eq!((l.last_seq(0), &*l.epoch(0)), (0, ""));
+        l.open(0, &Rc::from("a"));
+        assert_ne!(l.epoch(0), first);
+        assert_eq!(l.last_seq(0), 0);
+    }
+}
