@@ -60,9 +60,10 @@ pub fn open(addr: SocketAddr, path: &str, rcvbuf: Option<usize>) -> (TcpStream, 
 }
 
 /// `copies` masked text frames of `text`, back to back: one write's worth.
-/// Runs the calling thread at the lowest priority (nice 19): the test's load stands for other
-/// machines' clients, so on a 2-core host it must not take the CPU the server and a latency
-/// probe need (on Linux the nice value is per thread).
+/// Runs the calling thread at the lowest priority (nice 19): a test's load generator stands
+/// for other machines' clients, so on a 2-core host it must not take the CPU the server, the
+/// readers and a latency probe need (on Linux the nice value is per thread). Readers keep
+/// their priority: one starved of CPU is a slow consumer, and is closed as one.
 pub fn background() {
     // SAFETY: setpriority takes plain integers and only changes this thread's scheduling;
     // gettid cannot fail. A refusal (EPERM/EACCES) leaves the priority as it was.
@@ -200,10 +201,7 @@ impl Drain {
             .into_iter()
             .map(|group| {
                 let (tallies, stop) = (Arc::clone(&tallies), Arc::clone(&stop));
-                thread::spawn(move || {
-                    background();
-                    drain(group, &tallies, &stop)
-                })
+                thread::spawn(move || drain(group, &tallies, &stop))
             })
             .collect();
         Drain {
