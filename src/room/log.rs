@@ -201,6 +201,74 @@ struct Entry {
     json: Box<str>,
 }
 
+/// A room's kept events, bounded by [`HistoryLimits`]: the whole history in-process, a copy
+/// of the store's tail in a shared log.
+#[derive(Debug, Default)]
+pub(super) struct Tail {
+    history: VecDeque<Entry>,
+    history_bytes: usize,
+    /// The newest event that fell out of the history (0: none): a client behind it missed
+    /// events for good. A presence notice replaced by the next one is not counted here.
+    pub(super) lost_through: u64,
+}
+
+impl Tail {
+    /// Drops event `seq` if it is the newest kept (a notice replaced by the next one).
+    pub(super) fn drop_last(&mut self, seq: u64) {
+        if self.history.back().is_some_and(|e| e.seq == seq)
+            && let Some(old) = self.history.pop_back()
+        {
+            self.history_bytes -= old.json.len();
+        }
+    }
+
+    /// Keeps event `seq`, as sent (`json`), dropping the oldest past the limits.
+    pub(super) fn keep(&mut self, seq: u64, json: &str, limits: HistoryLimits) {
+        if limits.events == 0 || json.len() > limits.bytes {
+            // Not kept, but still counted, so a resuming client learns of the gap.
+            self.history.clear();
+            self.history_bytes = 0;
+            self.lost_through = seq;
+            return;
+        }
+        self.history.push_back(Entry {
+            seq,
+            json: json.into(),
+        });
+        self.history_bytes += json.len();
+        while self.history.len() > limits.events || self.history_bytes > limits.bytes {
+            match self.history.pop_front() {
+                Some(old) => {
+                    self.history_bytes -= old.json.len();
+                    self.lost_through = self.lost_through.max(old.seq);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Whether anything is kept.
+    pub(super) fn is_empty(&self) -> bool {
+        self.history.is_empty()
+    }
+
+    /// What a client that last saw `since` missed, `last` being the room's last event.
+    pub(super) fn read(&self, since: Option<u64>, last: u64) -> Read<'_> {
+        let after = since.unwrap_or(0).min(last);
+        // Only events that fell out of the history are missed: a notice replaced by the next
+        // one is not (it said nothing the next one does not say).
+        let gap =
+            (since.is_some() && after < self.lost_through).then(|| (after + 1, self.lost_through));
+        let events = self
+            .history
+            .iter()
+            .filter(|e| since.is_none() || e.seq > after)
+            .map(|e| (e.seq, &*e.json))
+            .collect();
+        Read { gap, events }
+    }
+}
+
 #[derive(Debug)]
 struct RoomLog {
     name: Rc<str>,
@@ -209,11 +277,7 @@ struct RoomLog {
     epoch: Rc<str>,
     /// The sequence number the next event gets; the first is 1.
     next_seq: u64,
-    history: VecDeque<Entry>,
-    history_bytes: usize,
-    /// The newest event that fell out of the history (0: none): a client behind it missed
-    /// events for good. A presence notice replaced by the next one is not counted here.
-    lost_through: u64,
+    tail: Tail,
 }
 
 /// The in-process log: every room's history in this process's memory, bounded by
@@ -270,9 +334,7 @@ impl Log for MemoryLog {
             name: name.clone(),
             epoch,
             next_seq: 1,
-            history: VecDeque::new(),
-            history_bytes: 0,
-            lost_through: 0,
+            tail: Tail::default(),
         });
     }
 
@@ -283,7 +345,7 @@ impl Log for MemoryLog {
     }
 
     fn keeps(&self, room: RoomId) -> bool {
-        self.room(room).is_some_and(|r| !r.history.is_empty())
+        self.room(room).is_some_and(|r| !r.tail.is_empty())
     }
 
     fn epoch(&self, room: RoomId) -> Rc<str> {
@@ -309,34 +371,12 @@ impl Log for MemoryLog {
             ..
         } = draft.kind
             && last == stamp.seq - 1
-            && log.history.back().is_some_and(|e| e.seq == last)
-            && let Some(old) = log.history.pop_back()
         {
-            log.history_bytes -= old.json.len();
+            log.tail.drop_last(last);
         }
         chat::stamp(&draft.body, stamp, false, &mut self.json);
         let json = std::str::from_utf8(&self.json).unwrap_or_default();
-        if self.limits.events == 0 || json.len() > self.limits.bytes {
-            // Not kept, but still counted, so a resuming client learns of the gap.
-            log.history.clear();
-            log.history_bytes = 0;
-            log.lost_through = stamp.seq;
-        } else {
-            log.history.push_back(Entry {
-                seq: stamp.seq,
-                json: json.into(),
-            });
-            log.history_bytes += json.len();
-            while log.history.len() > self.limits.events || log.history_bytes > self.limits.bytes {
-                match log.history.pop_front() {
-                    Some(old) => {
-                        log.history_bytes -= old.json.len();
-                        log.lost_through = log.lost_through.max(old.seq);
-                    }
-                    None => break,
-                }
-            }
-        }
+        log.tail.keep(stamp.seq, json, self.limits);
         if let Kind::Message {
             reply: Some(to), ..
         } = draft.kind
@@ -366,18 +406,7 @@ impl Log for MemoryLog {
                 events: Vec::new(),
             };
         };
-        let after = since.unwrap_or(0).min(log.next_seq.saturating_sub(1));
-        // Only events that fell out of the history are missed: a notice replaced by the next
-        // one is not (it said nothing the next one does not say).
-        let gap =
-            (since.is_some() && after < log.lost_through).then(|| (after + 1, log.lost_through));
-        let events = log
-            .history
-            .iter()
-            .filter(|e| since.is_none() || e.seq > after)
-            .map(|e| (e.seq, &*e.json))
-            .collect();
-        Read { gap, events }
+        log.tail.read(since, log.next_seq.saturating_sub(1))
     }
 }
 
@@ -480,9 +509,9 @@ mod tests {
             kept(&l, None),
             owned(&[(1, "msg"), (2, "join"), (4, "joined")])
         );
-        let room = l.room(0).unwrap();
-        let bytes: usize = room.history.iter().map(|e| e.json.len()).sum();
-        assert_eq!(room.history_bytes, bytes);
+        let tail = &l.room(0).unwrap().tail;
+        let bytes: usize = tail.history.iter().map(|e| e.json.len()).sum();
+        assert_eq!(tail.history_bytes, bytes);
         // A replaced notice, the oldest kept, is not a missed event for a cursor before it.
         let mut l = log(3, 1000);
         append(&mut l, "join", Some(None));
