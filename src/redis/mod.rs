@@ -1,0 +1,4 @@
+//! The Redis link: RESP codec and connection target (the store behind `--redis`).
+
+pub mod resp;
+pub mod url;
