@@ -825,7 +825,8 @@ impl App {
         self.awaiting.remove(&id);
         if !self.deferred.is_empty() {
             for requests in self.deferred.values_mut() {
-                requests.retain(|r| matches!(r, Deferred::Join { .. }) || r.conn() != id);
+                // Before the id is reused: a new connection must not get this one's answer.
+                requests.retain(|r| r.conn() != id);
             }
             self.deferred.retain(|_, r| !r.is_empty());
         }
