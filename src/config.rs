@@ -22,6 +22,14 @@ pub struct Config {
     #[arg(long, env = "WSRELAY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Bind --listen with SO_REUSEPORT, so that several wsrelay processes listen on one port
+    /// and the kernel spreads new connections between them (deploy/wsrelay@.service). Ignored,
+    /// with a warning, when systemd passes the socket. Default off: a second process started
+    /// on a taken port by mistake then fails to bind instead of silently taking half the
+    /// connections (every socket on the port must ask for sharing, socket(7)).
+    #[arg(long, env = "WSRELAY_REUSE_PORT")]
+    pub reuse_port: bool,
+
     /// Most verbose log level printed on stderr; no level logs a line per message.
     #[arg(long, env = "WSRELAY_LOG_LEVEL", value_enum, default_value_t = Level::Info)]
     pub log_level: Level,

@@ -51,16 +51,19 @@ fn main() -> ExitCode {
     }
     let activated = passed.is_some();
     let listener = match passed {
-        Some(l) => l,
-        None => match std::net::TcpListener::bind(config.listen) {
-            Ok(l) => {
-                // std listens with a backlog of 128: a burst of connects past it sees dropped
-                // SYNs and one-second retransmits. (A socket from systemd has its Backlog=.)
-                if let Err(e) = daemon::set_backlog(&l, LISTEN_BACKLOG) {
-                    log!(Warn, "listen backlog {LISTEN_BACKLOG}: {e}");
-                }
-                l
+        Some(l) => {
+            if config.reuse_port {
+                log!(
+                    Warn,
+                    "--reuse-port ignored: the socket is systemd's (ReusePort= in its .socket unit)"
+                );
             }
+            l
+        }
+        // Not std's bind: it listens with a backlog of 128, and a burst of connects past it
+        // sees dropped SYNs and one-second retransmits. (A socket from systemd has its Backlog=.)
+        None => match daemon::bind(config.listen, config.reuse_port, LISTEN_BACKLOG) {
+            Ok(l) => l,
             Err(e) => {
                 log!(Error, "--listen {}: {e}", config.listen);
                 return ExitCode::from(1);
@@ -89,10 +92,10 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let how = if activated {
-        "socket from systemd"
-    } else {
-        "bound"
+    let how = match (activated, config.reuse_port) {
+        (true, _) => "socket from systemd",
+        (false, true) => "bound, port shared",
+        (false, false) => "bound",
     };
     match server.local_addr() {
         Ok(addr) => log!(
