@@ -871,6 +871,12 @@ impl App {
         chat::presence_draft(event, (joins, leaves), count, &mut self.json);
         self.commit(room, Kind::Notice { replaces }, out);
     }
+
+    /// Why the server cannot serve its clients fully now (e.g. its store is unreachable),
+    /// for `/healthz`; `None` when all is well.
+    pub fn health(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Encodes one server frame into a shared buffer, using `scratch` for the encoding.

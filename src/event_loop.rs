@@ -671,8 +671,9 @@ impl Server {
                                 response = Some(http::method_not_allowed());
                             }
                             Reply::Pass => {
-                                response =
-                                    Some(http::route(path, |out| m.render(open, online, out)));
+                                let health = app.health();
+                                let metrics = |out: &mut String| m.render(open, online, out);
+                                response = Some(http::route(path, health.as_deref(), metrics));
                             }
                             Reply::Now(whole) => {
                                 response = Some(http::Response {
