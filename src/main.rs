@@ -1,5 +1,5 @@
 //! The `wsrelay` binary: flags, the open-file limit, the listener (bound here or passed by
-//! systemd), the service manager's notify socket, then the event loop.
+//! systemd) and the admin one, the service manager's notify socket, then the event loop.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -70,6 +70,18 @@ fn main() -> ExitCode {
             }
         },
     };
+    // std's bind and its backlog of 128: scrapes come one at a time.
+    let admin = match config
+        .admin_listen
+        .map(|a| (a, std::net::TcpListener::bind(a)))
+    {
+        None => None,
+        Some((_, Ok(l))) => Some(l),
+        Some((addr, Err(e))) => {
+            log!(Error, "--admin-listen {addr}: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let app = App::new(
         config.mode,
         !config.no_echo_sender,
@@ -92,6 +104,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let admin_addr = match admin.map(|l| (l.local_addr(), server.serve_admin(l))) {
+        None => None,
+        Some((Ok(addr), Ok(()))) => Some(addr),
+        Some((Err(e), _) | (_, Err(e))) => {
+            log!(Error, "--admin-listen: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let how = match (activated, config.reuse_port) {
         (true, _) => "socket from systemd",
         (false, true) => "bound, port shared",
@@ -104,6 +124,12 @@ fn main() -> ExitCode {
             format!("{:?}", config.mode).to_lowercase()
         ),
         Err(e) => log!(Warn, "listening (address unknown: {e})"),
+    }
+    if let Some(addr) = admin_addr {
+        log!(
+            Info,
+            "admin listening on http://{addr}/ (/metrics and /healthz only)"
+        );
     }
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
