@@ -18,6 +18,7 @@
 //! With a shared log, freeing a room here loses nothing: its history stays in the store.
 
 pub mod log;
+pub mod redis;
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -236,6 +237,12 @@ impl Rooms {
         }
     }
 
+    /// Keeps rooms' events in `log` from now on (before any room is held).
+    pub fn set_log(&mut self, log: Box<dyn Log>) {
+        debug_assert!(self.rooms.is_empty(), "rooms held in the old log");
+        self.log = log;
+    }
+
     /// Puts connection `conn` in room `name`, creating the room if needed.
     pub fn join(&mut self, name: &str, conn: usize) -> Result<RoomId, RoomError> {
         if !valid_name(name) {
@@ -244,14 +251,14 @@ impl Rooms {
         self.leave(conn);
         let id = match self.by_name.get(name) {
             Some(&id) => id,
-            None => self.create(name)?,
+            None => self.create(name, true)?,
         };
         self.touch(id);
         self.membership.join(id, conn);
         Ok(id)
     }
 
-    fn create(&mut self, name: &str) -> Result<RoomId, RoomError> {
+    fn create(&mut self, name: &str, member: bool) -> Result<RoomId, RoomError> {
         if self.rooms.len() >= self.max_rooms {
             // Evict a room no WebSocket client is in: one without history if there is one,
             // then one without long-polling guests, else the one that changed least recently.
@@ -274,7 +281,7 @@ impl Rooms {
             name: name.clone(),
             active: self.clock,
         });
-        self.log.open(id, &name);
+        self.log.open(id, &name, member);
         self.by_name.insert(name, id);
         Ok(id)
     }
@@ -316,7 +323,7 @@ impl Rooms {
         }
         match self.by_name.get(name) {
             Some(&id) => Ok(id),
-            None => self.create(name),
+            None => self.create(name, false),
         }
     }
 
@@ -365,11 +372,14 @@ mod tests {
     }
 
     fn append(r: &mut Rooms, id: RoomId, body: &str) {
-        let kind = Kind::Message { reply: None };
+        let kind = Kind::Message {
+            reply: None,
+            from: None,
+        };
         let body = body.into();
         r.touch(id);
         r.log.append(id, Draft { body, kind });
-        r.log.take_committed(&mut Vec::new());
+        r.log.take_events(&mut Vec::new());
     }
 
     #[test]
