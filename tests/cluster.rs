@@ -771,6 +771,7 @@ fn presence_counts_every_node_and_a_killed_node_leaves_within_15_s() {
         });
         let after = killed.elapsed();
         assert_eq!(v["event"], "leave", "{v}");
+        eprintln!("{}: count 3 after {after:?}", m.label);
         assert!(
             after <= Duration::from_secs(15),
             "{}: the killed node's members left the count only after {after:?}",
@@ -877,6 +878,10 @@ fn redis_killed_and_restarted_empty_errors_then_starts_the_room_over() {
                 );
             }
         }
+        eprintln!(
+            "{}: gap and new epoch {:?} after Redis' restart",
+            m.label, m.epoch
+        );
         let gap = &m.gaps[0];
         assert!(
             gap.get("from").is_none() && gap.get("to").is_none(),
