@@ -149,10 +149,9 @@ pub struct App {
     /// The log is shared with other nodes: appends complete later, rooms load, presence
     /// counts every node.
     shared: bool,
-    /// Serials of connections (see [`Asker`]), with a shared log only: an answer that comes
-    /// late must not reach a later connection with the same id.
+    /// Counts connections and requests (see [`Asker`]): an answer that comes late must not
+    /// reach a later connection with the same id.
     serial: u64,
-    serials: HashMap<usize, u64>,
     /// `POST /send` requests held for their commit, by connection.
     awaiting: HashMap<usize, u64>,
     /// Joins, polls and sends waiting for their room to load from a shared log, by room.
@@ -335,7 +334,6 @@ impl App {
             reply: None,
             shared: false,
             serial: 0,
-            serials: HashMap::new(),
             awaiting: HashMap::new(),
             deferred: HashMap::new(),
             deferred_due: None,
@@ -395,7 +393,8 @@ impl App {
             return;
         }
         let (name, cursor) = parse_target(target);
-        let room = match self.rooms.join(name, id) {
+        self.serial += 1;
+        let room = match self.rooms.join(name, id, self.serial as u32) {
             Ok(room) => room,
             // §7.4.1: 1008 for a request that violates policy; 1013 "Try Again Later".
             Err(RoomError::InvalidName) => {
@@ -413,10 +412,6 @@ impl App {
                 });
             }
         };
-        if self.shared {
-            self.serial += 1;
-            self.serials.insert(id, self.serial);
-        }
         if !self.rooms.log.ready(room) {
             let join = Deferred::Join {
                 conn: id,
@@ -825,7 +820,8 @@ impl App {
         self.awaiting.remove(&id);
         if !self.deferred.is_empty() {
             for requests in self.deferred.values_mut() {
-                requests.retain(|r| matches!(r, Deferred::Join { .. }) || r.conn() != id);
+                // Before the id is reused: a new connection must not get this one's answer.
+                requests.retain(|r| r.conn() != id);
             }
             self.deferred.retain(|_, r| !r.is_empty());
         }
@@ -918,7 +914,6 @@ impl App {
     pub fn on_leave(&mut self, id: usize, out: &mut Vec<Action>) {
         self.online = self.online.saturating_sub(1);
         self.message_due.remove(&id);
-        self.serials.remove(&id);
         if let Some(room) = self.rooms.membership.room_of(id) {
             let count = self.rooms.count(room).saturating_sub(1);
             if self.shared && count == 0 {
@@ -952,10 +947,10 @@ impl App {
                     });
                 }
                 if chat::draft_text(text, &mut self.json).is_ok() {
-                    let from = self
-                        .serials
-                        .get(&id)
-                        .map(|&serial| Asker { conn: id, serial });
+                    let from = self.rooms.membership.serial(id).map(|serial| Asker {
+                        conn: id,
+                        serial: u64::from(serial),
+                    });
                     let kind = Kind::Message { reply: None, from };
                     self.commit(room, kind, out);
                 } else {
@@ -1055,7 +1050,7 @@ impl App {
         };
         let msg = format!("not sent: {why}");
         if let Some(to) = from
-            && self.serials.get(&to.conn) == Some(&to.serial)
+            && self.rooms.membership.serial(to.conn).map(u64::from) == Some(to.serial)
         {
             chat::error(&msg, &mut self.json);
             let frame = encode(&mut self.frame, OpCode::Text, &self.json);
