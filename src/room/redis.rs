@@ -183,6 +183,7 @@ impl RedisLog {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
+        let first_error = format!("redis {}: connecting", target.redacted());
         Self {
             target,
             node: node.into(),
@@ -198,7 +199,7 @@ impl RedisLog {
             events: Vec::new(),
             next_beat: None,
             stale: HashMap::new(),
-            error: Some("connecting".into()),
+            error: Some(first_error),
             logged_down: false,
             leaving: false,
             replies: Vec::new(),
