@@ -930,8 +930,11 @@ impl Log for RedisLog {
         }
     }
 
-    fn keeps(&self, _room: RoomId) -> bool {
-        false // Everything is in Redis.
+    fn keeps(&self, room: RoomId) -> bool {
+        // Nothing is only here, but a room held (subscribed, its tail copied) until evicted
+        // answers its long polls and resumes without a load, as an in-process room with
+        // history stays until evicted.
+        self.copy(room).is_some_and(|c| !c.epoch.is_empty())
     }
 
     fn ready(&self, room: RoomId) -> bool {
