@@ -237,6 +237,8 @@ pub struct Server {
     status_sent: (usize, usize),
     /// Sockets to the room store, per link (`--redis`).
     store: [Option<StoreStream>; LINKS],
+    /// Links whose reads were cut short for fairness: read again next turn.
+    store_again: [bool; LINKS],
 }
 
 impl Server {
@@ -296,6 +298,7 @@ impl Server {
             status_at: None,
             status_sent: (usize::MAX, usize::MAX),
             store: [None, None],
+            store_again: [false; LINKS],
         })
     }
 
@@ -412,6 +415,11 @@ impl Server {
                     self.read(now, id);
                 }
             }
+            for i in 0..LINKS {
+                if std::mem::take(&mut self.store_again[i]) {
+                    self.store_ready(now, i, false);
+                }
+            }
             self.apply_actions(now);
             self.store_turn(now);
             self.flush_dirty(now);
@@ -440,7 +448,7 @@ impl Server {
     }
 
     fn poll_timeout(&mut self, now: Instant) -> Option<Duration> {
-        if !self.readable.is_empty() || !self.dirty.is_empty() {
+        if !self.readable.is_empty() || !self.dirty.is_empty() || self.store_again.contains(&true) {
             return Some(Duration::ZERO);
         }
         [
@@ -1246,7 +1254,17 @@ impl Server {
         }
         let mut buf = std::mem::take(&mut self.read_buf);
         let mut closed = None;
-        while let Some(stream) = self.store[i].as_mut() {
+        // Bounded per turn like a client's reads: a busy channel must not starve the clients.
+        let start = self.pushes;
+        for turn in 0.. {
+            let Some(stream) = self.store[i].as_mut() else {
+                break;
+            };
+            if turn == READS_PER_TURN || self.pushes - start >= DELIVERIES_PER_TURN {
+                // Not drained: edge-triggered, so no new edge comes; read again next turn.
+                self.store_again[i] = true;
+                break;
+            }
             match stream.read(&mut buf) {
                 Ok(0) => {
                     closed = Some("closed by Redis".to_owned());
@@ -1256,6 +1274,8 @@ impl Server {
                     if let Some(store) = self.app.redis() {
                         store.on_input(i, buf.get(..n).unwrap_or_default(), now);
                     }
+                    self.app.on_store(&mut self.actions);
+                    self.apply_actions(now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -49,6 +49,10 @@ const ROOM_TTL: Duration = Duration::from_secs(24 * 3600);
 /// and read from the stream again.
 const MAX_BUFFERED: usize = 10_000;
 
+/// Appends awaiting Redis' reply at most; past it a message fails at once ("busy") rather
+/// than queue without bound behind a Redis that cannot keep up.
+const MAX_APPENDS: usize = 16_384;
+
 /// The command link and the subscription link.
 pub const LINKS: usize = 2;
 const CMD: usize = 0;
@@ -158,6 +162,8 @@ pub struct RedisLog {
     ready: [bool; LINKS],
     /// What each awaited reply on the command link answers, in order.
     pending: VecDeque<Pending>,
+    /// Appends in `pending`.
+    appends: usize,
     rooms: Vec<Option<Held>>,
     by_channel: HashMap<Rc<[u8]>, RoomId>,
     incarnations: u64,
@@ -193,6 +199,7 @@ impl RedisLog {
             hello: [0; LINKS],
             ready: [false; LINKS],
             pending: VecDeque::new(),
+            appends: 0,
             rooms: Vec::new(),
             by_channel: HashMap::new(),
             incarnations: 0,
@@ -307,6 +314,7 @@ impl RedisLog {
         self.error = Some(error);
         if i == CMD {
             let why: Rc<str> = format!("the room store is unreachable ({why})").into();
+            self.appends = 0;
             for pending in std::mem::take(&mut self.pending) {
                 match pending {
                     Pending::Append { room, draft } => {
@@ -480,7 +488,10 @@ impl RedisLog {
                     log!(Warn, "redis: presence: {}", String::from_utf8_lossy(e));
                 }
             }
-            Pending::Append { room, draft } => self.on_appended(room, draft, &reply),
+            Pending::Append { room, draft } => {
+                self.appends = self.appends.saturating_sub(1);
+                self.on_appended(room, draft, &reply);
+            }
             Pending::Load { room, incarnation } => self.on_loaded(room, incarnation, &reply, now),
         }
     }
@@ -821,6 +832,14 @@ impl RedisLog {
     }
 
     fn send_append(&mut self, room: Rc<str>, draft: Draft, now: Instant) {
+        if self.ready[CMD] && self.appends >= MAX_APPENDS {
+            self.events.push(LogEvent::Failed {
+                room,
+                draft,
+                why: "the room store is busy; try again".into(),
+            });
+            return;
+        }
         if !self.ready[CMD] {
             let why = self.error.as_deref().unwrap_or("connecting");
             if let Kind::Notice { here, .. } = draft.kind {
@@ -867,6 +886,7 @@ impl RedisLog {
             room.as_bytes(),
         ]);
         self.links[CMD].send(&args, now, true);
+        self.appends += 1;
         self.pending.push_back(Pending::Append { room, draft });
     }
 
