@@ -3,11 +3,12 @@
 //! port, no persistence). Clients on different nodes see the same events in one order under
 //! one `seq`, counted with one cluster-wide presence; a late joiner or a resuming client on
 //! one node gets what was said on another; long polling on one node mixes with WebSocket
-//! clients on another; a node killed with SIGKILL leaves the count within 15 s; a node starts
-//! without Redis (503 on `/healthz`) and becomes healthy once Redis answers; Redis killed and
-//! restarted empty gives senders errors while it is down, then a room started over; a node
-//! whose Redis links are cut (`CLIENT KILL`) while data is kept catches up with nothing
-//! missed; `--history` and `--history-bytes` bound what Redis keeps.
+//! clients on another; a node SIGKILLed mid-traffic leaves the count within 15 s, and its
+//! clients, resuming on other nodes with their cursor, get every event once, in the room's
+//! order; a node starts without Redis (503 on `/healthz`) and becomes healthy once Redis
+//! answers; Redis killed and restarted empty gives senders errors while it is down, then a
+//! room started over; a node whose Redis links are cut (`CLIENT KILL`) while data is kept
+//! catches up with nothing missed; `--history` and `--history-bytes` bound what Redis keeps.
 //!
 //! Every client here checks, on every event it gets, what the protocol promises within an
 //! epoch: `seq` only grows (history, missed events and live ones), and live events (above the
@@ -109,10 +110,41 @@ impl Member {
     /// A close from the server fails the test: members are never disconnected here.
     #[track_caller]
     fn recv(&mut self, deadline: Instant) -> Option<Value> {
+        self.next(deadline).unwrap_or_else(|e| {
+            panic!(
+                "{}: connection lost: {e}; recent: {}",
+                self.label,
+                self.recent()
+            )
+        })
+    }
+
+    /// Reads (recording and checking) until the connection is gone, at most `limit`; says how
+    /// it went. For a member whose node was killed.
+    #[track_caller]
+    fn until_lost(&mut self, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.next(deadline) {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!(
+                    "{}: the connection still stands {limit:?} later; recent: {}",
+                    self.label,
+                    self.recent()
+                ),
+                Err(why) => return why,
+            }
+        }
+    }
+
+    /// The next JSON message before `deadline`, recorded and checked: `Ok(None)` on timeout,
+    /// `Err` (what happened) once the connection is closed or broken.
+    #[track_caller]
+    fn next(&mut self, deadline: Instant) -> Result<Option<Value>, String> {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return None;
+                return Ok(None);
             }
             self.ws
                 .get_mut()
@@ -123,9 +155,12 @@ impl Member {
                     let v: Value = serde_json::from_str(text.as_str())
                         .unwrap_or_else(|e| panic!("{}: non-JSON {text:?}: {e}", self.label));
                     self.record(&v);
-                    return Some(v);
+                    return Ok(Some(v));
                 }
                 Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
+                Ok(Message::Close(frame)) => {
+                    return Err(format!("the server sent close {frame:?}"));
+                }
                 Ok(other) => panic!(
                     "{}: the server sent {other:?}; recent: {}",
                     self.label,
@@ -136,11 +171,7 @@ impl Member {
                         e.kind(),
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                     ) => {}
-                Err(e) => panic!(
-                    "{}: connection lost: {e}; recent: {}",
-                    self.label,
-                    self.recent()
-                ),
+                Err(e) => return Err(e.to_string()),
             }
         }
     }
@@ -742,6 +773,201 @@ fn long_polling_on_one_node_and_websockets_on_another_see_one_sequence() {
         lp_seen.iter().map(unmarked).collect::<Vec<_>>(),
         "the WebSocket client on A and the poller on B saw the same events"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// A node killed mid-traffic
+
+#[test]
+fn a_node_killed_mid_traffic_its_clients_resume_on_another_node() {
+    let Some(c) = Cluster::start(3, &["--max-message-rate", "1000", "--history", "1000"]) else {
+        return;
+    };
+    let (na, nb, nc) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
+    // Watchers that never leave on B and C, two members on A (to be killed), senders on B
+    // and C; each join sees the count it makes.
+    let plan = [
+        (nb, "b-watch"),
+        (nc, "c-watch"),
+        (na, "a0"),
+        (na, "a1"),
+        (nb, "b-send"),
+        (nc, "c-send"),
+    ];
+    let total = plan.len();
+    let mut members = Vec::new();
+    for (i, (node, label)) in plan.into_iter().enumerate() {
+        let mut m = Member::join(node, "/failover", label);
+        m.wait_count(i + 1);
+        members.push(m);
+    }
+    for m in &mut members {
+        m.wait_count(total);
+    }
+    let epoch = members[0].epoch.clone();
+    let mut it = members.into_iter();
+    let mut watchers: Vec<Member> = it.by_ref().take(2).collect();
+    let on_a: Vec<Member> = it.by_ref().take(2).collect();
+    let senders: Vec<Member> = it.collect();
+    // Each sender sends one message every 20 ms (2 s); A is killed 700 ms in.
+    const SENT: usize = 100;
+    let want: BTreeSet<String> = senders
+        .iter()
+        .flat_map(|m| (0..SENT).map(move |j| format!("{}-{j}", m.label)))
+        .collect();
+    let traffic = thread::spawn(|| {
+        together(senders, |m| {
+            for j in 0..SENT {
+                m.say(&format!("{}-{j}", m.label));
+                thread::sleep(Duration::from_millis(20));
+            }
+        })
+    });
+    thread::sleep(Duration::from_millis(700));
+    kill_node(na);
+    let killed = Instant::now();
+    // Each of A's members reads what A sent it until its socket dies; half a second later
+    // (the page's first retry) it resumes with its cursor, as the page does: a0 on B, a1 on C.
+    let lost: Vec<(Member, String)> = on_a
+        .into_iter()
+        .map(|mut old| {
+            let why = old.until_lost(EVENT_WAIT);
+            old.assert_clean();
+            (old, why)
+        })
+        .collect();
+    eprintln!(
+        "A's members lost their sockets {:?} after the kill",
+        killed.elapsed()
+    );
+    thread::sleep(Duration::from_millis(500));
+    let mut resumed = Vec::new();
+    for ((old, why), to) in lost.into_iter().zip([nb, nc]) {
+        let (since, cursor_epoch) = (old.last, old.epoch.clone());
+        let label = format!("{} resumed", old.label);
+        let new = Member::resume(to, "/failover", &label, since, &cursor_epoch);
+        eprintln!(
+            "{} ({why}) at seq {since}; resumed on {} at seq {}, {:?} after the kill",
+            old.label,
+            to.addr,
+            new.welcomes[0]["seq"],
+            killed.elapsed()
+        );
+        resumed.push((old, new));
+    }
+    let mut members = traffic
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    eprintln!("traffic over {:?} after the kill", killed.elapsed());
+    // Presence: once the resumed members have joined (above their welcomes' seq), the count
+    // comes back to `total` within 15 s of the kill: A's members left it (else it would be
+    // `total` + 2), the resumed ones count (else `total` - 2).
+    let joined = resumed
+        .iter()
+        .map(|(_, new)| new.welcomes[0]["seq"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    for w in &mut watchers {
+        let v = w.until(
+            Duration::from_secs(20),
+            &format!("notice with count {total} after seq {joined}"),
+            |v| {
+                v["type"] == "notification"
+                    && v["count"] == total
+                    && v["seq"].as_u64().is_some_and(|s| s > joined)
+            },
+        );
+        let after = killed.elapsed();
+        eprintln!("{}: count {total} again after {after:?}: {v}", w.label);
+        assert!(
+            after <= Duration::from_secs(15),
+            "{}: the killed node's members left the count only after {after:?}",
+            w.label
+        );
+    }
+    for (_, new) in &mut resumed {
+        new.wait_count(total);
+    }
+    for m in members.iter_mut().chain(&mut watchers) {
+        m.wait_count(total);
+    }
+    // Every message reaches everyone (a resumed member: what it had not got before the
+    // kill); the continuous members see one order.
+    for m in members.iter_mut().chain(&mut watchers) {
+        m.wait_all(&want, Duration::from_secs(15));
+        m.assert_clean();
+    }
+    for (old, new) in &mut resumed {
+        let rest = want.iter().filter(|m| !old.has_msg(m)).cloned().collect();
+        new.wait_all(&rest, Duration::from_secs(15));
+        new.assert_clean();
+    }
+    members.extend(watchers);
+    assert_one_order(&members, &want);
+    // Each resumed member's whole sequence (before the kill, caught up, live) is the room's
+    // as a member on B that never left saw it.
+    let cont = members.iter().find(|m| m.label == "b-watch").unwrap();
+    let hi = members
+        .iter()
+        .chain(resumed.iter().map(|(_, new)| new))
+        .map(|m| m.last)
+        .min()
+        .unwrap();
+    for (old, new) in &resumed {
+        let since = old.last;
+        let upto = new.welcomes[0]["seq"].as_u64().unwrap();
+        assert_eq!(
+            new.welcomes[0]["epoch"].as_str(),
+            Some(epoch.as_str()),
+            "{}: the room kept its epoch",
+            new.label
+        );
+        let lo = old.boundary + 1;
+        assert_eq!(
+            old.span(lo..=since),
+            cont.span(lo..=since),
+            "{}: before the kill, what b-watch saw",
+            old.label
+        );
+        let caught_up: Vec<Value> = new
+            .events
+            .iter()
+            .filter(|v| v["seq"].as_u64().unwrap() <= upto)
+            .map(unmarked)
+            .collect();
+        assert_eq!(
+            caught_up,
+            missed_after(&cont.events, since, upto),
+            "{}: exactly what it missed (after {since}, up to {upto})",
+            new.label
+        );
+        assert_eq!(
+            new.span(upto + 1..=hi),
+            cont.span(upto + 1..=hi),
+            "{}: live after the resume, what b-watch saw",
+            new.label
+        );
+        let mut got: Vec<&str> = old.events[old.epoch_start..]
+            .iter()
+            .chain(&new.events)
+            .filter(|v| v["type"] == "message")
+            .map(|v| v["msg"].as_str().unwrap())
+            .collect();
+        got.sort_unstable();
+        let all: Vec<&str> = want.iter().map(String::as_str).collect();
+        assert_eq!(
+            got, all,
+            "{}: every message once, across the kill",
+            old.label
+        );
+        eprintln!(
+            "{}: {} events before the kill, {} caught up, {} live after",
+            old.label,
+            old.span(lo..=since).len(),
+            caught_up.len(),
+            new.events.len() - caught_up.len()
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------
