@@ -5,10 +5,11 @@
 //! one node gets what was said on another; long polling on one node mixes with WebSocket
 //! clients on another; a node SIGKILLed mid-traffic leaves the count within 15 s, and its
 //! clients, resuming on other nodes with their cursor, get every event once, in the room's
-//! order; a node starts without Redis (503 on `/healthz`) and becomes healthy once Redis
-//! answers; Redis killed and restarted empty gives senders errors while it is down, then a
-//! room started over; a node whose Redis links are cut (`CLIENT KILL`) while data is kept
-//! catches up with nothing missed; `--history` and `--history-bytes` bound what Redis keeps.
+//! order; two processes on one port (`--reuse-port`) share its clients' room; a node starts
+//! without Redis (503 on `/healthz`) and becomes healthy once Redis answers; Redis killed
+//! and restarted empty gives senders errors while it is down, then a room started over; a node
+//! whose Redis links are cut (`CLIENT KILL`) while data is kept catches up with nothing
+//! missed; `--history` and `--history-bytes` bound what Redis keeps.
 //!
 //! Every client here checks, on every event it gets, what the protocol promises within an
 //! epoch: `seq` only grows (history, missed events and live ones), and live events (above the
@@ -29,7 +30,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tungstenite::Message;
 
-use common::{Server, Ws, connect_ws_to, get_request, http_exchange, request};
+use common::{Server, Ws, connect_ws_to, fetch_metrics, get_request, http_exchange, request};
 use redis::{Cluster, kill_node, links_to, start_node};
 
 /// The longest any one expected event may take to arrive.
@@ -968,6 +969,80 @@ fn a_node_killed_mid_traffic_its_clients_resume_on_another_node() {
             new.events.len() - caught_up.len()
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Many processes on one port
+
+#[test]
+fn two_processes_on_one_port_share_rooms() {
+    let Some(redis) = redis::RedisServer::start_or_skip() else {
+        return;
+    };
+    let listen = format!("127.0.0.1:{}", redis::free_port());
+    let url = redis.url();
+    let node = || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wsrelay"));
+        cmd.args(["--listen", &listen, "--reuse-port", "--redis", &url])
+            .args(["--admin-listen", "127.0.0.1:0"])
+            .args(FAST)
+            .stdin(std::process::Stdio::null());
+        Server::start_command(cmd)
+    };
+    let nodes = vec![node(), node()];
+    let c = Cluster { redis, nodes };
+    assert_eq!(c.nodes[0].addr, c.nodes[1].addr, "one port");
+    let admins = [c.nodes[0].admin_addr(), c.nodes[1].admin_addr()];
+    let upgrades = || admins.map(|a| fetch_metrics(a)["wsrelay_upgrades_total"]);
+    // Each client joins through the shared port; the process whose admin /metrics counted
+    // its upgrade took it. Each join sees the count it makes, over both processes.
+    const CLIENTS: usize = 16;
+    let mut members = Vec::new();
+    let mut per_process = [0; 2];
+    for i in 0..CLIENTS {
+        let before = upgrades();
+        let mut m = Member::join(&c.nodes[0], "/shared", &format!("c{i}"));
+        let after = upgrades();
+        let p = match (after[0] - before[0], after[1] - before[1]) {
+            (1.0, 0.0) => 0,
+            (0.0, 1.0) => 1,
+            other => panic!("c{i}: upgrades counted {other:?}"),
+        };
+        per_process[p] += 1;
+        m.label = format!("p{p}c{i}");
+        m.wait_count(i + 1);
+        members.push(m);
+    }
+    eprintln!("{CLIENTS} clients: {per_process:?} per process");
+    // All to one process has probability 2^-15 when the kernel spreads them.
+    assert!(
+        per_process.iter().all(|&n| n > 0),
+        "one process took every client: {per_process:?}"
+    );
+    let open: f64 = admins
+        .iter()
+        .map(|&a| fetch_metrics(a)["wsrelay_websockets_open"])
+        .sum();
+    assert_eq!(open, CLIENTS as f64);
+    for m in &mut members {
+        m.wait_count(CLIENTS);
+    }
+    const EACH: usize = 2;
+    let want: BTreeSet<String> = members
+        .iter()
+        .flat_map(|m| (0..EACH).map(move |j| format!("{}-{j}", m.label)))
+        .collect();
+    let all = want.clone();
+    let members = together(members, move |m| {
+        for j in 0..EACH {
+            m.say(&format!("{}-{j}", m.label));
+        }
+        m.wait_all(&all, Duration::from_secs(15));
+    });
+    for m in &members {
+        m.assert_clean();
+    }
+    assert_one_order(&members, &want);
 }
 
 // ---------------------------------------------------------------------------------------
