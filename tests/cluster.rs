@@ -7,6 +7,7 @@
 //! clients, resuming on other nodes with their cursor, get every event once, in the room's
 //! order; two processes on one port (`--reuse-port`) share its clients' room; a node starts
 //! without Redis (503 on `/healthz`) and becomes healthy once Redis answers; Redis killed
+//! gives 503 naming Redis on `/healthz` (the admin port's too) until it is back; Redis killed
 //! and restarted empty gives senders errors while it is down, then a room started over; a node
 //! whose Redis links are cut (`CLIENT KILL`) while data is kept catches up with nothing
 //! missed; `--history` and `--history-bytes` bound what Redis keeps.
@@ -1139,6 +1140,72 @@ fn redis_unreachable_at_start_then_healthy_once_it_answers() {
     a.wait_msg("hello from B");
     a.assert_clean();
     b.assert_clean();
+}
+
+#[test]
+fn healthz_503_while_redis_is_down_on_the_admin_port_too() {
+    let Some(mut c) = Cluster::start(1, &["--admin-listen", "127.0.0.1:0"]) else {
+        return;
+    };
+    let node = &c.nodes[0];
+    let ports = [("main", node.addr), ("admin", node.admin_addr())];
+    // Healthy once its links are up.
+    for (which, addr) in ports {
+        let (after, body) = wait_health(addr, 200, Duration::from_secs(10));
+        assert_eq!(body, "ok\n", "{which}");
+        eprintln!("{which}: 200 after {after:?}");
+    }
+    c.redis.kill();
+    let killed = Instant::now();
+    let check_down = |which: &str, addr: SocketAddr| {
+        let r = http_exchange(addr, &get_request(addr, "/healthz"));
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        assert_eq!(r.status, 503, "{which} /healthz with Redis down: {body:?}");
+        assert!(
+            body.starts_with("unavailable: ") && body.to_ascii_lowercase().contains("redis"),
+            "{which}: the 503 names Redis: {body:?}"
+        );
+        assert_eq!(r.header("retry-after"), Some("5"), "{which}: {r:?}");
+        body
+    };
+    for (which, addr) in ports {
+        let (after, _) = wait_health(addr, 503, Duration::from_secs(10));
+        let body = check_down(which, addr);
+        eprintln!("{which}: 503 {after:?} after Redis was killed: {body:?}");
+    }
+    // It stays 503 while reconnecting fails, long enough for the backoff (0.1 s, doubled per
+    // failure) to reach its 5 s cap.
+    while killed.elapsed() < Duration::from_secs(7) {
+        for (which, addr) in ports {
+            check_down(which, addr);
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+    c.redis.restart();
+    // Healthy again within 15 s (the node retries every 5 s at most).
+    for (which, addr) in ports {
+        let (after, body) = wait_health(addr, 200, Duration::from_secs(15));
+        assert_eq!(body, "ok\n", "{which}");
+        eprintln!("{which}: 200 again {after:?} after Redis' restart");
+    }
+}
+
+/// Polls `GET /healthz` at `addr` until it answers `status` (at most `limit`); how long
+/// that took, and the body.
+#[track_caller]
+fn wait_health(addr: SocketAddr, status: u16, limit: Duration) -> (Duration, String) {
+    let start = Instant::now();
+    loop {
+        let (got, body) = get(addr, "/healthz");
+        if got == status {
+            return (start.elapsed(), body);
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{addr}: /healthz still {got} {body:?} after {limit:?}, not {status}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
