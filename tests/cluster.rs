@@ -1181,6 +1181,15 @@ fn healthz_503_while_redis_is_down_on_the_admin_port_too() {
         }
         thread::sleep(Duration::from_millis(500));
     }
+    let metric = |name: &str| {
+        let (status, text) = get(node.admin_addr(), "/metrics");
+        assert_eq!(status, 200);
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} ")));
+        line.and_then(|l| l.split(' ').nth(1)?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics: {text}"))
+    };
+    assert_eq!(metric("wsrelay_redis_up"), 0, "down while Redis is");
+    assert!(metric("wsrelay_redis_links_lost_total") >= 1);
     c.redis.restart();
     // Healthy again within 15 s (the node retries every 5 s at most).
     for (which, addr) in ports {
@@ -1188,6 +1197,7 @@ fn healthz_503_while_redis_is_down_on_the_admin_port_too() {
         assert_eq!(body, "ok\n", "{which}");
         eprintln!("{which}: 200 again {after:?} after Redis' restart");
     }
+    assert_eq!(metric("wsrelay_redis_up"), 1, "up once both links are");
 }
 
 /// Polls `GET /healthz` at `addr` until it answers `status` (at most `limit`); how long
