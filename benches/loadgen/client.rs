@@ -124,6 +124,7 @@ impl Client {
         let key = x.to_ne_bytes();
         let head = FrameHead {
             fin: true,
+            rsv1: false,
             opcode,
             mask: Some(key),
             payload_len: payload.len() as u64,

@@ -23,6 +23,7 @@ use wsrelay::conn::{Chunk, Conn, Event, Sent, Settings};
 use wsrelay::origin::OriginPolicy;
 use wsrelay::proto::ProtoError;
 use wsrelay::proto::close::{self, CloseCode};
+use wsrelay::proto::deflate::Inflater;
 use wsrelay::proto::frame::{self, FrameHead, MAX_HEAD_LEN, OpCode, decode_head, encode_head};
 use wsrelay::proto::handshake::{self, Request, Upgrade};
 use wsrelay::proto::mask::{apply_mask, apply_mask_scalar};
@@ -74,7 +75,7 @@ const HEAD_LIMITS: [u64; 6] = [0, 125, 126, 0xffff, 0x1_0000, 1 << 20];
 /// `frame_head`: RFC 6455 §5.2 header decoding.
 ///
 /// Whatever decodes re-encodes to the same bytes (the decoder accepts only minimal lengths and
-/// clear RSV bits, so the encoding is unique); every prefix of a decodable header is "need
+/// clear RSV2 and RSV3, so the encoding is unique); every prefix of a decodable header is "need
 /// more" (`Ok(None)`, which consumes nothing); nothing past the 14-byte maximum is looked at;
 /// a payload limit only ever turns a result into `MessageTooBig`. Then the other direction:
 /// a header built from the input encodes and decodes back to itself.
@@ -149,6 +150,7 @@ fn head_from(data: &[u8]) -> Option<FrameHead> {
     };
     Some(FrameHead {
         fin: b0 & 0x80 != 0 || opcode.is_control(),
+        rsv1: b0 & 0x40 != 0,
         opcode,
         mask: (b1 & 0x80 != 0).then_some([k0, k1, k2, k3]),
         payload_len,
@@ -212,7 +214,7 @@ fn read_messages(stream: &[u8], sizes: &[usize], reclaim: bool) -> Vec<Out> {
         loop {
             let rest = buf.get_mut(pos..).unwrap_or_default();
             let len = rest.len();
-            let (used, msg) = match reader.next(rest, &MESSAGE_LIMITS) {
+            let (used, msg) = match reader.next(rest, &MESSAGE_LIMITS, None) {
                 Ok(step) => step,
                 Err(e) => {
                     out.push(Out::Err(e));
@@ -642,6 +644,7 @@ pub fn connection_settings() -> Settings {
         pong_timeout: Duration::from_secs(1),
         // RFC_UPGRADE comes from another origin; the target is about what follows the 101.
         origins: OriginPolicy::any(),
+        deflate: false,
     }
 }
 
@@ -689,6 +692,7 @@ impl<'a> Ops<'a> {
 struct Driver {
     conn: Conn,
     settings: Settings,
+    inflater: Inflater,
     now: Instant,
     /// Every byte written to the socket.
     wire: Vec<u8>,
@@ -722,6 +726,7 @@ pub fn connection(data: &[u8]) {
     let mut d = Driver {
         conn: Conn::new(start, &settings),
         settings,
+        inflater: Inflater::new(),
         now: start,
         wire: Vec::new(),
         shut: false,
@@ -824,9 +829,12 @@ impl Driver {
                 let mut events = Vec::new();
                 let rest = &mut buf[pos..];
                 let len = rest.len();
-                let used = self
-                    .conn
-                    .handle_bytes(self.now, rest, &self.settings, &mut |e| {
+                let used = self.conn.handle_bytes(
+                    self.now,
+                    rest,
+                    &self.settings,
+                    &mut self.inflater,
+                    &mut |e| {
                         events.push(match e {
                             Event::Upgraded { .. } => Seen::Upgraded,
                             Event::Request { .. } => Seen::Request,
@@ -835,7 +843,8 @@ impl Driver {
                             Event::Refused { .. } => Seen::Refused,
                             Event::CloseSent(_) => Seen::CloseSent,
                         });
-                    });
+                    },
+                );
                 assert!(used > 0 && used <= len, "used {used} of {len}");
                 assert!(
                     events.len() <= 1,
@@ -998,6 +1007,7 @@ enum Seen {
 fn client_frame(b0: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
     let head = FrameHead {
         fin: true,
+        rsv1: false,
         opcode: OpCode::Text,
         mask: Some(key),
         payload_len: payload.len() as u64,
