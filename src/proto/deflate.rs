@@ -337,7 +337,11 @@ impl Inflater {
                     if self.out.len() >= cap {
                         return Err(ProtoError::MessageTooBig);
                     }
-                    let want = (self.out.len().max(1024) * 2).min(cap);
+                    // One buffer for the process, of KEEP_CAPACITY (or the cap, if smaller)
+                    // to begin with; past that doubling, but straight to the cap once past
+                    // half of it, so a message near the limit never holds 1.5 times it.
+                    let doubled = (self.out.len() * 2).max(KEEP_CAPACITY);
+                    let want = if doubled > cap / 2 { cap } else { doubled };
                     self.out.reserve_exact(want - self.out.len());
                 }
                 let (in0, out0) = (zlib.total_in(), zlib.total_out());
