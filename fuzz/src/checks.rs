@@ -4,8 +4,8 @@
 //! The targets in `fuzz/fuzz_targets/` are one-line calls to these; `tests/fuzz_regressions.rs`
 //! includes this file with `#[path]` and replays the committed seeds and regressions through the
 //! same functions under a plain `cargo test`. So this file uses nothing but `std`, `wsrelay` and
-//! the crates wsrelay itself depends on (`sha1`, `base64`, `serde`, `serde_json`), which are
-//! there for its integration tests too.
+//! the crates wsrelay itself depends on (`sha1`, `base64`, `serde`, `serde_json`, `flate2`),
+//! which are there for its integration tests too.
 //!
 //! Several targets start their input with a read-size header (see [`read_sizes`]), the way uWS'
 //! `makeChunked` takes each chunk size from the input: the fuzzer chooses where reads split.
@@ -23,7 +23,7 @@ use wsrelay::conn::{Chunk, Conn, Event, Sent, Settings};
 use wsrelay::origin::OriginPolicy;
 use wsrelay::proto::ProtoError;
 use wsrelay::proto::close::{self, CloseCode};
-use wsrelay::proto::deflate::Inflater;
+use wsrelay::proto::deflate::{Inflater, TAIL};
 use wsrelay::proto::frame::{self, FrameHead, MAX_HEAD_LEN, OpCode, decode_head, encode_head};
 use wsrelay::proto::handshake::{self, Request, Upgrade};
 use wsrelay::proto::mask::{apply_mask, apply_mask_scalar};
@@ -179,24 +179,28 @@ enum Out {
     Idle(bool),
 }
 
-/// `message`: RFC 6455 §5.4-5.6 reassembly of client frames.
+/// `message`: RFC 6455 §5.4-5.6 reassembly of client frames, and RFC 7692 §6-7 when bit 4 of
+/// the first byte says permessage-deflate was negotiated.
 ///
 /// Input: a read-size header, then the client's byte stream. The stream fed whole, in the
-/// fuzzer's reads and one byte at a time gives the same messages and the same error; no
-/// message exceeds [`MESSAGE_LIMITS`], no control payload exceeds 125 bytes, and a reader that
-/// says "need more" has consumed its whole input.
+/// fuzzer's reads and one byte at a time gives the same messages and the same error, the
+/// same as the model; no message exceeds [`MESSAGE_LIMITS`] once inflated, and the inflater's
+/// buffer never holds more than that limit plus one byte, however much the input would
+/// inflate to; no control payload exceeds 125 bytes, and a reader that says "need more" has
+/// consumed its whole input.
 pub fn message(data: &[u8]) {
+    let deflate = data.first().is_some_and(|b| b & 0x10 != 0);
     let (sizes, stream) = read_sizes(data);
-    let whole = read_messages(stream, &[0], false);
-    assert_eq!(whole, model_messages(stream), "whole vs the model");
+    let whole = read_messages(stream, &[0], false, deflate);
+    assert_eq!(whole, model_messages(stream, deflate), "whole vs the model");
     assert_eq!(
-        read_messages(stream, &sizes, true),
+        read_messages(stream, &sizes, true, deflate),
         whole,
         "reads {sizes:?}"
     );
     if stream.len() <= 2048 {
         assert_eq!(
-            read_messages(stream, &[1], false),
+            read_messages(stream, &[1], false, deflate),
             whole,
             "one byte per read"
         );
@@ -205,8 +209,10 @@ pub fn message(data: &[u8]) {
 
 /// The stream read with a fresh [`Reader`] in reads of `sizes`; `reclaim`: free each message's
 /// buffer as soon as it has been looked at, as the connection does.
-fn read_messages(stream: &[u8], sizes: &[usize], reclaim: bool) -> Vec<Out> {
+fn read_messages(stream: &[u8], sizes: &[usize], reclaim: bool, deflate: bool) -> Vec<Out> {
     let mut reader = Reader::new();
+    let mut inflater = Inflater::new();
+    let limit = MESSAGE_LIMITS.max_message as usize;
     let mut out = Vec::new();
     for read in reads(stream, sizes) {
         let mut buf = read.to_vec();
@@ -214,9 +220,11 @@ fn read_messages(stream: &[u8], sizes: &[usize], reclaim: bool) -> Vec<Out> {
         loop {
             let rest = buf.get_mut(pos..).unwrap_or_default();
             let len = rest.len();
-            let (used, msg) = match reader.next(rest, &MESSAGE_LIMITS, None) {
+            let zlib = deflate.then_some(&mut inflater);
+            let (used, msg) = match reader.next(rest, &MESSAGE_LIMITS, zlib) {
                 Ok(step) => step,
                 Err(e) => {
+                    assert!(inflater.capacity() <= limit + 1, "inflated past the limit");
                     out.push(Out::Err(e));
                     return out;
                 }
@@ -228,7 +236,14 @@ fn read_messages(stream: &[u8], sizes: &[usize], reclaim: bool) -> Vec<Out> {
                 break;
             };
             assert!(used > 0, "a message from no input");
+            let len = match &msg {
+                Message::Text(t) => t.len(),
+                Message::Binary(b) => b.len(),
+                _ => 0,
+            };
+            assert!(len <= limit, "a {len}-byte message");
             out.push(record(msg));
+            assert!(inflater.capacity() <= limit + 1, "inflated past the limit");
             if reclaim {
                 reader.reclaim();
             }
@@ -241,11 +256,15 @@ fn read_messages(stream: &[u8], sizes: &[usize], reclaim: bool) -> Vec<Out> {
 /// What RFC 6455 §5.4-5.6 and §10.4 say a server reads from `stream`, written plainly over the
 /// whole stream: frames in order, each checked, then its payload; a text message fails on the
 /// first byte that makes it invalid UTF-8, even before the message is complete (§8.1).
-fn model_messages(stream: &[u8]) -> Vec<Out> {
+///
+/// With `deflate`: RSV1 marks the first frame of a compressed message (RFC 7692 §6), and is
+/// an error anywhere else; a compressed message is inflated whole when it ends (§7.2.2), into
+/// at most the message limit.
+fn model_messages(stream: &[u8], deflate: bool) -> Vec<Out> {
     let limits = MESSAGE_LIMITS;
     let mut out = Vec::new();
-    // The data message being assembled: opcode, bytes so far, frames so far.
-    let mut msg: Option<(OpCode, Vec<u8>, u32)> = None;
+    // The data message being assembled: opcode, bytes so far, frames so far, compressed.
+    let mut msg: Option<(OpCode, Vec<u8>, u32, bool)> = None;
     let mut rest = stream;
     loop {
         let (head, len) = match decode_head(rest, limits.max_message) {
@@ -253,6 +272,14 @@ fn model_messages(stream: &[u8]) -> Vec<Out> {
             Ok(None) => break,
             Err(e) => return fail(out, e),
         };
+        // RFC 6455 §5.2: RSV1 is reserved unless an extension defines it; RFC 7692 §6.1: not
+        // on control frames or non-first fragments.
+        if head.rsv1 && !deflate {
+            return fail(out, ProtoError::ReservedBits);
+        }
+        if head.rsv1 && (head.opcode.is_control() || head.opcode == OpCode::Continuation) {
+            return fail(out, ProtoError::MisplacedRsv1);
+        }
         // §5.1: a server MUST fail on an unmasked client frame.
         let Some(key) = head.mask else {
             return fail(out, ProtoError::UnmaskedFrame);
@@ -262,7 +289,7 @@ fn model_messages(stream: &[u8]) -> Vec<Out> {
                 (OpCode::Continuation, None) => {
                     return fail(out, ProtoError::UnexpectedContinuation);
                 }
-                (OpCode::Continuation, Some((_, buf, frames))) => {
+                (OpCode::Continuation, Some((_, buf, frames, _))) => {
                     if buf.len() as u64 + head.payload_len > limits.max_message {
                         return fail(out, ProtoError::MessageTooBig);
                     }
@@ -272,7 +299,7 @@ fn model_messages(stream: &[u8]) -> Vec<Out> {
                     }
                 }
                 (_, Some(_)) => return fail(out, ProtoError::ExpectedContinuation),
-                (op, None) => msg = Some((op, Vec::new(), 1)),
+                (op, None) => msg = Some((op, Vec::new(), 1, head.rsv1)),
             }
         }
         rest = &rest[len..];
@@ -295,18 +322,28 @@ fn model_messages(stream: &[u8]) -> Vec<Out> {
             });
             continue;
         }
-        let Some((op, buf, _)) = &mut msg else {
+        let Some((op, buf, _, compressed)) = &mut msg else {
             unreachable!("a data frame always has a message");
         };
         buf.extend_from_slice(&payload);
-        if *op == OpCode::Text && doomed_at(buf).is_some() {
+        // §8.1 fails fast on text as it arrives; compressed text is checked once inflated.
+        if *op == OpCode::Text && !*compressed && doomed_at(buf).is_some() {
             return fail(out, ProtoError::InvalidUtf8);
         }
         if !whole {
             return partial(out);
         }
         if head.fin {
-            let (op, buf, _) = msg.take().unwrap_or((OpCode::Binary, Vec::new(), 0));
+            let (op, buf, _, compressed) =
+                msg.take().unwrap_or((OpCode::Binary, Vec::new(), 0, false));
+            let buf = if compressed {
+                match model_inflate(&buf) {
+                    Ok(inflated) => inflated,
+                    Err(e) => return fail(out, e),
+                }
+            } else {
+                buf
+            };
             out.push(match String::from_utf8(buf) {
                 Ok(text) if op == OpCode::Text => Out::Text(text),
                 Err(_) if op == OpCode::Text => return fail(out, ProtoError::InvalidUtf8),
@@ -317,6 +354,39 @@ fn model_messages(stream: &[u8]) -> Vec<Out> {
     }
     out.push(Out::Idle(rest.is_empty() && msg.is_none()));
     out
+}
+
+/// RFC 7692 §7.2.2 as plainly as flate2 allows: the payload, then the tail, inflated into a
+/// buffer of the limit plus one byte; filling it is "too big", and data zlib refuses first is
+/// invalid. The two are fed one after the other, as the server does: zlib may find a bad block
+/// only once the tail is there, after the payload alone filled the buffer.
+fn model_inflate(payload: &[u8]) -> Result<Vec<u8>, ProtoError> {
+    let cap = MESSAGE_LIMITS.max_message as usize + 1;
+    let mut z = flate2::Decompress::new(false);
+    let mut out = Vec::with_capacity(cap);
+    for input in [payload, &TAIL[..]] {
+        let start = z.total_in();
+        loop {
+            let seen = (z.total_in(), z.total_out());
+            let rest = input
+                .get((z.total_in() - start) as usize..)
+                .unwrap_or_default();
+            let status = z
+                .decompress_vec(rest, &mut out, flate2::FlushDecompress::Sync)
+                .map_err(|_| ProtoError::InvalidDeflate)?;
+            if out.len() >= cap {
+                return Err(ProtoError::MessageTooBig);
+            }
+            if status == flate2::Status::StreamEnd {
+                return Ok(out);
+            }
+            let all_in = (z.total_in() - start) as usize == input.len();
+            if all_in || (z.total_in(), z.total_out()) == seen {
+                break;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The stream ended inside a frame's payload.

@@ -311,6 +311,12 @@ impl Inflater {
         self.inflated
     }
 
+    /// Bytes the output buffer can hold now: never more than the largest of 64 KiB and the
+    /// limits it was used with plus one (the fuzz target checks it).
+    pub fn capacity(&self) -> usize {
+        self.out.capacity()
+    }
+
     /// The message carried by `payload`, a compressed message's payload with its tail removed
     /// (§7.2.2: "Append 4 octets of 0x00 0x00 0xff 0xff to the tail end of the payload of the
     /// message. Decompress the resulting data using DEFLATE."). A message larger than `max`
