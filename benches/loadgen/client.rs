@@ -1,11 +1,21 @@
 //! One client connection: a connect from a chosen source address, the opening handshake,
 //! masked frames out, server frames in. Frames go through wsrelay's own `proto` codec.
+//!
+//! With `deflate`, a client offers permessage-deflate as Chromium does
+//! (`permessage-deflate; client_max_window_bits`), sends uncompressed, and inflates what
+//! comes compressed: with its own zlib stream if the server keeps context between messages
+//! (Node ws does by default), else through the worker's [`Inflate`], which inflates a given
+//! compressed payload once for all its connections (a server without context takeover sends
+//! every receiver the same bytes for the same message).
 #![allow(unsafe_code)]
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 
+use flate2::{Decompress, FlushDecompress};
 use mio::net::TcpStream;
 use socket2::{Domain, Socket, Type};
 
@@ -20,6 +30,100 @@ const KEY: &[u8] = b"dGhlIHNhbXBsZSBub25jZQ==";
 const MAX_FRAME: u64 = 16 << 20;
 /// Largest response head accepted.
 const MAX_HEAD: usize = 8192;
+/// What Chromium offers.
+const OFFER: &str = "permessage-deflate; client_max_window_bits";
+/// Bytes of an inflated message kept for the caller when inflated once for many: enough for
+/// the sequence number and send time at its front.
+const PREFIX: usize = 64;
+/// Distinct compressed payloads an [`Inflate`] remembers before it starts over.
+const CACHE: usize = 1 << 14;
+
+/// permessage-deflate on one connection.
+enum Deflate {
+    Off,
+    /// Offered; the 101 says whether it was accepted.
+    Offered,
+    /// Accepted with `server_no_context_takeover`: every message inflates on its own.
+    Stateless,
+    /// Accepted with context takeover: this connection's own zlib stream (made on first use).
+    Takeover(Option<Box<Decompress>>),
+}
+
+/// A hasher for byte strings: a multiply-rotate over 8-byte words (the keys are compressed
+/// payloads, never chosen by an adversary here).
+#[derive(Default)]
+pub struct WordHasher(u64);
+
+impl Hasher for WordHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().unwrap_or_default());
+            self.0 = (self.0 ^ w)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(29);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Inflates compressed payloads for many connections of one worker, each distinct payload
+/// once, keeping the first [`PREFIX`] bytes of each result.
+#[derive(Default)]
+pub struct Inflate {
+    cache: HashMap<Box<[u8]>, Box<[u8]>, BuildHasherDefault<WordHasher>>,
+    out: Vec<u8>,
+    /// Compressed payloads inflated (cache misses).
+    pub inflated: u64,
+}
+
+impl Inflate {
+    /// The front of what `payload` inflates to, without context (RFC 7692 §7.2.2).
+    fn prefix(&mut self, payload: &[u8]) -> io::Result<&[u8]> {
+        if !self.cache.contains_key(payload) {
+            if self.cache.len() >= CACHE {
+                self.cache.clear();
+            }
+            let mut z = Decompress::new(false);
+            inflate(&mut z, payload, &mut self.out)?;
+            self.inflated += 1;
+            let front = self.out.get(..PREFIX).unwrap_or(&self.out);
+            self.cache.insert(payload.into(), front.into());
+        }
+        Ok(self.cache.get(payload).map(|b| &b[..]).unwrap_or_default())
+    }
+}
+
+/// Inflates one message's payload with `z` (kept as it is after, for context takeover).
+fn inflate(z: &mut Decompress, payload: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+    out.clear();
+    for input in [payload, &[0, 0, 0xff, 0xff][..]] {
+        let mut rest = input;
+        loop {
+            out.reserve(4096);
+            let before = (z.total_in(), z.total_out());
+            z.decompress_vec(rest, out, FlushDecompress::Sync)
+                .map_err(|e| bad(&format!("inflate: {e}")))?;
+            let used = (z.total_in() - before.0) as usize;
+            rest = &rest[used..];
+            if out.len() as u64 > MAX_FRAME {
+                return Err(bad("inflated message too large"));
+            }
+            if (rest.is_empty() && out.len() < out.capacity())
+                || (z.total_in(), z.total_out()) == before
+            {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
 
 /// Where a client is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +151,9 @@ pub struct Client {
     /// An incomplete response head or frame carried over to the next read.
     partial: Vec<u8>,
     mask_seed: u32,
+    deflate: Deflate,
+    /// Bytes read from the socket.
+    pub wire_bytes: u64,
 }
 
 /// Opens a non-blocking TCP connection from `src` (any port) to `dst`.
@@ -77,8 +184,9 @@ pub fn connect_from(src: Ipv4Addr, dst: SocketAddrV4) -> io::Result<TcpStream> {
 }
 
 impl Client {
-    /// Wraps a socket from [`connect_from`]; the handshake goes out once it is connected.
-    pub fn new(stream: TcpStream, dst: SocketAddrV4, seed: u32) -> Self {
+    /// Wraps a socket from [`connect_from`]; the handshake goes out once it is connected,
+    /// offering permessage-deflate if `deflate`.
+    pub fn new(stream: TcpStream, dst: SocketAddrV4, seed: u32, deflate: bool) -> Self {
         Self {
             stream,
             phase: Phase::Connecting,
@@ -87,6 +195,12 @@ impl Client {
             out_pos: 0,
             partial: Vec::new(),
             mask_seed: seed | 1,
+            deflate: if deflate {
+                Deflate::Offered
+            } else {
+                Deflate::Off
+            },
+            wire_bytes: 0,
         }
     }
 
@@ -101,9 +215,13 @@ impl Client {
                 return Ok(());
             }
             let _ = self.stream.set_nodelay(true);
+            let offer = match self.deflate {
+                Deflate::Off => String::new(),
+                _ => format!("Sec-WebSocket-Extensions: {OFFER}\r\n"),
+            };
             let req = format!(
                 "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                 Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                 Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n",
                 self.host,
                 std::str::from_utf8(KEY).unwrap_or_default()
             );
@@ -154,15 +272,26 @@ impl Client {
         Ok(())
     }
 
-    /// Reads until `WouldBlock`, handing each data frame's payload to `on` and answering
-    /// pings. Returns an error on EOF, a socket error, a bad response or a bad frame; a close
-    /// frame ends in `Closed`.
-    pub fn on_readable(&mut self, buf: &mut [u8], on: &mut impl FnMut(&[u8])) -> io::Result<()> {
-        self.read_frames(buf, on)?;
+    /// Reads until `WouldBlock`, handing each data frame's payload to `on` (inflated, or the
+    /// front of it when `zlib` inflated it for many connections) and answering pings. Returns
+    /// an error on EOF, a socket error, a bad response or a bad frame; a close frame ends in
+    /// `Closed`.
+    pub fn on_readable(
+        &mut self,
+        buf: &mut [u8],
+        zlib: &mut Inflate,
+        on: &mut impl FnMut(&[u8]),
+    ) -> io::Result<()> {
+        self.read_frames(buf, zlib, on)?;
         self.flush()
     }
 
-    fn read_frames(&mut self, buf: &mut [u8], on: &mut impl FnMut(&[u8])) -> io::Result<()> {
+    fn read_frames(
+        &mut self,
+        buf: &mut [u8],
+        zlib: &mut Inflate,
+        on: &mut impl FnMut(&[u8]),
+    ) -> io::Result<()> {
         loop {
             if self.phase == Phase::Closed || self.phase == Phase::Connecting {
                 return Ok(());
@@ -174,13 +303,14 @@ impl Client {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
+            self.wire_bytes += n as u64;
             if self.partial.is_empty() {
-                let used = self.consume(&buf[..n], on)?;
+                let used = self.consume(&buf[..n], zlib, on)?;
                 self.partial.extend_from_slice(&buf[used..n]);
             } else {
                 let mut data = std::mem::take(&mut self.partial);
                 data.extend_from_slice(&buf[..n]);
-                let used = self.consume(&data, on)?;
+                let used = self.consume(&data, zlib, on)?;
                 data.drain(..used);
                 self.partial = data;
                 if self.partial.is_empty() {
@@ -192,7 +322,12 @@ impl Client {
     }
 
     /// Processes whole units (the response head, then frames) from `data`; returns bytes used.
-    fn consume(&mut self, data: &[u8], on: &mut impl FnMut(&[u8])) -> io::Result<usize> {
+    fn consume(
+        &mut self,
+        data: &[u8],
+        zlib: &mut Inflate,
+        on: &mut impl FnMut(&[u8]),
+    ) -> io::Result<usize> {
         let mut pos = 0;
         if self.phase == Phase::Upgrading {
             let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
@@ -201,7 +336,18 @@ impl Client {
                 }
                 return Ok(0);
             };
-            check_response(&data[..end])?;
+            let extensions = check_response(&data[..end])?;
+            self.deflate = match (&self.deflate, extensions) {
+                (Deflate::Offered, Some(ext)) if ext.contains("permessage-deflate") => {
+                    if ext.contains("server_no_context_takeover") {
+                        Deflate::Stateless
+                    } else {
+                        Deflate::Takeover(None)
+                    }
+                }
+                (_, Some(_)) => return Err(bad("an extension that was not offered")),
+                _ => Deflate::Off,
+            };
             self.phase = Phase::Open;
             pos = end + 4;
         }
@@ -216,12 +362,26 @@ impl Client {
             if head.mask.is_some() {
                 return Err(bad("masked server frame"));
             }
-            match head.opcode {
-                OpCode::Close => self.phase = Phase::Closed,
+            match (head.opcode, head.rsv1, &mut self.deflate) {
+                (OpCode::Close, ..) => self.phase = Phase::Closed,
                 // §5.5.2: a server that checks idle clients with pings gets its pongs.
-                OpCode::Ping => self.queue_frame(OpCode::Pong, payload),
-                OpCode::Pong => {}
-                _ => on(payload),
+                (OpCode::Ping, ..) => self.queue_frame(OpCode::Pong, payload),
+                (OpCode::Pong, ..) => {}
+                (_, false, _) => on(payload),
+                (OpCode::Text | OpCode::Binary, true, Deflate::Stateless) if head.fin => {
+                    on(zlib.prefix(payload)?);
+                }
+                (OpCode::Text | OpCode::Binary, true, Deflate::Takeover(z)) if head.fin => {
+                    let z = z.get_or_insert_with(|| Box::new(Decompress::new(false)));
+                    inflate(z, payload, &mut zlib.out)?;
+                    zlib.inflated += 1;
+                    on(&zlib.out);
+                }
+                _ => {
+                    return Err(bad(
+                        "a compressed frame that was not negotiated or is fragmented",
+                    ));
+                }
             }
             pos += head_len + len;
         }
@@ -229,24 +389,23 @@ impl Client {
     }
 }
 
-fn check_response(head: &[u8]) -> io::Result<()> {
+/// Checks the 101 and its accept value; returns the `Sec-WebSocket-Extensions` value, if any.
+fn check_response(head: &[u8]) -> io::Result<Option<String>> {
     if !head.starts_with(b"HTTP/1.1 101") {
         return Err(bad("no 101 response"));
     }
-    let accept = accept_key(KEY);
-    let found = head
-        .split(|&b| b == b'\n')
-        .filter_map(|line| {
+    let field = |want: &[u8]| {
+        head.split(|&b| b == b'\n').find_map(|line| {
             let (name, value) = line.split_at(line.iter().position(|&b| b == b':')?);
-            name.eq_ignore_ascii_case(b"sec-websocket-accept")
-                .then(|| value[1..].trim_ascii())
+            name.eq_ignore_ascii_case(want)
+                .then(|| String::from_utf8_lossy(value[1..].trim_ascii()).into_owned())
         })
-        .any(|v| v == accept);
-    if found {
-        Ok(())
-    } else {
-        Err(bad("wrong Sec-WebSocket-Accept"))
+    };
+    let accept = accept_key(KEY);
+    if field(b"sec-websocket-accept").as_deref().map(str::as_bytes) != Some(&accept[..]) {
+        return Err(bad("wrong Sec-WebSocket-Accept"));
     }
+    Ok(field(b"sec-websocket-extensions"))
 }
 
 fn bad(what: &str) -> io::Error {
@@ -267,7 +426,9 @@ mod tests {
         while !done(client) {
             assert!(Instant::now() < deadline, "timed out in {:?}", client.phase);
             client.on_writable().unwrap();
-            client.on_readable(&mut buf, &mut |_| {}).unwrap();
+            client
+                .on_readable(&mut buf, &mut Inflate::default(), &mut |_| {})
+                .unwrap();
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -284,7 +445,7 @@ mod tests {
         server
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
-        let mut client = Client::new(stream, addr, 1);
+        let mut client = Client::new(stream, addr, 1, false);
         drive(&mut client, |c| c.phase == Phase::Upgrading);
 
         let mut request = Vec::new();

@@ -26,7 +26,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use wsrelay::proto::OpCode;
 
-use client::{Client, Phase, connect_from};
+use client::{Client, Inflate, Phase, connect_from};
 use stats::{Histogram, cpu_secs, now_ns, rss_bytes};
 use worker::{Role, WorkerArgs};
 
@@ -85,6 +85,9 @@ enum Cmd {
         /// Most deliveries (messages × subscribers) one run may ask for.
         #[arg(long, default_value_t = 200_000_000)]
         max_deliveries: u64,
+        /// Publish chat-like JSON text (compressible) instead of binary zeros.
+        #[arg(long)]
+        json: bool,
     },
     /// C connections doing request/response.
     Echo {
@@ -129,6 +132,9 @@ struct Common {
     /// Fewest worker processes.
     #[arg(long, default_value_t = 2)]
     min_procs: usize,
+    /// Every client offers permessage-deflate, as Chromium does.
+    #[arg(long)]
+    deflate: bool,
 }
 
 fn main() -> ExitCode {
@@ -148,15 +154,17 @@ fn main() -> ExitCode {
             window,
             secs,
             max_deliveries,
+            json,
         } => fanout(
             &common,
             &FanoutPlan {
                 subs,
-                size: size.max(16),
+                size: size.max(if json { JSON_MIN } else { 16 }),
                 rate,
                 window,
                 secs,
                 max_deliveries,
+                json,
             },
         ),
         Cmd::Echo {
@@ -227,7 +235,8 @@ impl Workers {
         for i in 0..procs {
             let conns = total / procs + usize::from(i < total % procs);
             let src = Ipv4Addr::new(127, 0, 0, first_src.wrapping_add(i as u8));
-            let mut child = Command::new(&exe)
+            let mut command = Command::new(&exe);
+            command
                 .arg("worker")
                 .args(["--id", &(start + i).to_string()])
                 .args(["--server", &common.server.to_string()])
@@ -235,7 +244,11 @@ impl Workers {
                 .args(["--conns", &conns.to_string()])
                 .args(["--role", &format!("{role:?}").to_lowercase()])
                 .args(["--ctl", &ctl.to_string()])
-                .args(["--size", &size.to_string()])
+                .args(["--size", &size.to_string()]);
+            if common.deflate {
+                command.arg("--deflate");
+            }
+            let mut child = command
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .spawn()?;
@@ -369,6 +382,7 @@ impl Workers {
                     "reordered" => totals.reordered += n,
                     "missing" => totals.missing += n,
                     "outstanding" => totals.outstanding += n,
+                    "wire" => totals.wire += n,
                     "hist" => totals.hist.merge_encoded(v),
                     _ => {}
                 }
@@ -398,6 +412,8 @@ struct Totals {
     reordered: u64,
     missing: u64,
     outstanding: u64,
+    /// Bytes the workers' connections read.
+    wire: u64,
     unfinished: u64,
     hist: Histogram,
 }
@@ -447,10 +463,11 @@ fn idle(common: &Common, conns: usize, warmup: usize, settle: Duration) -> io::R
     let totals = workers.finish("quit")?;
     let per_conn = after.saturating_sub(before) as f64 / conns.max(1) as f64;
     println!(
-        "RESULT label={} scenario=idle n={conns} bytes_per_conn={per_conn:.0} rss_before={before} \
-         rss_after={after} open={} connect_secs={connect_secs:.2} server_cpu={server_cpu:.0} \
-         loadgen_cpu={loadgen_cpu:.0}",
+        "RESULT label={} scenario=idle n={conns} deflate={} bytes_per_conn={per_conn:.0} \
+         rss_before={before} rss_after={after} open={} connect_secs={connect_secs:.2} \
+         server_cpu={server_cpu:.0} loadgen_cpu={loadgen_cpu:.0}",
         common.label,
+        u8::from(common.deflate),
         totals.open.saturating_sub(warmup as u64),
     );
     Ok(())
@@ -463,6 +480,38 @@ struct FanoutPlan {
     window: Option<u64>,
     secs: f64,
     max_deliveries: u64,
+    json: bool,
+}
+
+/// The shortest `--json` payload: the fixed front of [`json_payload`].
+const JSON_MIN: usize = 128;
+
+/// A chat message as JSON, `size` bytes, with the sequence number and send time as 16 hex
+/// digits at fixed places (`{"seq":"…","ts":"…",` — see `worker::decode`), then a chat line
+/// of words picked by `seq`, so that messages differ as chat lines do but share a vocabulary.
+fn json_payload(seq: u64, sent_ns: u64, size: usize) -> Vec<u8> {
+    const WORDS: [&str; 24] = [
+        "ok", "the", "build", "is", "green", "again", "see", "you", "at", "noon", "who", "is",
+        "on", "call", "tonight", "deploy", "stuck", "retrying", "thanks", "lunch", "review",
+        "please", "merged", "done",
+    ];
+    let mut out = format!(
+        "{{\"seq\":\"{seq:016x}\",\"ts\":\"{sent_ns:016x}\",\"type\":\"message\",\"name\":\"user{}\",\
+         \"room\":\"lobby\",\"msg\":\"",
+        seq % 97
+    )
+    .into_bytes();
+    let mut x = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    while out.len() + 3 < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(WORDS[(x % WORDS.len() as u64) as usize].as_bytes());
+        out.push(b' ');
+    }
+    out.truncate(size.saturating_sub(2));
+    out.extend_from_slice(b"\"}");
+    out
 }
 
 fn fanout(common: &Common, plan: &FanoutPlan) -> io::Result<()> {
@@ -476,8 +525,9 @@ fn fanout(common: &Common, plan: &FanoutPlan) -> io::Result<()> {
         .poll
         .registry()
         .register(&mut stream, PUB, Interest::READABLE | Interest::WRITABLE)?;
-    let mut publisher = Client::new(stream, common.server, 7);
+    let mut publisher = Client::new(stream, common.server, 7, common.deflate);
     let mut buf = vec![0u8; 256 * 1024];
+    let mut zlib = Inflate::default();
     let mut pump_pub = |workers: &mut Workers, publisher: &mut Client, timeout| {
         let mut failed = None;
         workers.pump(timeout, |event| {
@@ -487,7 +537,7 @@ fn fanout(common: &Common, plan: &FanoutPlan) -> io::Result<()> {
             }
             if r.is_ok() && (event.is_readable() || event.is_read_closed()) {
                 // Its own copies (the tutorial server sends to the sender too) are just read.
-                r = publisher.on_readable(&mut buf, &mut |_| {});
+                r = publisher.on_readable(&mut buf, &mut zlib, &mut |_| {});
             }
             failed = r.err();
         })?;
@@ -546,9 +596,14 @@ fn fanout(common: &Common, plan: &FanoutPlan) -> io::Result<()> {
                 None => low + window,
             };
             while sent < allowed.min(total) {
-                payload[..8].copy_from_slice(&sent.to_le_bytes());
-                payload[8..16].copy_from_slice(&now_ns().to_le_bytes());
-                publisher.queue_frame(OpCode::Binary, &payload);
+                if plan.json {
+                    let text = json_payload(sent, now_ns(), plan.size);
+                    publisher.queue_frame(OpCode::Text, &text);
+                } else {
+                    payload[..8].copy_from_slice(&sent.to_le_bytes());
+                    payload[8..16].copy_from_slice(&now_ns().to_le_bytes());
+                    publisher.queue_frame(OpCode::Binary, &payload);
+                }
                 sent += 1;
             }
             publisher.flush()?;
@@ -565,15 +620,18 @@ fn fanout(common: &Common, plan: &FanoutPlan) -> io::Result<()> {
     let secs = elapsed.as_secs_f64();
     let mode = if plan.rate.is_some() { "rate" } else { "sat" };
     println!(
-        "RESULT label={} scenario=fanout mode={mode} n={} size={} published={sent} \
-         deliveries={} secs={secs:.3} per_sec={:.0} p50_us={} p99_us={} p999_us={} lost={} \
-         reordered={} missing={} closed={} drained={} window={window} server_cpu={server_cpu:.0} \
-         loadgen_cpu={loadgen_cpu:.0}",
+        "RESULT label={} scenario=fanout mode={mode} n={} size={} json={} deflate={} \
+         published={sent} deliveries={} secs={secs:.3} per_sec={:.0} wire_per_delivery={:.1} \
+         p50_us={} p99_us={} p999_us={} lost={} reordered={} missing={} closed={} drained={} \
+         window={window} server_cpu={server_cpu:.0} loadgen_cpu={loadgen_cpu:.0}",
         common.label,
         plan.subs,
         plan.size,
+        u8::from(plan.json),
+        u8::from(common.deflate),
         totals.received,
         totals.received as f64 / secs.max(1e-9),
+        totals.wire as f64 / totals.received.max(1) as f64,
         totals.hist.quantile(0.50),
         totals.hist.quantile(0.99),
         totals.hist.quantile(0.999),

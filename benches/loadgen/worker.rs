@@ -12,7 +12,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use wsrelay::proto::OpCode;
 
-use crate::client::{Client, Phase, connect_from};
+use crate::client::{Client, Inflate, Phase, connect_from};
 use crate::stats::{Histogram, now_ns};
 
 const CTL: Token = Token(usize::MAX - 1);
@@ -66,6 +66,9 @@ pub struct WorkerArgs {
     /// The worker exits after this long whatever happens.
     #[arg(long, default_value_t = 600)]
     pub max_secs: u64,
+    /// Offer permessage-deflate, as Chromium does.
+    #[arg(long)]
+    pub deflate: bool,
 }
 
 /// One subscriber's view of the sequence.
@@ -127,6 +130,7 @@ pub fn run(args: &WorkerArgs) -> io::Result<()> {
         overrun: 0,
     };
     let mut hist = Histogram::new();
+    let mut zlib = Inflate::default();
     let (mut upgraded, mut closed) = (0usize, 0usize);
     let (mut commanded, mut last_ready) = (false, None::<Instant>);
     let (mut reported_low, mut last_report) = (u64::MAX, started);
@@ -152,7 +156,7 @@ pub fn run(args: &WorkerArgs) -> io::Result<()> {
                 Token(i),
                 Interest::READABLE | Interest::WRITABLE,
             )?;
-            clients.push(Client::new(stream, args.server, i as u32 + 1));
+            clients.push(Client::new(stream, args.server, i as u32 + 1, args.deflate));
         }
         if upgraded + closed < args.conns && now - started > CONNECT_TIMEOUT {
             return Err(io::Error::other(format!(
@@ -242,7 +246,7 @@ pub fn run(args: &WorkerArgs) -> io::Result<()> {
                 // One clock read per readiness event: what one event's reads bring arrived
                 // together, and a clock read per message would cost as much as the rest.
                 let arrived = now_ns();
-                result = client.on_readable(&mut buf, &mut |p| {
+                result = client.on_readable(&mut buf, &mut zlib, &mut |p| {
                     let (seq, sent_ns) = decode(p);
                     hist.record(arrived.saturating_sub(sent_ns) / 1000);
                     s.received += 1;
@@ -309,8 +313,18 @@ pub fn run(args: &WorkerArgs) -> io::Result<()> {
     }
 }
 
-/// The sequence number and send time at the front of a payload.
+/// The sequence number and send time at the front of a payload: two little-endian words, or
+/// in a JSON message (`--json`), two 16-digit hex strings (see `main.rs`'s `json_payload`).
 pub fn decode(p: &[u8]) -> (u64, u64) {
+    if p.starts_with(b"{\"seq\":\"") {
+        let hex = |r: std::ops::Range<usize>| {
+            p.get(r)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|s| u64::from_str_radix(s, 16).ok())
+                .unwrap_or(0)
+        };
+        return (hex(8..24), hex(32..48));
+    }
     let word = |r: std::ops::Range<usize>| {
         p.get(r)
             .and_then(|b| b.try_into().ok())
@@ -329,6 +343,7 @@ fn print_result(
     outstanding: u64,
 ) {
     let open = clients.iter().filter(|c| c.phase == Phase::Open).count();
+    let wire: u64 = clients.iter().map(|c| c.wire_bytes).sum();
     let received: u64 = seen.iter().map(|s| s.received).sum();
     let reordered: u64 = seen.iter().map(|s| s.reordered).sum();
     let (mut lost, mut missing) = (0, 0);
@@ -341,7 +356,7 @@ fn print_result(
     }
     println!(
         "RESULT id={} conns={} open={open} received={received} lost={lost} reordered={reordered} \
-         missing={missing} outstanding={outstanding} hist={}",
+         missing={missing} outstanding={outstanding} wire={wire} hist={}",
         args.id,
         args.conns,
         hist.encode()
