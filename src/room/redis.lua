@@ -107,7 +107,9 @@ if op == 'append' then
   redis.call('PUBLISH', ARGV[9], epoch .. '\n' .. int(seq) .. '\n' .. int(replaced) .. '\n' .. json)
   return { epoch, int(seq), json }
 elseif op == 'load' then
-  -- KEYS: meta, log. ARGV: op, since (-1: the newest `max events`), max events, create (1|0).
+  -- KEYS: meta, log. ARGV: op, since (-1: the newest `max events`), max events, create (1|0),
+  -- the epoch `since` counts in ('' if none): in another epoch it means nothing, and the
+  -- whole stream is read.
   -- Returns epoch ('' if none), last seq, lost, and the entries as seq, json, oldest first.
   local meta, log = KEYS[1], KEYS[2]
   local epoch = epoch_of(meta, log, now_ms(), ARGV[4] == '1')
@@ -115,6 +117,9 @@ elseif op == 'load' then
     return { '', '0', '0', {} }
   end
   local since = tonumber(ARGV[2])
+  if since > 0 and epoch ~= ARGV[5] then
+    since = 0
+  end
   local entries
   if since < 0 then
     local newest = redis.call('XREVRANGE', log, '+', '-', 'COUNT', ARGV[3])

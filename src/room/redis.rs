@@ -819,15 +819,18 @@ impl RedisLog {
             if h.subscribed && h.needs_load && !h.loading {
                 h.needs_load = false;
                 h.loading = true;
-                let since = h.tail.as_ref().map(|c| c.last);
+                let since = h.tail.as_ref().map(|c| (c.last, c.epoch.clone()));
                 due.push((id, h.name.clone(), h.incarnation, since, h.create));
             }
         }
         for (id, name, incarnation, since, create) in due {
+            let epoch = since
+                .as_ref()
+                .map_or_else(|| Rc::from(""), |(_, e)| e.clone());
             let (meta, log) = (Self::key(&name, "meta"), Self::key(&name, "log"));
-            let since = since.map_or_else(|| "-1".to_owned(), |s| s.to_string());
+            let since = since.map_or_else(|| "-1".to_owned(), |(s, _)| s.to_string());
             let count = self.limits.events.to_string();
-            let args: [&[u8]; 9] = [
+            let args: [&[u8]; 10] = [
                 b"EVALSHA",
                 self.sha.as_bytes(),
                 b"2",
@@ -837,6 +840,7 @@ impl RedisLog {
                 since.as_bytes(),
                 count.as_bytes(),
                 if create { b"1" } else { b"0" },
+                epoch.as_bytes(),
             ];
             self.links[CMD].send(&args, now, true);
             self.pending.push_back(Pending::Load {
@@ -1148,6 +1152,46 @@ mod tests {
         assert_eq!((log.last_seq(0), log.read(0, None).events.len()), (2, 2));
         log.on_input(SUB, &message(&channel, "e1", 3, "m3"), now);
         assert_eq!(seqs(&events(&mut log)), [3]);
+    }
+
+    /// `up`, with room "a" open as room 0, subscribed and loaded with `entries`; its channel.
+    fn with_room(now: Instant, epoch: &str, entries: &[(u64, &str)]) -> (RedisLog, String) {
+        let mut log = up(now);
+        let channel = String::from_utf8(log.channel("a").to_vec()).unwrap();
+        log.open(0, &"a".into(), true);
+        log.on_input(SUB, &push(&["subscribe", &channel, "1"]), now);
+        let last = entries.last().map_or(0, |e| e.0);
+        log.on_input(CMD, &loaded(epoch, last, 0, entries), now);
+        sent(&mut log, CMD);
+        sent(&mut log, SUB);
+        events(&mut log);
+        (log, channel)
+    }
+
+    #[test]
+    fn a_load_after_a_link_came_back_names_the_epoch_its_cursor_counts_in() {
+        let now = Instant::now();
+        let (mut log, channel) =
+            with_room(now, "e1", &[(4, &event(4, "m4")), (5, &event(5, "m5"))]);
+        log.on_closed(SUB, now, "cut");
+        log.on_connected(SUB, now);
+        log.on_input(SUB, b"+OK\r\n", now);
+        assert_eq!(ops(&sent(&mut log, SUB)), ["CLIENT", "SUBSCRIBE"]);
+        log.on_input(SUB, &push(&["subscribe", &channel, "1"]), now);
+        let load = sent(&mut log, CMD);
+        assert_eq!(ops(&load), ["load"]);
+        // since 5 in epoch e1: the script reads the whole stream if the room is in another.
+        assert_eq!(load[0][6..], ["5", "10", "1", "e1"]);
+        // Redis came back empty and the room began again, with 2 events so far.
+        log.on_input(
+            CMD,
+            &loaded("e2", 2, 0, &[(1, &event(1, "n1")), (2, &event(2, "n2"))]),
+            now,
+        );
+        let got = events(&mut log);
+        assert_eq!(got[0], LogEvent::Restarted("a".into()));
+        assert_eq!(seqs(&got), [1, 2]);
+        assert_eq!((&*log.epoch(0), log.last_seq(0)), ("e2", 2));
     }
 
     #[test]
