@@ -598,7 +598,11 @@ impl RedisLog {
                 Value::Error(e) => String::from_utf8_lossy(e).into_owned(),
                 _ => "unexpected reply".to_owned(),
             };
-            log!(Warn, "redis: load room {}: {why}", h.name);
+            log!(
+                Warn,
+                "redis: load room {}: {why}; retried with the next beat",
+                h.name
+            );
             h.needs_load = true;
             return;
         };
@@ -650,6 +654,8 @@ impl RedisLog {
             }
         }
         self.drain_buffer(room, now);
+        // A load asked for meanwhile (the buffer overflowed) goes now.
+        self.load_due(now);
     }
 
     /// Takes event `seq` of room `name` into its copy and sends it on.
@@ -717,6 +723,7 @@ impl RedisLog {
             } else {
                 h.buffer.clear();
                 h.needs_load = true;
+                self.load_due(now);
             }
             return;
         }
@@ -917,6 +924,8 @@ impl RedisLog {
         }
         if self.ready[CMD] && self.next_beat.is_some_and(|t| t <= now) {
             self.beat(now);
+            // Loads that failed are tried again.
+            self.load_due(now);
         }
     }
 }
@@ -1192,6 +1201,41 @@ mod tests {
         assert_eq!(got[0], LogEvent::Restarted("a".into()));
         assert_eq!(seqs(&got), [1, 2]);
         assert_eq!((&*log.epoch(0), log.last_seq(0)), ("e2", 2));
+    }
+
+    #[test]
+    fn a_load_asked_for_while_one_was_in_flight_or_that_failed_goes_later() {
+        let now = Instant::now();
+        let mut log = up(now);
+        let channel = String::from_utf8(log.channel("a").to_vec()).unwrap();
+        log.open(0, &"a".into(), true);
+        log.on_input(SUB, &push(&["subscribe", &channel, "1"]), now);
+        assert_eq!(ops(&sent(&mut log, CMD)), ["load"]);
+        // An error reply: tried again with the next beat, not at once (it may last).
+        log.on_input(CMD, b"-ERR busy\r\n", now);
+        assert!(sent(&mut log, CMD).is_empty());
+        log.handle_timeout(now + BEAT);
+        assert_eq!(ops(&sent(&mut log, CMD)), ["beat", "load"]);
+        log.on_input(CMD, b"*0\r\n", now);
+        // More channel messages than are kept while the load is in flight: they are dropped,
+        // and read from the stream by another load once this one is answered.
+        for seq in 3..MAX_BUFFERED as u64 + 4 {
+            log.on_input(SUB, &message(&channel, "e1", seq, "m"), now);
+        }
+        assert!(sent(&mut log, CMD).is_empty());
+        log.on_input(CMD, &loaded("e1", 2, 0, &[(2, &event(2, "m2"))]), now);
+        assert_eq!(events(&mut log), [LogEvent::Ready("a".into())]);
+        let load = sent(&mut log, CMD);
+        assert_eq!(ops(&load), ["load"]);
+        assert_eq!(load[0][6], "2");
+        log.on_input(
+            CMD,
+            &loaded("e1", 4, 0, &[(3, &event(3, "m3")), (4, &event(4, "m4"))]),
+            now,
+        );
+        assert_eq!(seqs(&events(&mut log)), [3, 4]);
+        log.on_input(SUB, &message(&channel, "e1", 5, "m5"), now);
+        assert_eq!(seqs(&events(&mut log)), [5]);
     }
 
     #[test]
