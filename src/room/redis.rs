@@ -467,6 +467,11 @@ impl RedisLog {
         self.links[CMD].send(&args, now, true);
         self.pending.push_back(Pending::Beat);
         self.next_beat = Some(now + BEAT);
+        // The subscription link sends nothing of its own: a PING, answered within the reply
+        // timeout, tells a Redis gone silent (its host down, no reset) from a quiet channel.
+        if self.ready[SUB] {
+            self.links[SUB].send(&[b"PING"], now, true);
+        }
     }
 
     /// The process is stopping: its members stop counting now rather than at its deadline
@@ -1031,6 +1036,7 @@ impl Log for RedisLog {
 mod tests {
     use super::*;
     use crate::chat::Stamp;
+    use crate::redis::link::REPLY_TIMEOUT;
     use crate::redis::resp::{self, Limits};
 
     const LIMITS: HistoryLimits = HistoryLimits {
@@ -1236,6 +1242,30 @@ mod tests {
         assert_eq!(seqs(&events(&mut log)), [3, 4]);
         log.on_input(SUB, &message(&channel, "e1", 5, "m5"), now);
         assert_eq!(seqs(&events(&mut log)), [5]);
+    }
+
+    #[test]
+    fn a_silent_subscription_link_is_closed() {
+        let now = Instant::now();
+        let (mut log, channel) = with_room(now, "e1", &[]);
+        // Each beat PINGs the subscription link too; a pong or a message answers.
+        let t1 = now + BEAT;
+        log.handle_timeout(t1);
+        assert_eq!(ops(&sent(&mut log, SUB)), ["PING"]);
+        log.on_input(SUB, &push(&["pong", ""]), t1);
+        log.on_input(CMD, b"*0\r\n", t1);
+        let t2 = t1 + BEAT;
+        log.handle_timeout(t2);
+        log.on_input(SUB, &message(&channel, "e1", 1, "m1"), t2);
+        log.on_input(CMD, b"*0\r\n", t2);
+        // Then nothing comes, not even the answer to the next PING.
+        let t3 = t2 + BEAT;
+        log.handle_timeout(t3);
+        log.on_input(CMD, b"*0\r\n", t3);
+        log.handle_timeout(t3 + REPLY_TIMEOUT - Duration::from_millis(1));
+        assert_eq!(log.link(SUB).unwrap().close_requested(), None);
+        log.handle_timeout(t3 + REPLY_TIMEOUT);
+        assert!(log.link(SUB).unwrap().close_requested().is_some());
     }
 
     #[test]
