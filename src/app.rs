@@ -1283,7 +1283,8 @@ mod tests {
         let mut app = App::new(Mode::Chat, true, limits, poll_wait).with_log(Box::new(log));
         let redis = app.redis().unwrap();
         redis.on_connected(0, now);
-        redis.on_input(0, b"+OK\r\n+OK\r\n*0\r\n", now);
+        // Set-up, the beat, the counts written.
+        redis.on_input(0, b"+OK\r\n+OK\r\n*2\r\n:1\r\n*0\r\n:1\r\n", now);
         redis.on_connected(1, now);
         redis.on_input(1, b"+OK\r\n", now);
         app

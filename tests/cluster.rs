@@ -1239,3 +1239,59 @@ fn a_load_with_a_cursor_of_another_epoch_reads_the_new_epoch_from_its_start() {
     assert_eq!(script_load(&redis, "5", &old), (new.clone(), 2, vec![1, 2]));
     assert_eq!(script_load(&redis, "1", &new), (new, 2, vec![2]));
 }
+
+/// A beat of `node` with the script (`ttl` ms to live): whether it was known, and the rooms
+/// and counts of dead nodes it reaped.
+fn script_beat(redis: &redis::RedisServer, node: &str, ttl: &str) -> Vec<String> {
+    let out = redis.cli(&[
+        "EVAL",
+        SCRIPT,
+        "1",
+        "wsrelay:nodes",
+        "beat",
+        node,
+        ttl,
+        "wsrelay:",
+    ]);
+    out.lines()
+        .filter(|l| !l.is_empty())
+        .map(Into::into)
+        .collect()
+}
+
+#[test]
+fn a_nodes_counts_are_set_whole_and_a_reaped_node_learns_it_was() {
+    let Some(redis) = redis::RedisServer::start_or_skip() else {
+        return;
+    };
+    let here = |counts: &[&str]| {
+        let mut args = vec![
+            "EVAL",
+            SCRIPT,
+            "1",
+            "wsrelay:node:t",
+            "here",
+            "t",
+            "wsrelay:",
+            "60000",
+        ];
+        args.extend(counts);
+        redis.cli(&args);
+    };
+    let count = |room: &str| redis.cli(&["HGET", &format!("wsrelay:{{{room}}}:here"), "t"]);
+    assert_eq!(script_beat(&redis, "t", "60000"), ["0"], "new");
+    assert_eq!(script_beat(&redis, "t", "60000"), ["1"]);
+    here(&["x", "2", "y", "3"]);
+    assert_eq!((count("x").trim(), count("y").trim()), ("2", "3"));
+    // Room y is not in the next call: this node has nobody there any more.
+    here(&["x", "1"]);
+    assert_eq!((count("x").trim(), count("y").trim()), ("1", ""));
+    assert_eq!(redis.cli(&["SMEMBERS", "wsrelay:node:t"]).trim(), "x");
+    // Node t stops beating; node u reaps it and announces its member in x.
+    script_beat(&redis, "t", "0");
+    thread::sleep(Duration::from_millis(5));
+    assert_eq!(script_beat(&redis, "u", "60000"), ["0", "x", "1"]);
+    assert_eq!(count("x").trim(), "");
+    // t was only slow: its next beat says it was forgotten, so it writes its counts again.
+    assert_eq!(script_beat(&redis, "t", "60000"), ["0"]);
+}

@@ -140,9 +140,11 @@ elseif op == 'load' then
   return { epoch, seq, lost, flat }
 elseif op == 'beat' then
   -- KEYS: nodes. ARGV: op, node, ttl ms (0: this node is leaving), prefix.
-  -- Returns room, members for every room a dead node had members in (now forgotten).
+  -- Returns whether this node was known (0: new, or reaped as dead, its counts forgotten),
+  -- and room, members for every room a dead node had members in (now forgotten).
   local nodes, node, prefix = KEYS[1], ARGV[2], ARGV[4]
   local now = now_ms()
+  local known = redis.call('HGET', nodes, node)
   redis.call('HSET', nodes, node, now + tonumber(ARGV[3]))
   local gone = {}
   local all = redis.call('HGETALL', nodes)
@@ -163,18 +165,21 @@ elseif op == 'beat' then
       redis.call('HDEL', nodes, dead)
     end
   end
-  return gone
+  return { known and 1 or 0, gone }
 elseif op == 'here' then
-  -- KEYS: here, noderooms. ARGV: op, node, members, room, ttl ms: sets this node's count
-  -- again (after its link came back), without a notice.
-  local n = tonumber(ARGV[3])
-  if n > 0 then
-    redis.call('HSET', KEYS[1], ARGV[2], n)
-    redis.call('PEXPIRE', KEYS[1], ARGV[5])
-    redis.call('SADD', KEYS[2], ARGV[4])
-  else
-    redis.call('HDEL', KEYS[1], ARGV[2])
-    redis.call('SREM', KEYS[2], ARGV[4])
+  -- KEYS: noderooms. ARGV: op, node, prefix, ttl ms, then room, members for every room this
+  -- node has members in: sets this node's counts to exactly these (after its link came back,
+  -- or it was reaped), without a notice.
+  local node, prefix, ttl = ARGV[2], ARGV[3], ARGV[4]
+  for _, room in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+    redis.call('HDEL', prefix .. '{' .. room .. '}:here', node)
+  end
+  redis.call('DEL', KEYS[1])
+  for i = 5, #ARGV - 1, 2 do
+    local here = prefix .. '{' .. ARGV[i] .. '}:here'
+    redis.call('HSET', here, node, ARGV[i + 1])
+    redis.call('PEXPIRE', here, ttl)
+    redis.call('SADD', KEYS[1], ARGV[i])
   end
   return 1
 end

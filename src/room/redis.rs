@@ -66,7 +66,7 @@ enum Pending {
     /// A read of room `room`'s stream (its incarnation, to ignore a reply for a room since
     /// freed and made again).
     Load { room: RoomId, incarnation: u64 },
-    /// A presence count written again.
+    /// This node's presence counts written again.
     Here,
 }
 
@@ -168,8 +168,6 @@ pub struct RedisLog {
     incarnations: u64,
     events: Vec<LogEvent>,
     next_beat: Option<Instant>,
-    /// Presence counts to write again once the command link is back, by room.
-    stale: HashMap<Rc<str>, usize>,
     /// Why the links are not usable, for `/healthz` and the log (one line per episode).
     error: Option<String>,
     /// Whether the current outage was logged.
@@ -204,7 +202,6 @@ impl RedisLog {
             incarnations: 0,
             events: Vec::new(),
             next_beat: None,
-            stale: HashMap::new(),
             error: Some(first_error),
             logged_down: false,
             leaving: false,
@@ -319,9 +316,6 @@ impl RedisLog {
             for pending in std::mem::take(&mut self.pending) {
                 match pending {
                     Pending::Append { room, draft } => {
-                        if let Kind::Notice { here, .. } = draft.kind {
-                            self.stale.insert(room.clone(), here);
-                        }
                         self.events.push(LogEvent::Failed {
                             room,
                             draft,
@@ -395,14 +389,9 @@ impl RedisLog {
         }
         if i == CMD {
             self.beat(now);
-            // Presence as it is here now, for rooms whose count Redis may have lost.
-            let mut here: Vec<(Rc<str>, usize)> = self.stale.drain().collect();
-            for h in self.rooms.iter().flatten() {
-                here.push((h.name.clone(), h.here));
-            }
-            for (room, n) in here {
-                self.write_here(&room, n, now);
-            }
+            // Presence as it is here now: counts of notices that failed meanwhile, or of
+            // rooms freed since, must not stay in Redis.
+            self.write_here(now);
         } else {
             let channels: Vec<Rc<[u8]>> = self
                 .rooms
@@ -424,23 +413,31 @@ impl RedisLog {
         self.load_due(now);
     }
 
-    fn write_here(&mut self, room: &str, n: usize, now: Instant) {
-        let here = Self::key(room, "here");
+    /// Sets this node's counts in Redis to those of the rooms held here, and forgets the
+    /// others, at once (one call).
+    fn write_here(&mut self, now: Instant) {
         let node_rooms = self.node_rooms();
-        let n = n.to_string();
         let ttl = ROOM_TTL.as_millis().to_string();
-        let args: [&[u8]; 10] = [
+        let counts: Vec<(Rc<str>, String)> = self
+            .rooms
+            .iter()
+            .flatten()
+            .filter(|h| h.here > 0)
+            .map(|h| (h.name.clone(), h.here.to_string()))
+            .collect();
+        let mut args: Vec<&[u8]> = vec![
             b"EVALSHA",
             self.sha.as_bytes(),
-            b"2",
-            here.as_bytes(),
+            b"1",
             node_rooms.as_bytes(),
             b"here",
             self.node.as_bytes(),
-            n.as_bytes(),
-            room.as_bytes(),
+            PREFIX.as_bytes(),
             ttl.as_bytes(),
         ];
+        for (room, n) in &counts {
+            args.extend([room.as_bytes(), n.as_bytes()]);
+        }
         self.links[CMD].send(&args, now, true);
         self.pending.push_back(Pending::Here);
     }
@@ -505,10 +502,18 @@ impl RedisLog {
 
     /// A beat's reply: rooms that lost a dead node's members, announced from here.
     fn on_beat(&mut self, reply: &Value, now: Instant) {
-        let Some(gone) = reply.as_array() else {
+        let Some([known, gone]) = reply.as_array() else {
             if let Value::Error(e) = reply {
                 log!(Warn, "redis: beat: {}", String::from_utf8_lossy(e));
             }
+            return;
+        };
+        if known.as_int() == Some(0) && !self.leaving {
+            // Reaped as dead by another node (a turn longer than NODE_TTL) or new: its
+            // members left the counts, and come back in.
+            self.write_here(now);
+        }
+        let Some(gone) = gone.as_array() else {
             return;
         };
         let mut json = Vec::new();
@@ -561,9 +566,6 @@ impl RedisLog {
                     _ => "unexpected reply".to_owned(),
                 };
                 log!(Warn, "redis: append to room {room}: {why}");
-                if let Kind::Notice { here, .. } = draft.kind {
-                    self.stale.insert(room.clone(), here);
-                }
                 self.events.push(LogEvent::Failed {
                     room,
                     draft,
@@ -865,9 +867,6 @@ impl RedisLog {
     fn send_append(&mut self, room: Rc<str>, draft: Draft, now: Instant) {
         if !self.ready[CMD] {
             let why = self.error.as_deref().unwrap_or("connecting");
-            if let Kind::Notice { here, .. } = draft.kind {
-                self.stale.insert(room.clone(), here);
-            }
             self.events.push(LogEvent::Failed {
                 room,
                 draft,
@@ -1039,6 +1038,9 @@ mod tests {
     use crate::redis::link::REPLY_TIMEOUT;
     use crate::redis::resp::{self, Limits};
 
+    /// A beat's reply: this node was known, no node was reaped.
+    const BEAT_OK: &[u8] = b"*2\r\n:1\r\n*0\r\n";
+
     const LIMITS: HistoryLimits = HistoryLimits {
         events: 10,
         bytes: 10_000,
@@ -1116,7 +1118,9 @@ mod tests {
         log.on_connected(SUB, now);
         log.on_input(SUB, b"+OK\r\n", now);
         assert!(log.health().is_none());
-        log.on_input(CMD, b"*0\r\n", now);
+        // The beat (this node was known) and its counts written.
+        log.on_input(CMD, &[BEAT_OK, b":1\r\n"].concat(), now);
+        assert!(log.pending.is_empty());
         sent(&mut log, CMD);
         sent(&mut log, SUB);
         log
@@ -1222,7 +1226,7 @@ mod tests {
         assert!(sent(&mut log, CMD).is_empty());
         log.handle_timeout(now + BEAT);
         assert_eq!(ops(&sent(&mut log, CMD)), ["beat", "load"]);
-        log.on_input(CMD, b"*0\r\n", now);
+        log.on_input(CMD, BEAT_OK, now);
         // More channel messages than are kept while the load is in flight: they are dropped,
         // and read from the stream by another load once this one is answered.
         for seq in 3..MAX_BUFFERED as u64 + 4 {
@@ -1253,19 +1257,74 @@ mod tests {
         log.handle_timeout(t1);
         assert_eq!(ops(&sent(&mut log, SUB)), ["PING"]);
         log.on_input(SUB, &push(&["pong", ""]), t1);
-        log.on_input(CMD, b"*0\r\n", t1);
+        log.on_input(CMD, BEAT_OK, t1);
         let t2 = t1 + BEAT;
         log.handle_timeout(t2);
         log.on_input(SUB, &message(&channel, "e1", 1, "m1"), t2);
-        log.on_input(CMD, b"*0\r\n", t2);
+        log.on_input(CMD, BEAT_OK, t2);
         // Then nothing comes, not even the answer to the next PING.
         let t3 = t2 + BEAT;
         log.handle_timeout(t3);
-        log.on_input(CMD, b"*0\r\n", t3);
+        log.on_input(CMD, BEAT_OK, t3);
         log.handle_timeout(t3 + REPLY_TIMEOUT - Duration::from_millis(1));
         assert_eq!(log.link(SUB).unwrap().close_requested(), None);
         log.handle_timeout(t3 + REPLY_TIMEOUT);
         assert!(log.link(SUB).unwrap().close_requested().is_some());
+    }
+
+    fn notice(here: usize) -> Draft {
+        let mut json = Vec::new();
+        chat::presence_draft(Presence::Join, (1, 0), chat::COUNT_SLOT, &mut json);
+        let body = String::from_utf8(json).unwrap().into();
+        let kind = Kind::Notice {
+            replaces: None,
+            here,
+        };
+        Draft { body, kind }
+    }
+
+    /// The counts of every `here` call in `commands`.
+    fn counts(commands: &[Vec<String>]) -> Vec<Vec<String>> {
+        let calls = commands
+            .iter()
+            .filter(|c| c.get(4).is_some_and(|op| op == "here"));
+        calls.map(|c| c[8..].to_vec()).collect()
+    }
+
+    #[test]
+    fn counts_are_written_again_as_they_are_here_after_an_outage_or_a_reaping() {
+        let now = Instant::now();
+        let mut log = up(now);
+        log.open(0, &"a".into(), true);
+        log.open(1, &"b".into(), true);
+        sent(&mut log, SUB);
+        log.on_closed(CMD, now, "cut");
+        // Notices fail while the command link is down; room b is freed meanwhile.
+        log.append(0, notice(2));
+        log.append(1, notice(0));
+        log.close(1);
+        for i in 0..3 {
+            let name: Rc<str> = format!("c{i}").into();
+            log.open(2, &name, true);
+            log.append(2, notice(0));
+            log.close(2);
+        }
+        let failed = events(&mut log);
+        assert_eq!(failed.len(), 5);
+        assert!(failed.iter().all(|e| matches!(e, LogEvent::Failed { .. })));
+        // Back: one call sets this node's counts to what is here (room a: 2), dropping any
+        // other room's it may have left in Redis.
+        log.on_connected(CMD, now);
+        log.on_input(CMD, b"+OK\r\n+OK\r\n", now);
+        let back = sent(&mut log, CMD);
+        assert_eq!(ops(&back), ["CLIENT", "SCRIPT", "beat", "here"]);
+        assert_eq!(back[3][5..8], ["n1", PREFIX, "86400000"]);
+        assert_eq!(counts(&back), [["a", "2"]]);
+        // The beat says another node reaped this one meanwhile: its counts go in again.
+        log.on_input(CMD, b"*2\r\n:0\r\n*0\r\n", now);
+        assert_eq!(counts(&sent(&mut log, CMD)), [["a", "2"]]);
+        log.on_input(CMD, b":1\r\n:1\r\n", now);
+        assert!(log.pending.is_empty());
     }
 
     #[test]
