@@ -45,9 +45,10 @@ pub const BEAT: Duration = Duration::from_secs(3);
 pub const NODE_TTL: Duration = Duration::from_secs(9);
 /// A room's keys live this long after its last event: abandoned rooms cost Redis nothing.
 const ROOM_TTL: Duration = Duration::from_secs(24 * 3600);
-/// Channel messages kept for a room while its stream is being read; past it they are dropped
-/// and read from the stream again.
+/// Channel messages kept for a room while its stream is being read, and their bytes; past
+/// either they are dropped and read from the stream again.
 const MAX_BUFFERED: usize = 10_000;
+const MAX_BUFFERED_BYTES: usize = 16 << 20;
 
 /// The command link and the subscription link.
 pub const LINKS: usize = 2;
@@ -88,6 +89,8 @@ struct Held {
     tail: Option<Copy>,
     /// Channel messages that came while a load was in flight, or after a hole.
     buffer: Vec<Message>,
+    /// The bytes of the events in `buffer`.
+    buffered: usize,
     /// This node's members in the room, as last written to Redis.
     here: usize,
 }
@@ -713,6 +716,7 @@ impl RedisLog {
             return;
         };
         let buffered = std::mem::take(&mut h.buffer);
+        h.buffered = 0;
         for m in buffered {
             self.on_message(room, m, now);
         }
@@ -725,10 +729,12 @@ impl RedisLog {
             return;
         };
         if h.loading || h.needs_load || h.tail.is_none() {
-            if h.buffer.len() < MAX_BUFFERED {
+            if h.buffer.len() < MAX_BUFFERED && h.buffered + m.json.len() <= MAX_BUFFERED_BYTES {
+                h.buffered += m.json.len();
                 h.buffer.push(m);
             } else {
                 h.buffer.clear();
+                h.buffered = 0;
                 h.needs_load = true;
                 self.load_due(now);
             }
@@ -756,6 +762,7 @@ impl RedisLog {
         }
         if m.seq > copy.last + 1 {
             // A hole: read the stream from the last seq seen; this and later messages wait.
+            h.buffered += m.json.len();
             h.buffer.push(m);
             h.needs_load = true;
             self.load_due(now);
@@ -958,6 +965,7 @@ impl Log for RedisLog {
             create,
             tail: None,
             buffer: Vec::new(),
+            buffered: 0,
             here: 0,
         });
     }
@@ -1325,6 +1333,25 @@ mod tests {
         assert_eq!(counts(&sent(&mut log, CMD)), [["a", "2"]]);
         log.on_input(CMD, b":1\r\n:1\r\n", now);
         assert!(log.pending.is_empty());
+    }
+
+    #[test]
+    fn the_messages_kept_while_a_room_loads_are_bounded_in_bytes() {
+        let now = Instant::now();
+        let mut log = up(now);
+        let channel = String::from_utf8(log.channel("a").to_vec()).unwrap();
+        log.open(0, &"a".into(), true);
+        log.on_input(SUB, &push(&["subscribe", &channel, "1"]), now);
+        assert_eq!(ops(&sent(&mut log, CMD)), ["load"]);
+        let big = "x".repeat(MAX_BUFFERED_BYTES / 3);
+        for seq in 1..=3 {
+            log.on_input(SUB, &message(&channel, "e1", seq, &big), now);
+        }
+        let h = log.held(0).unwrap();
+        assert!(h.buffer.is_empty() && h.buffered == 0 && h.needs_load);
+        log.on_input(CMD, &loaded("e1", 0, 0, &[]), now);
+        assert_eq!(events(&mut log), [LogEvent::Ready("a".into())]);
+        assert_eq!(ops(&sent(&mut log, CMD)), ["load"]);
     }
 
     #[test]
