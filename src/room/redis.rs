@@ -490,6 +490,15 @@ impl RedisLog {
             }
             return;
         };
+        if let Value::Error(e) = &reply
+            && e.starts_with(b"NOSCRIPT")
+        {
+            // The script cache was flushed (SCRIPT FLUSH): every call fails until the link's
+            // set-up loads it again.
+            if let Some(link) = self.links.get_mut(CMD) {
+                link.request_close("the script is gone from Redis".into());
+            }
+        }
         match pending {
             Pending::Hello => self.on_hello(CMD, &reply, now),
             Pending::Beat => self.on_beat(&reply, now),
@@ -1352,6 +1361,16 @@ mod tests {
         log.on_input(CMD, &loaded("e1", 0, 0, &[]), now);
         assert_eq!(events(&mut log), [LogEvent::Ready("a".into())]);
         assert_eq!(ops(&sent(&mut log, CMD)), ["load"]);
+    }
+
+    #[test]
+    fn a_flushed_script_is_loaded_again() {
+        let now = Instant::now();
+        let (mut log, _) = with_room(now, "e1", &[]);
+        log.append(0, notice(1));
+        log.on_input(CMD, b"-NOSCRIPT No matching script.\r\n", now);
+        assert!(matches!(events(&mut log)[..], [LogEvent::Failed { .. }]));
+        assert!(log.link(CMD).unwrap().close_requested().is_some());
     }
 
     #[test]
