@@ -561,19 +561,20 @@ impl RedisLog {
     }
 
     fn on_appended(&mut self, room: Rc<str>, draft: Draft, reply: &Value) {
-        match reply {
-            Value::Array(parts) => {
+        let json = reply.as_array().and_then(|parts| parts.get(2)?.as_bytes());
+        match json {
+            Some(json) => {
                 if let Kind::Message {
                     reply: Some(to), ..
                 } = draft.kind
-                    && let Some(json) = parts.get(2).and_then(Value::as_bytes)
                 {
                     let json = String::from_utf8_lossy(json).into();
                     self.events.push(LogEvent::Replied { to, json });
                 }
             }
-            other => {
-                let why = match other {
+            // Not the script's answer: a `POST /send` must hear something all the same.
+            None => {
+                let why = match reply {
                     Value::Error(e) => String::from_utf8_lossy(e).into_owned(),
                     _ => "unexpected reply".to_owned(),
                 };
@@ -1371,6 +1372,40 @@ mod tests {
         log.on_input(CMD, b"-NOSCRIPT No matching script.\r\n", now);
         assert!(matches!(events(&mut log)[..], [LogEvent::Failed { .. }]));
         assert!(log.link(CMD).unwrap().close_requested().is_some());
+    }
+
+    #[test]
+    fn a_send_is_answered_whatever_redis_replies() {
+        let now = Instant::now();
+        let (mut log, _) = with_room(now, "e1", &[]);
+        let to = crate::room::log::Asker { conn: 7, serial: 1 };
+        let body: Rc<str> = r#"{"type":"message","name":"x","msg":"hi"}"#.into();
+        let kind = Kind::Message {
+            reply: Some(to),
+            from: None,
+        };
+        for reply in [
+            &b"*3\r\n$2\r\ne1\r\n$1\r\n1\r\n$2\r\n{}\r\n"[..],
+            b"*0\r\n",
+            b":1\r\n",
+        ] {
+            log.append(
+                0,
+                Draft {
+                    body: body.clone(),
+                    kind,
+                },
+            );
+            log.on_input(CMD, reply, now);
+            let answered = events(&mut log);
+            assert!(
+                matches!(
+                    answered[..],
+                    [LogEvent::Replied { .. } | LogEvent::Failed { .. }]
+                ),
+                "{answered:?}"
+            );
+        }
     }
 
     #[test]
