@@ -738,6 +738,14 @@ impl App {
                             self.poll_body(room, Some(w.since), false)
                         }
                         Some(room) => self.poll_body(room, None, true),
+                        // Freed here, but kept in the store: no news; the next poll reads it.
+                        None if self.shared => {
+                            let mut body = b"[".to_vec();
+                            chat::welcome(&w.room, &w.epoch, w.since, &mut self.json);
+                            body.extend_from_slice(&self.json);
+                            body.push(b']');
+                            body
+                        }
                         None => self.unmade_room_body(&w.room, true),
                     };
                     let response = json_response(200, "", &body);
@@ -927,7 +935,17 @@ impl App {
             } else {
                 self.presence(room, Presence::Leave, count, out);
             }
+            let name = self.rooms.shared_name(room);
             self.rooms.leave(id);
+            if self.shared && self.rooms.find(&name).is_none() {
+                // Its channel is no longer heard here: polls held on it (without a client id,
+                // which would have kept it) poll again now rather than miss what comes.
+                let mut woken = Vec::new();
+                self.waiters.take_room(&name, &mut woken);
+                if !woken.is_empty() {
+                    self.answer(woken, Instant::now(), out);
+                }
+            }
         }
     }
 
@@ -1300,6 +1318,47 @@ mod tests {
         );
         redis.on_input(0, b"*4\r\n$0\r\n\r\n$1\r\n0\r\n$1\r\n0\r\n*0\r\n", now);
         app.on_store(out);
+    }
+
+    #[test]
+    fn a_poll_held_on_a_room_freed_here_is_told_no_news_at_once() {
+        let now = Instant::now();
+        let mut app = shared(Duration::from_secs(25), now);
+        let mut out = Vec::new();
+        app.on_join(5, "/a", &mut out);
+        load_a(&mut app, now, &mut out);
+        out.clear();
+        let poll = HttpRequest {
+            method: Method::Get,
+            target: "/poll?room=a&since=0",
+            body: b"",
+            foreign: false,
+        };
+        assert!(matches!(
+            app.on_http(1, poll, now, &mut out),
+            Reply::Hold(_)
+        ));
+        // The last member here leaves: the room is freed here, not in Redis.
+        app.on_leave(5, &mut out);
+        assert_eq!(app.rooms.find("a"), None);
+        let answers: Vec<&Vec<u8>> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Respond { to: 1, response } => Some(response),
+                _ => None,
+            })
+            .collect();
+        let [response] = answers[..] else {
+            panic!("the poll is answered at once: {out:?}");
+        };
+        let text = String::from_utf8_lossy(response);
+        let body: serde_json::Value =
+            serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(body.as_array().unwrap().len(), 1, "a welcome only: {body}");
+        assert_eq!(
+            (&body[0]["type"], &body[0]["seq"]),
+            (&"welcome".into(), &0.into())
+        );
     }
 
     #[test]
