@@ -627,7 +627,9 @@ impl App {
                     until,
                 };
                 self.defer(room, poll);
-                return Reply::Hold(until);
+                // Answered with a 503 at `until`, or, once the room loads, held again for
+                // up to a whole wait: the connection waits for that too.
+                return Reply::Hold(until + self.poll_wait);
             }
             existing = Some(room);
         }
@@ -743,6 +745,14 @@ impl App {
                             self.poll_body(room, Some(w.since), false)
                         }
                         Some(room) => self.poll_body(room, None, true),
+                        // Freed here, but kept in the store: no news; the next poll reads it.
+                        None if self.shared => {
+                            let mut body = b"[".to_vec();
+                            chat::welcome(&w.room, &w.epoch, w.since, &mut self.json);
+                            body.extend_from_slice(&self.json);
+                            body.push(b']');
+                            body
+                        }
                         None => self.unmade_room_body(&w.room, true),
                     };
                     let response = json_response(200, "", &body);
@@ -789,7 +799,9 @@ impl App {
                     until,
                 },
             );
-            return Reply::Hold(until);
+            // Answered with a 503 at `until`, or, once the room loads, held again for its
+            // commit: the connection waits for that too.
+            return Reply::Hold(until + STORE_WAIT);
         }
         if self.shared && self.rooms.log.epoch(room).is_empty() {
             // Nobody has been in the room anywhere (or not since it expired).
@@ -930,7 +942,17 @@ impl App {
             } else {
                 self.presence(room, Presence::Leave, count, out);
             }
+            let name = self.rooms.shared_name(room);
             self.rooms.leave(id);
+            if self.shared && self.rooms.find(&name).is_none() {
+                // Its channel is no longer heard here: polls held on it (without a client id,
+                // which would have kept it) poll again now rather than miss what comes.
+                let mut woken = Vec::new();
+                self.waiters.take_room(&name, &mut woken);
+                if !woken.is_empty() {
+                    self.answer(woken, Instant::now(), out);
+                }
+            }
         }
     }
 
@@ -1268,6 +1290,121 @@ fn encode(scratch: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) -> Rc<[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::room::redis::RedisLog;
+
+    /// An app in chat mode on a Redis log whose links are up and set up.
+    fn shared(poll_wait: Duration, now: Instant) -> App {
+        let limits = RoomLimits {
+            max_rooms: 10,
+            history: 10,
+            history_bytes: 1000,
+        };
+        let target = crate::redis::url::parse("redis://127.0.0.1:6379").unwrap();
+        let history = HistoryLimits {
+            events: 10,
+            bytes: 1000,
+        };
+        let log = RedisLog::new(target, "n1", history, now);
+        let mut app = App::new(Mode::Chat, true, limits, poll_wait).with_log(Box::new(log));
+        let redis = app.redis().unwrap();
+        redis.on_connected(0, now);
+        // Set-up, the beat, the counts written.
+        redis.on_input(0, b"+OK\r\n+OK\r\n*2\r\n:1\r\n*0\r\n:1\r\n", now);
+        redis.on_connected(1, now);
+        redis.on_input(1, b"+OK\r\n", now);
+        app
+    }
+
+    /// Room `a` loads, empty and never made.
+    fn load_a(app: &mut App, now: Instant, out: &mut Vec<Action>) {
+        let redis = app.redis().unwrap();
+        redis.on_input(
+            1,
+            b"*3\r\n$9\r\nsubscribe\r\n$13\r\nwsrelay:0:{a}\r\n:1\r\n",
+            now,
+        );
+        redis.on_input(0, b"*4\r\n$0\r\n\r\n$1\r\n0\r\n$1\r\n0\r\n*0\r\n", now);
+        app.on_store(out);
+    }
+
+    #[test]
+    fn a_poll_held_on_a_room_freed_here_is_told_no_news_at_once() {
+        let now = Instant::now();
+        let mut app = shared(Duration::from_secs(25), now);
+        let mut out = Vec::new();
+        app.on_join(5, "/a", &mut out);
+        load_a(&mut app, now, &mut out);
+        out.clear();
+        let poll = HttpRequest {
+            method: Method::Get,
+            target: "/poll?room=a&since=0",
+            body: b"",
+            foreign: false,
+        };
+        assert!(matches!(
+            app.on_http(1, poll, now, &mut out),
+            Reply::Hold(_)
+        ));
+        // The last member here leaves: the room is freed here, not in Redis.
+        app.on_leave(5, &mut out);
+        assert_eq!(app.rooms.find("a"), None);
+        let answers: Vec<&Vec<u8>> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Respond { to: 1, response } => Some(response),
+                _ => None,
+            })
+            .collect();
+        let [response] = answers[..] else {
+            panic!("the poll is answered at once: {out:?}");
+        };
+        let text = String::from_utf8_lossy(response);
+        let body: serde_json::Value =
+            serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(body.as_array().unwrap().len(), 1, "a welcome only: {body}");
+        assert_eq!(
+            (&body[0]["type"], &body[0]["seq"]),
+            (&"welcome".into(), &0.into())
+        );
+    }
+
+    #[test]
+    fn a_request_held_for_its_room_to_load_is_held_for_what_follows_too() {
+        let now = Instant::now();
+        let wait = Duration::from_secs(25);
+        let mut app = shared(wait, now);
+        let mut out = Vec::new();
+        let poll = HttpRequest {
+            method: Method::Get,
+            target: "/poll?room=a&since=0",
+            body: b"",
+            foreign: false,
+        };
+        let Reply::Hold(held) = app.on_http(1, poll, now, &mut out) else {
+            panic!("the room is not loaded yet");
+        };
+        assert!(app.poll_timeout().is_some_and(|t| t <= now + STORE_WAIT));
+        // The room loads: the poll is up to date, and waits for the room's next event.
+        load_a(&mut app, now, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        let waits_until = app.waiters.next_deadline().expect("the poll is held");
+        assert!(waits_until > now + STORE_WAIT);
+        assert!(
+            waits_until <= held,
+            "the poll waits until {waits_until:?}, its connection only until {held:?}"
+        );
+        // A send held for its room waits for its commit after the room loads too.
+        let send = HttpRequest {
+            method: Method::Post,
+            target: "/send?room=b",
+            body: br#"{"name":"x","msg":"hi"}"#,
+            foreign: false,
+        };
+        let Reply::Hold(held) = app.on_http(2, send, now, &mut out) else {
+            panic!("room b is not loaded yet");
+        };
+        assert!(held >= now + STORE_WAIT * 2);
+    }
 
     #[test]
     fn presence_gates_of_quiet_rooms_are_forgotten() {
