@@ -935,14 +935,25 @@ impl App {
         self.message_due.remove(&id);
         if let Some(room) = self.rooms.membership.room_of(id) {
             let count = self.rooms.count(room).saturating_sub(1);
-            if self.shared && count == 0 {
+            let name = self.rooms.shared_name(room);
+            let announced = !self.deferred.get(&name).is_some_and(|requests| {
+                requests
+                    .iter()
+                    .any(|r| matches!(r, Deferred::Join { conn, .. } if *conn == id))
+            });
+            if !announced {
+                // Its join waited for the room to load and was never announced: nor is this.
+                if let Some(requests) = self.deferred.get_mut(&name) {
+                    requests.retain(|r| r.conn() != id);
+                }
+                self.deferred.retain(|_, r| !r.is_empty());
+            } else if self.shared && count == 0 {
                 // The room is freed here next: other nodes' members hear of it now, with
                 // whatever the gate held back, or never.
                 self.announce_now(room, Presence::Leave, count, out);
             } else {
                 self.presence(room, Presence::Leave, count, out);
             }
-            let name = self.rooms.shared_name(room);
             self.rooms.leave(id);
             if self.shared && self.rooms.find(&name).is_none() {
                 // Its channel is no longer heard here: polls held on it (without a client id,
