@@ -135,6 +135,11 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Files a process has open (entries of `/proc/PID/fd`).
+pub fn open_files(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
