@@ -49,6 +49,7 @@ for target in $targets; do
     case $target in
         handshake | connection) dict=(-dict=dict/handshake.dict) ;;
         chat) dict=(-dict=dict/chat.dict) ;;
+        resp) dict=(-dict=dict/resp.dict) ;;
     esac
     mkdir -p "corpus-gen/$target" "artifacts/$target"
     echo "== $target: $what"

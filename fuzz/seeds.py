@@ -241,6 +241,47 @@ seed(CH, "trailing-characters", b'{"name":"a","msg":"b"} x')
 seed(CH, "lone-surrogate-escape", b'{"name":"a","msg":"\\ud800"}')
 seed(CH, "deeply-nested-extra", b'{"name":"a","msg":"b","x":' + b"[" * 200 + b"]" * 200 + b"}")
 
+# ---- resp: RESP2 replies from Redis, one after another as a pipeline returns them
+RS = "resp"
+
+
+def bulk(data):
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+def array(*items):
+    return b"*%d\r\n" % len(items) + b"".join(items)
+
+
+seed(RS, "status-ok", b"+OK\r\n")
+seed(RS, "error-noscript", b"-NOSCRIPT No matching script. Please use EVAL.\r\n")
+seed(RS, "integers-min-max", b":9223372036854775807\r\n:-9223372036854775808\r\n:0\r\n")
+seed(RS, "bulk-binary-with-crlf", bulk(b"he\r\nllo\x00\xff") + bulk(b""))
+seed(RS, "nil-bulk-and-array", b"$-1\r\n*-1\r\n*0\r\n")
+seed(RS, "pubsub-message", array(bulk(b"message"), bulk(b"room:lobby"), bulk(b'{"seq":7,"msg":"hi"}')))
+seed(RS, "subscribe-reply", array(bulk(b"subscribe"), bulk(b"room:lobby"), b":1\r\n"))
+seed(
+    RS,
+    "xrange-depth-3",
+    array(
+        array(bulk(b"7-0"), array(bulk(b"body"), bulk(b'{"msg":"a"}'), bulk(b"ts"), bulk(b"1700000000000"))),
+        array(bulk(b"8-0"), array(bulk(b"body"), bulk(b'{"msg":"b"}'))),
+    ),
+)
+seed(RS, "pipeline-every-type", b"+OK\r\n-ERR x\r\n:-1\r\n" + bulk(b"v") + b"$-1\r\n" + array(b":1\r\n", array(b"+x\r\n")))
+seed(RS, "incomplete-bulk", b"$10\r\nabc")
+seed(RS, "bulk-over-64mib", b"$67108865\r\n")
+seed(RS, "array-over-2-20-elements", b"*1048577\r\n")
+seed(RS, "lying-array-header", b"*1048576\r\n:1\r\n")
+seed(RS, "nested-9-deep", b"*1\r\n" * 9 + b":1\r\n")
+seed(RS, "length-overflow", b"$18446744073709551616\r\n")
+seed(RS, "integer-overflow", b":9223372036854775808\r\n")
+seed(RS, "bare-lf", b"+OK\n")
+seed(RS, "negative-length-2", b"$-2\r\n")
+seed(RS, "bulk-without-crlf", b"$3\r\nabcd\r\n")
+seed(RS, "resp3-map", b"%1\r\n+a\r\n:1\r\n")
+seed(RS, "command-args-nul-separated", b"XADD\x00room:a\x00*\x00body\x00\r\n$-1")
+
 
 def main():
     for (target, name), data in sorted(SEEDS.items()):

@@ -23,7 +23,9 @@ use crate::chat::{self, Presence, Stamp};
 use crate::longpoll::{Waiter, Waiters};
 use crate::proto::handshake::{Method, write_head};
 use crate::proto::{CloseCode, OpCode, frame};
-use crate::room::log::{Committed, Draft, HistoryLimits, Kind, MemoryLog, now_ms};
+use crate::room::log::{
+    Asker, Committed, Draft, HistoryLimits, Kind, Log, LogEvent, MemoryLog, now_ms,
+};
 use crate::room::{DEFAULT_ROOM, RoomError, RoomId, RoomLimits, Rooms, valid_name};
 
 /// How long a long-polling client counts as present after its last poll began: one wait
@@ -43,6 +45,10 @@ const PRESENCE_BURST: u32 = 8;
 /// How much faster than `--max-message-rate` a client may send for a moment: two seconds'
 /// worth of messages at once (at the default, 20 in a row).
 const MESSAGE_BURST_SECONDS: u32 = 2;
+
+/// How long a `POST /send`, or a request waiting for its room to load from a shared log, is
+/// held at most: a shared log answers or fails every append within its command timeout.
+const STORE_WAIT: Duration = Duration::from_secs(10);
 
 /// The close reason of a client over `--max-message-rate` (§7.4.1: 1008, policy).
 pub const RATE_LIMITED: &str = "too many messages";
@@ -135,10 +141,23 @@ pub struct App {
     /// Presence notices per room, by name (see [`PRESENCE_INTERVAL`]); a room's entry goes
     /// once it has nothing pending and its allowance is whole again.
     gates: HashMap<Rc<str>, Gate>,
-    /// Reused for the events the log has committed.
-    committed: Vec<Committed>,
-    /// The answer to a `POST /send` whose message was committed: its connection and response.
-    reply: Option<(usize, Vec<u8>)>,
+    /// Reused for what the log tells.
+    events: Vec<LogEvent>,
+    /// The `POST /send` being handled, and the answer once its message is committed at once.
+    replying: Option<Asker>,
+    reply: Option<Vec<u8>>,
+    /// The log is shared with other nodes: appends complete later, rooms load, presence
+    /// counts every node.
+    shared: bool,
+    /// Counts connections and requests (see [`Asker`]): an answer that comes late must not
+    /// reach a later connection with the same id.
+    serial: u64,
+    /// `POST /send` requests held for their commit, by connection.
+    awaiting: HashMap<usize, u64>,
+    /// Joins, polls and sends waiting for their room to load from a shared log, by room.
+    deferred: HashMap<Rc<str>, Vec<Deferred>>,
+    /// The earliest deadline of a deferred poll or send.
+    deferred_due: Option<Instant>,
     /// When the earliest pending presence notice may go out.
     presence_due: Option<Instant>,
 }
@@ -184,6 +203,45 @@ pub enum Reply {
     Now(Vec<u8>),
     /// Held: the app answers with [`Action::Respond`] by this time.
     Hold(Instant),
+}
+
+/// A request that waits for its room to load from a shared log.
+#[derive(Debug)]
+enum Deferred {
+    /// A WebSocket client's welcome and catch-up, and its join notice.
+    Join {
+        conn: usize,
+        since: Option<u64>,
+        epoch: Option<Box<str>>,
+    },
+    /// `GET /poll`, answered 503 at `until` if the room has not loaded.
+    Poll {
+        conn: usize,
+        query: Box<str>,
+        foreign: bool,
+        until: Instant,
+    },
+    /// `POST /send`, the same.
+    Send {
+        conn: usize,
+        body: Box<[u8]>,
+        until: Instant,
+    },
+}
+
+impl Deferred {
+    fn conn(&self) -> usize {
+        match self {
+            Self::Join { conn, .. } | Self::Poll { conn, .. } | Self::Send { conn, .. } => *conn,
+        }
+    }
+
+    fn until(&self) -> Option<Instant> {
+        match self {
+            Self::Join { .. } => None,
+            Self::Poll { until, .. } | Self::Send { until, .. } => Some(*until),
+        }
+    }
 }
 
 /// What a long poll's answer depends on: room name, epoch and cursor.
@@ -271,10 +329,39 @@ impl App {
             message_tolerance: Duration::ZERO,
             message_due: HashMap::new(),
             gates: HashMap::new(),
-            committed: Vec::new(),
+            events: Vec::new(),
+            replying: None,
             reply: None,
+            shared: false,
+            serial: 0,
+            awaiting: HashMap::new(),
+            deferred: HashMap::new(),
+            deferred_due: None,
             presence_due: None,
         }
+    }
+
+    /// Keeps chat rooms in `log` instead of this process's memory (before any client).
+    pub fn with_log(mut self, log: Box<dyn Log>) -> Self {
+        self.shared = log.counts_presence();
+        self.rooms.set_log(log);
+        self
+    }
+
+    /// The Redis log, if rooms are kept in Redis, for the event loop to drive its sockets.
+    pub fn redis(&mut self) -> Option<&mut crate::room::redis::RedisLog> {
+        self.rooms.log.redis()
+    }
+
+    /// Handles what the room log has to tell (after its store's replies were read).
+    pub fn on_store(&mut self, out: &mut Vec<Action>) {
+        self.take_events(out);
+    }
+
+    /// Why the server cannot serve its clients fully now (e.g. its store is unreachable),
+    /// for `/healthz`; `None` when all is well.
+    pub fn health(&self) -> Option<String> {
+        self.rooms.log.health()
     }
 
     /// Limits each connection to `per_second` chat messages a second, with a burst of
@@ -306,7 +393,8 @@ impl App {
             return;
         }
         let (name, cursor) = parse_target(target);
-        let room = match self.rooms.join(name, id) {
+        self.serial += 1;
+        let room = match self.rooms.join(name, id, self.serial as u32) {
             Ok(room) => room,
             // §7.4.1: 1008 for a request that violates policy; 1013 "Try Again Later".
             Err(RoomError::InvalidName) => {
@@ -324,9 +412,71 @@ impl App {
                 });
             }
         };
+        if !self.rooms.log.ready(room) {
+            let join = Deferred::Join {
+                conn: id,
+                since: cursor.since,
+                epoch: cursor.epoch.map(Into::into),
+            };
+            self.defer(room, join);
+            return;
+        }
         self.catch_up(id, room, &cursor, out);
         let count = self.rooms.count(room);
         self.presence(room, Presence::Join, count, out);
+    }
+
+    /// Keeps a request until its room has loaded from the shared log.
+    fn defer(&mut self, room: RoomId, request: Deferred) {
+        if let Some(until) = request.until() {
+            self.deferred_due = Some(self.deferred_due.map_or(until, |d| d.min(until)));
+        }
+        let name = self.rooms.shared_name(room);
+        self.deferred.entry(name).or_default().push(request);
+    }
+
+    /// Runs the requests that waited for room `name` to load.
+    fn on_ready(&mut self, name: &Rc<str>, out: &mut Vec<Action>) {
+        let Some(requests) = self.deferred.remove(name) else {
+            return;
+        };
+        let now = Instant::now();
+        for request in requests {
+            match request {
+                Deferred::Join { conn, since, epoch } => {
+                    let Some(room) = self.rooms.membership.room_of(conn) else {
+                        continue; // Gone meanwhile.
+                    };
+                    let cursor = Cursor {
+                        since,
+                        epoch: epoch.as_deref(),
+                    };
+                    self.catch_up(conn, room, &cursor, out);
+                    let count = self.rooms.count(room);
+                    self.presence(room, Presence::Join, count, out);
+                }
+                Deferred::Poll {
+                    conn,
+                    query,
+                    foreign,
+                    ..
+                } => {
+                    let reply = self.poll(conn, name, &query, now, foreign, out);
+                    self.answer_later(conn, reply, out);
+                }
+                Deferred::Send { conn, body, .. } => {
+                    let reply = self.send(conn, name, &body, now, out);
+                    self.answer_later(conn, reply, out);
+                }
+            }
+        }
+    }
+
+    /// Sends a deferred request's answer, if it has one now (else it was held again).
+    fn answer_later(&mut self, conn: usize, reply: Reply, out: &mut Vec<Action>) {
+        if let Reply::Now(response) = reply {
+            out.push(Action::Respond { to: conn, response });
+        }
     }
 
     /// Sends a joining connection the welcome, any gap notice and the history it should see.
@@ -413,7 +563,7 @@ impl App {
         let valid = valid_name(name);
         match (method, path) {
             (Method::Get, "/poll") if valid => self.poll(id, name, query, now, foreign, out),
-            (Method::Post, "/send") if valid => self.send(id, name, body, out),
+            (Method::Post, "/send") if valid => self.send(id, name, body, now, out),
             (Method::Get, "/poll") | (Method::Post, "/send") => {
                 self.http_error(400, "", "invalid room name")
             }
@@ -449,7 +599,31 @@ impl App {
         out: &mut Vec<Action>,
     ) -> Reply {
         let cursor = parse_cursor(query);
-        let existing = self.rooms.find(name);
+        let mut existing = self.rooms.find(name);
+        if self.shared {
+            // The room's state is in the store: held here (without making it there) to read it.
+            let room = match existing.map_or_else(|| self.rooms.open(name), Ok) {
+                Ok(room) => room,
+                Err(RoomError::InvalidName) => {
+                    return self.http_error(400, "", "invalid room name");
+                }
+                Err(RoomError::TooManyRooms) => {
+                    return self.http_error(503, "Retry-After: 5\r\n", "too many rooms");
+                }
+            };
+            if !self.rooms.log.ready(room) {
+                let until = now + self.poll_wait.min(STORE_WAIT);
+                let poll = Deferred::Poll {
+                    conn: id,
+                    query: query.into(),
+                    foreign,
+                    until,
+                };
+                self.defer(room, poll);
+                return Reply::Hold(until);
+            }
+            existing = Some(room);
+        }
         let last = existing.map_or(0, |room| self.rooms.log.last_seq(room));
         let same_epoch = match existing {
             Some(room) => cursor
@@ -576,30 +750,81 @@ impl App {
     /// `POST /send?room=R` with `{"name","msg"}`: published like a WebSocket client's message,
     /// to a room that exists (someone is in it, or it has history); answered with the message
     /// as committed (with its `seq`).
-    fn send(&mut self, id: usize, name: &str, body: &[u8], out: &mut Vec<Action>) -> Reply {
-        let Some(room) = self.rooms.find(name) else {
-            return self.http_error(404, "", "no such room: poll it first");
+    fn send(
+        &mut self,
+        id: usize,
+        name: &str,
+        body: &[u8],
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) -> Reply {
+        let room = match self.rooms.find(name) {
+            Some(room) => room,
+            None if self.shared => match self.rooms.open(name) {
+                Ok(room) => room,
+                Err(RoomError::InvalidName) => {
+                    return self.http_error(400, "", "invalid room name");
+                }
+                Err(RoomError::TooManyRooms) => {
+                    return self.http_error(503, "Retry-After: 5\r\n", "too many rooms");
+                }
+            },
+            None => return self.http_error(404, "", "no such room: poll it first"),
         };
+        if !self.rooms.log.ready(room) {
+            let until = now + STORE_WAIT;
+            let body = body.into();
+            self.defer(
+                room,
+                Deferred::Send {
+                    conn: id,
+                    body,
+                    until,
+                },
+            );
+            return Reply::Hold(until);
+        }
+        if self.shared && self.rooms.log.epoch(room).is_empty() {
+            // Nobody has been in the room anywhere (or not since it expired).
+            return self.http_error(404, "", "no such room: poll it first");
+        }
         let Ok(text) = std::str::from_utf8(body) else {
             return self.http_error(400, "", "body is not UTF-8");
         };
         if chat::draft_text(text, &mut self.json).is_err() {
             return Reply::Now(json_response(400, "", &self.json));
         }
-        let kind = Kind::Message { reply: Some(id) };
+        self.serial += 1;
+        let asker = Asker {
+            conn: id,
+            serial: self.serial,
+        };
+        let kind = Kind::Message {
+            reply: Some(asker),
+            from: None,
+        };
+        self.replying = Some(asker);
         self.commit(room, kind, out);
-        match self.reply.take() {
-            Some((to, response)) if to == id => Reply::Now(response),
-            // Only a log whose appends complete later leaves the message pending here; the
-            // in-process one never does. Such a log would hold the request instead and answer
-            // it from `on_committed` with `Action::Respond`.
-            _ => self.http_error(503, "Retry-After: 1\r\n", "not committed"),
+        self.replying = None;
+        if let Some(response) = self.reply.take() {
+            return Reply::Now(response);
         }
+        // Committed later (a shared log): answered with `Action::Respond` then, or a 503.
+        self.awaiting.insert(id, asker.serial);
+        Reply::Hold(now + STORE_WAIT)
     }
 
     /// A connection is gone: a long poll it held waits no more, and its client counts as
     /// present only a little longer (time to poll again).
     pub fn on_drop(&mut self, id: usize, now: Instant) {
+        self.awaiting.remove(&id);
+        if !self.deferred.is_empty() {
+            for requests in self.deferred.values_mut() {
+                // Before the id is reused: a new connection must not get this one's answer.
+                requests.retain(|r| r.conn() != id);
+            }
+            self.deferred.retain(|_, r| !r.is_empty());
+        }
         if let Some(w) = self.waiters.drop_conn(id)
             && let (Some(guest), Some(room)) = (&w.guest, self.rooms.find(&w.room))
         {
@@ -611,10 +836,14 @@ impl App {
 
     /// The earliest time [`App::handle_timeout`] has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.waiters.next_deadline(), self.guest_scan]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.waiters.next_deadline(),
+            self.guest_scan,
+            self.deferred_due,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Answers long polls that waited `poll_wait` with no event, and announces long-polling
@@ -623,6 +852,9 @@ impl App {
         let mut expired = Vec::new();
         self.waiters.take_expired(now, &mut expired);
         self.answer(expired, now, out);
+        if self.deferred_due.is_some_and(|d| d <= now) {
+            self.expire_deferred(now, out);
+        }
         if self.guest_scan.is_some_and(|t| t <= now) {
             let mut gone = Vec::new();
             self.rooms.presence.expire_guests(now, &mut gone);
@@ -635,6 +867,40 @@ impl App {
             }
             self.guest_scan = self.rooms.presence.has_guests().then_some(now + GUEST_SCAN);
         }
+    }
+
+    /// Answers 503 to deferred polls and sends whose room did not load in time.
+    fn expire_deferred(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let mut late = Vec::new();
+        let mut next: Option<Instant> = None;
+        for requests in self.deferred.values_mut() {
+            requests.retain(|r| match r.until() {
+                Some(until) if until <= now => {
+                    late.push(r.conn());
+                    false
+                }
+                Some(until) => {
+                    next = Some(next.map_or(until, |n| n.min(until)));
+                    true
+                }
+                None => true,
+            });
+        }
+        self.deferred.retain(|_, r| !r.is_empty());
+        self.deferred_due = next;
+        for conn in late {
+            if let Reply::Now(response) = self.unavailable() {
+                out.push(Action::Respond { to: conn, response });
+            }
+        }
+    }
+
+    /// 503 naming why the store cannot answer.
+    fn unavailable(&mut self) -> Reply {
+        let why = self
+            .health()
+            .unwrap_or_else(|| "room store did not answer".into());
+        self.http_error(503, "Retry-After: 5\r\n", &why)
     }
 
     /// The server is stopping: every held poll gets its answer now rather than a reset.
@@ -650,7 +916,13 @@ impl App {
         self.message_due.remove(&id);
         if let Some(room) = self.rooms.membership.room_of(id) {
             let count = self.rooms.count(room).saturating_sub(1);
-            self.presence(room, Presence::Leave, count, out);
+            if self.shared && count == 0 {
+                // The room is freed here next: other nodes' members hear of it now, with
+                // whatever the gate held back, or never.
+                self.announce_now(room, Presence::Leave, count, out);
+            } else {
+                self.presence(room, Presence::Leave, count, out);
+            }
             self.rooms.leave(id);
         }
     }
@@ -675,7 +947,12 @@ impl App {
                     });
                 }
                 if chat::draft_text(text, &mut self.json).is_ok() {
-                    self.commit(room, Kind::Message { reply: None }, out);
+                    let from = self.rooms.membership.serial(id).map(|serial| Asker {
+                        conn: id,
+                        serial: u64::from(serial),
+                    });
+                    let kind = Kind::Message { reply: None, from };
+                    self.commit(room, kind, out);
                 } else {
                     let frame = encode(&mut self.frame, OpCode::Text, &self.json);
                     out.push(Action::Send { to: id, frame });
@@ -729,18 +1006,97 @@ impl App {
         let body = std::str::from_utf8(&self.json).unwrap_or_default().into();
         self.rooms.touch(room);
         self.rooms.log.append(room, Draft { body, kind });
-        self.take_committed(out);
+        self.take_events(out);
     }
 
-    /// Sends on every event the room log has committed, in order, through
-    /// [`App::on_committed`].
-    fn take_committed(&mut self, out: &mut Vec<Action>) {
-        let mut committed = std::mem::take(&mut self.committed);
-        self.rooms.log.take_committed(&mut committed);
-        for event in committed.drain(..) {
-            self.on_committed(event, out);
+    /// Handles what the room log has to tell, in order: committed events through
+    /// [`App::on_committed`], rooms loaded, appends answered or failed.
+    fn take_events(&mut self, out: &mut Vec<Action>) {
+        let mut events = std::mem::take(&mut self.events);
+        self.rooms.log.take_events(&mut events);
+        for event in events.drain(..) {
+            match event {
+                LogEvent::Committed(event) => self.on_committed(event, out),
+                LogEvent::Ready(name) => self.on_ready(&name, out),
+                LogEvent::Restarted(name) => self.on_restarted(&name, out),
+                LogEvent::Lost { room, from, to } => {
+                    chat::gap(Some((from, to)), &mut self.json);
+                    let frame = encode(&mut self.frame, OpCode::Text, &self.json);
+                    out.push(Action::Publish { room, frame });
+                }
+                LogEvent::Replied { to, json } => {
+                    let response = json_response(200, "", json.as_bytes());
+                    if self.replying == Some(to) {
+                        self.reply = Some(response);
+                    } else if self.awaiting.get(&to.conn) == Some(&to.serial) {
+                        self.awaiting.remove(&to.conn);
+                        out.push(Action::Respond {
+                            to: to.conn,
+                            response,
+                        });
+                    }
+                }
+                LogEvent::Failed { draft, why, .. } => self.on_failed(&draft, &why, out),
+            }
         }
-        self.committed = committed;
+        // A handler that appends (a deferred join's notice) took what that completed itself.
+        self.events = events;
+    }
+
+    /// A draft the log could not commit: its sender is told (never a silent drop).
+    fn on_failed(&mut self, draft: &Draft, why: &str, out: &mut Vec<Action>) {
+        let Kind::Message { reply, from } = draft.kind else {
+            return; // A notice: the store's count is set again when it is back.
+        };
+        let msg = format!("not sent: {why}");
+        if let Some(to) = from
+            && self.rooms.membership.serial(to.conn).map(u64::from) == Some(to.serial)
+        {
+            chat::error(&msg, &mut self.json);
+            let frame = encode(&mut self.frame, OpCode::Text, &self.json);
+            out.push(Action::Send { to: to.conn, frame });
+        }
+        if let Some(to) = reply {
+            let response = {
+                chat::error(&msg, &mut self.json);
+                json_response(503, "Retry-After: 5\r\n", &self.json)
+            };
+            if self.replying == Some(to) {
+                self.reply = Some(response);
+            } else if self.awaiting.get(&to.conn) == Some(&to.serial) {
+                self.awaiting.remove(&to.conn);
+                out.push(Action::Respond {
+                    to: to.conn,
+                    response,
+                });
+            }
+        }
+    }
+
+    /// Room `name` started over in the store: its members get the new welcome and a restart
+    /// notice (their cursors mean nothing now), its held polls their answer.
+    fn on_restarted(&mut self, name: &Rc<str>, out: &mut Vec<Action>) {
+        let Some(room) = self.rooms.find(name) else {
+            return;
+        };
+        let log = &self.rooms.log;
+        chat::welcome(name, &log.epoch(room), log.last_seq(room), &mut self.json);
+        let frame = encode(&mut self.frame, OpCode::Text, &self.json);
+        out.push(Action::Publish {
+            room: name.clone(),
+            frame,
+        });
+        chat::gap(None, &mut self.json);
+        let frame = encode(&mut self.frame, OpCode::Text, &self.json);
+        out.push(Action::Publish {
+            room: name.clone(),
+            frame,
+        });
+        let mut woken = Vec::new();
+        self.waiters.take_room(name, &mut woken);
+        if !woken.is_empty() {
+            self.answer(woken, Instant::now(), out);
+        }
     }
 
     /// The one path from a room's log to its clients: renders a committed event (its draft
@@ -757,10 +1113,7 @@ impl App {
         } = event;
         chat::stamp(&draft.body, Stamp { seq, ts }, false, &mut self.json);
         match draft.kind {
-            Kind::Message { reply: Some(to) } => {
-                self.reply = Some((to, json_response(200, "", &self.json)));
-            }
-            Kind::Message { reply: None } => {}
+            Kind::Message { .. } => {}
             Kind::Notice { .. } => {
                 if let Some(gate) = self.gates.get_mut(&room) {
                     gate.last = Some((epoch, seq));
@@ -807,6 +1160,22 @@ impl App {
         gate.pending = Some(pending);
         let at = gate.ready_at(now);
         self.presence_due = Some(self.presence_due.map_or(at, |d| d.min(at)));
+    }
+
+    /// Announces a join or leave at once, with whatever changes the room's gate held back.
+    fn announce_now(&mut self, room: RoomId, event: Presence, count: usize, out: &mut Vec<Action>) {
+        let name = self.rooms.shared_name(room);
+        let gate = self.gates.entry(name.clone()).or_default();
+        let (joins, leaves) = match event {
+            Presence::Join => (1, 0),
+            Presence::Leave => (0, 1),
+        };
+        let (joins, leaves) = match gate.pending.take() {
+            Some((j, l, _, _)) => (j + joins, l + leaves),
+            None => (joins, leaves),
+        };
+        gate.spend(Instant::now());
+        self.announce(&name, (joins, leaves, event, count), out);
     }
 
     /// When [`App::flush_presence`] has a notice to send.
@@ -868,8 +1237,17 @@ impl App {
             .and_then(|g| g.last.as_ref())
             .filter(|(e, _)| *e == epoch)
             .map(|&(_, seq)| seq);
-        chat::presence_draft(event, (joins, leaves), count, &mut self.json);
-        self.commit(room, Kind::Notice { replaces }, out);
+        // A shared log sums every node's count into the notice; `count` is this node's.
+        let shown = if self.shared { chat::COUNT_SLOT } else { count };
+        chat::presence_draft(event, (joins, leaves), shown, &mut self.json);
+        self.commit(
+            room,
+            Kind::Notice {
+                replaces,
+                here: count,
+            },
+            out,
+        );
     }
 }
 

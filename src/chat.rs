@@ -149,6 +149,13 @@ pub fn presence_changes(
     stamp_in_place(stamp, out);
 }
 
+/// The count a presence draft carries when a shared log fills in the cluster-wide one: it is
+/// written as [`COUNT_SLOT_TEXT`], a number no room reaches, in the `count` field and the text.
+pub const COUNT_SLOT: usize = usize::MAX;
+
+/// How [`COUNT_SLOT`] reads in a draft.
+pub const COUNT_SLOT_TEXT: &str = "18446744073709551615";
+
 /// [`presence_changes`] as a draft for the room's log: without `seq` and `ts` (see [`stamp`]).
 pub fn presence_draft(
     event: Presence,

@@ -39,6 +39,14 @@ pub struct Config {
     #[arg(long, env = "WSRELAY_MAX_ROOMS", default_value_t = 1000)]
     pub max_rooms: usize,
 
+    /// Keep chat rooms in Redis, shared by every wsrelay process that uses the same Redis: one
+    /// order, history and epoch per room, presence counted over them all, resume and long
+    /// polling on any of them. `redis://[[user]:password@]host[:port][/db]`, or a Unix socket
+    /// path. Default: none (rooms live in this process). Use an address rather than a host
+    /// name: the name is resolved on each connect, blocking the event loop.
+    #[arg(long, env = "WSRELAY_REDIS", value_name = "URL")]
+    pub redis: Option<String>,
+
     /// Messages and notices each chat room keeps for late joiners and resuming clients.
     /// Default 100 (Centrifugo's history_size is per channel and off by default; 100 covers a
     /// reconnect after a short outage in a busy room).
@@ -153,6 +161,12 @@ pub struct Config {
 impl Config {
     /// Checks values clap cannot; the error names the flag and the bad value.
     pub fn validate(&self) -> Result<(), String> {
+        if let Some(url) = &self.redis {
+            crate::redis::url::parse(url).map_err(|e| format!("--redis: {e}"))?;
+            if self.mode != Mode::Chat {
+                return Err("--redis keeps chat rooms: it needs --mode chat".into());
+            }
+        }
         let positive = [
             ("--max-message", self.max_message),
             ("--max-fragments", u64::from(self.max_fragments)),

@@ -31,9 +31,66 @@ use crate::origin::{Note, OriginPolicy, RefusalLog};
 use crate::proto::handshake::{Forwarded, Method};
 use crate::proto::{CloseCode, HandshakeError};
 use crate::proxy::TrustedProxies;
+use crate::redis::url::Endpoint;
+use crate::room::redis::LINKS;
+
+/// A socket to the room store: TCP or a Unix socket.
+enum StoreStream {
+    Tcp(TcpStream),
+    Unix(mio::net::UnixStream),
+}
+
+impl StoreStream {
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Self::Tcp(s) => s,
+            Self::Unix(s) => s,
+        }
+    }
+
+    /// Whether a connect finished: `Ok(true)` connected, `Ok(false)` not yet.
+    fn connected(&self) -> io::Result<bool> {
+        let (error, peer) = match self {
+            Self::Tcp(s) => (s.take_error()?, s.peer_addr().map(|_| ())),
+            Self::Unix(s) => (s.take_error()?, s.peer_addr().map(|_| ())),
+        };
+        if let Some(e) = error {
+            return Err(e);
+        }
+        match peer {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Read for StoreStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(s) => s.read(buf),
+            Self::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for StoreStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Tcp(s) => s.write(buf),
+            Self::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
+/// The room store's links (`--redis`): commands, subscription.
+const STORE: [Token; LINKS] = [Token(usize::MAX - 3), Token(usize::MAX - 4)];
 
 /// Bytes read per `read` call; one buffer shared by every connection.
 const READ_BUF: usize = 64 * 1024;
@@ -162,6 +219,8 @@ pub struct Server {
     /// When `STATUS=` may next be sent, and the counts it last reported.
     status_at: Option<Instant>,
     status_sent: (usize, usize),
+    /// Sockets to the room store, per link (`--redis`).
+    store: [Option<StoreStream>; LINKS],
 }
 
 impl Server {
@@ -218,6 +277,7 @@ impl Server {
             watchdog_at: None,
             status_at: None,
             status_sent: (usize::MAX, usize::MAX),
+            store: [None, None],
         })
     }
 
@@ -297,6 +357,10 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept(now),
                     SIGNALS => self.handle_signals(now),
+                    token if STORE.contains(&token) => {
+                        let i = usize::from(token == STORE[1]);
+                        self.store_ready(now, i, event.is_writable());
+                    }
                     Token(id) => {
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.read(now, id);
@@ -313,8 +377,11 @@ impl Server {
                 }
             }
             self.apply_actions(now);
+            self.store_turn(now);
             self.flush_dirty(now);
             self.fire_timers(now);
+            // What this turn's reads and timers asked of the store, in one write per link.
+            self.write_store(now);
             self.tick_manager(now);
             if let Some(at) = self.accept_paused_until
                 && at <= now
@@ -335,7 +402,7 @@ impl Server {
         }
     }
 
-    fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+    fn poll_timeout(&mut self, now: Instant) -> Option<Duration> {
         if !self.readable.is_empty() || !self.dirty.is_empty() {
             return Some(Duration::ZERO);
         }
@@ -347,6 +414,7 @@ impl Server {
             self.status_at.filter(|_| self.shutdown_deadline.is_none()),
             self.app.poll_timeout(),
             self.app.presence_due(),
+            self.store_due(),
         ]
         .into_iter()
         .flatten()
@@ -458,6 +526,10 @@ impl Server {
         );
         self.notify(Notify::Stopping);
         self.shutdown_deadline = Some(now + self.options.shutdown_timeout);
+        // This node's members stop counting in the cluster now, not at its presence deadline.
+        if let Some(store) = self.app.redis() {
+            store.leave(now);
+        }
         // Closed, not only deregistered: a port bound here then refuses new connects at once
         // (under socket activation systemd keeps its copy and queues them for the next start).
         if let Some(mut listener) = self.listener.take() {
@@ -969,6 +1041,165 @@ impl Server {
             }
             // Leaves caused by failed writes queue notices for others.
             self.apply_actions(now);
+        }
+    }
+
+    /// When the room store has something to do (a retry, a beat, a reply overdue).
+    fn store_due(&mut self) -> Option<Instant> {
+        self.app.redis().and_then(|s| s.poll_timeout())
+    }
+
+    /// The room store's timers, connects and closes; then what it told the app.
+    fn store_turn(&mut self, now: Instant) {
+        let Some(store) = self.app.redis() else {
+            return;
+        };
+        store.handle_timeout(now);
+        for i in 0..LINKS {
+            let close = self
+                .app
+                .redis()
+                .and_then(|s| s.link(i))
+                .and_then(|l| l.close_requested())
+                .map(str::to_owned);
+            if let Some(why) = close {
+                self.close_store(now, i, &why);
+            }
+            let connect = self.store[i].is_none()
+                && self
+                    .app
+                    .redis()
+                    .and_then(|s| s.link(i))
+                    .is_some_and(|l| l.wants_connect(now));
+            if connect {
+                self.connect_store(now, i);
+            }
+        }
+        self.write_store(now);
+        self.app.on_store(&mut self.actions);
+        self.apply_actions(now);
+    }
+
+    /// Starts a connect on link `i`. A host name is resolved here, blocking the loop: use an
+    /// address or a Unix socket where that matters.
+    fn connect_store(&mut self, now: Instant, i: usize) {
+        let Some(store) = self.app.redis() else {
+            return;
+        };
+        let stream = match store.endpoint().clone() {
+            Endpoint::Tcp { host, port } => {
+                use std::net::ToSocketAddrs;
+                match (host.as_str(), port).to_socket_addrs() {
+                    Ok(mut addrs) => match addrs.next() {
+                        Some(addr) => TcpStream::connect(addr).map(|s| {
+                            let _ = s.set_nodelay(true);
+                            StoreStream::Tcp(s)
+                        }),
+                        None => Err(io::Error::other(format!("{host}: no address"))),
+                    },
+                    Err(e) => Err(e),
+                }
+            }
+            Endpoint::Unix(path) => mio::net::UnixStream::connect(path).map(StoreStream::Unix),
+        };
+        if let Some(link) = store.link_mut(i) {
+            link.connecting(now);
+        }
+        let mut stream = match stream {
+            Ok(s) => s,
+            Err(e) => return store.on_closed(i, now, &e.to_string()),
+        };
+        if let Err(e) = self.poll.registry().register(
+            stream.source(),
+            STORE[i],
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            return store.on_closed(i, now, &e.to_string());
+        }
+        self.store[i] = Some(stream);
+    }
+
+    /// Closes link `i`'s socket and tells the store why.
+    fn close_store(&mut self, now: Instant, i: usize, why: &str) {
+        if let Some(mut stream) = self.store[i].take() {
+            let _ = self.poll.registry().deregister(stream.source());
+        }
+        if let Some(store) = self.app.redis() {
+            store.on_closed(i, now, why);
+        }
+    }
+
+    /// Link `i`'s socket is readable or writable: finishes a connect, reads replies.
+    fn store_ready(&mut self, now: Instant, i: usize, writable: bool) {
+        let Some(stream) = self.store[i].as_mut() else {
+            return;
+        };
+        let Some(store) = self.app.redis() else {
+            return;
+        };
+        if store.link(i).is_some_and(|l| l.is_connecting()) {
+            match stream.connected() {
+                Ok(true) => store.on_connected(i, now),
+                Ok(false) => return,
+                Err(e) => return self.close_store(now, i, &e.to_string()),
+            }
+        }
+        let mut buf = std::mem::take(&mut self.read_buf);
+        let mut closed = None;
+        while let Some(stream) = self.store[i].as_mut() {
+            match stream.read(&mut buf) {
+                Ok(0) => {
+                    closed = Some("closed by Redis".to_owned());
+                    break;
+                }
+                Ok(n) => {
+                    if let Some(store) = self.app.redis() {
+                        store.on_input(i, buf.get(..n).unwrap_or_default(), now);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    closed = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        self.read_buf = buf;
+        if let Some(why) = closed {
+            self.close_store(now, i, &why);
+        } else if writable {
+            self.write_store(now);
+        }
+        self.app.on_store(&mut self.actions);
+        self.apply_actions(now);
+    }
+
+    /// Writes what the store's links have queued, until done or the socket is full (its
+    /// writable edge comes back here).
+    fn write_store(&mut self, now: Instant) {
+        for i in 0..LINKS {
+            let mut failed = None;
+            while let (Some(stream), Some(link)) = (
+                self.store[i].as_mut(),
+                self.app.redis().and_then(|s| s.link_mut(i)),
+            ) {
+                if !link.is_up() || link.output().is_empty() {
+                    break;
+                }
+                match stream.write(link.output()) {
+                    Ok(n) => link.consumed(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        failed = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            if let Some(why) = failed {
+                self.close_store(now, i, &why);
+            }
         }
     }
 

@@ -12,7 +12,8 @@
 //! `config.rs` holds the flags and their defaults; `daemon.rs` the process glue: rlimit,
 //! sd_notify, socket activation (the only `unsafe`); `log.rs` the log lines; `metrics.rs` the
 //! counters behind `/metrics`; `origin.rs` the Origin policy (RFC 6455 §10.2); `admission.rs`
-//! the connection limits; `proxy.rs` the client address behind a trusted proxy.
+//! the connection limits; `proxy.rs` the client address behind a trusted proxy; `redis/` the
+//! RESP codec and the `--redis` target, for a shared store.
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -30,4 +31,5 @@ pub mod metrics;
 pub mod origin;
 pub mod proto;
 pub mod proxy;
+pub mod redis;
 pub mod room;

@@ -9,6 +9,7 @@ use clap::Parser;
 use wsrelay::app::App;
 use wsrelay::config::Config;
 use wsrelay::event_loop::{Options, Server};
+use wsrelay::room::redis::RedisLog;
 use wsrelay::{daemon, log};
 
 /// The accept queue asked for (Linux caps it at net.core.somaxconn, 4096 by default).
@@ -74,6 +75,27 @@ fn main() -> ExitCode {
         Duration::from_secs(config.poll_wait),
     )
     .with_message_rate(config.max_message_rate);
+    let app = match config.redis.as_deref().map(wsrelay::redis::url::parse) {
+        None => app,
+        Some(Ok(target)) => {
+            let node = node_name();
+            log!(
+                Info,
+                "rooms in Redis at {} (node {node})",
+                target.redacted()
+            );
+            let limits = wsrelay::room::log::HistoryLimits {
+                events: config.history,
+                bytes: config.history_bytes,
+            };
+            let log = RedisLog::new(target, &node, limits, std::time::Instant::now());
+            app.with_log(Box::new(log))
+        }
+        Some(Err(e)) => {
+            log!(Error, "--redis: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let options = Options {
         shutdown_timeout: Duration::from_secs(config.shutdown_timeout),
         max_connections: config.max_connections,
@@ -109,4 +131,18 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// This process's name among the nodes sharing a Redis: host, process id and start time, so a
+/// restarted process is a new node (the old one's members are reaped, not inherited).
+fn node_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        .take(64)
+        .collect();
+    let started = wsrelay::room::log::now_ms();
+    format!("{host}.{}.{started:x}", std::process::id())
 }

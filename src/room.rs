@@ -18,6 +18,7 @@
 //! With a shared log, freeing a room here loses nothing: its history stays in the store.
 
 pub mod log;
+pub mod redis;
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -66,21 +67,25 @@ pub enum RoomError {
 pub struct Membership {
     /// Connection ids per room; order is irrelevant (swap_remove).
     rooms: HashMap<RoomId, Vec<usize>>,
-    /// Connection id -> (room, index in its room's list).
-    member_of: HashMap<usize, (RoomId, usize)>,
+    /// Connection id -> (room, index in its room's list, the serial it joined with). The
+    /// index and serial share what one `usize` took: no cost per connection.
+    member_of: HashMap<usize, (RoomId, u32, u32)>,
 }
 
 impl Membership {
-    /// Puts connection `conn` in `room` (it must be in none).
-    fn join(&mut self, room: RoomId, conn: usize) {
+    /// Puts connection `conn` in `room` (it must be in none), with `serial` to tell it from a
+    /// later connection with the same id.
+    fn join(&mut self, room: RoomId, conn: usize, serial: u32) {
         let members = self.rooms.entry(room).or_default();
-        self.member_of.insert(conn, (room, members.len()));
+        let index = u32::try_from(members.len()).unwrap_or(u32::MAX);
+        self.member_of.insert(conn, (room, index, serial));
         members.push(conn);
     }
 
     /// Takes connection `conn` out of its room; returns the room, if it was in one.
     fn leave(&mut self, conn: usize) -> Option<RoomId> {
-        let (room, index) = self.member_of.remove(&conn)?;
+        let (room, index, _) = self.member_of.remove(&conn)?;
+        let index = index as usize;
         let members = self.rooms.get_mut(&room)?;
         if index < members.len() {
             members.swap_remove(index);
@@ -88,7 +93,7 @@ impl Membership {
             if let Some(&moved) = members.get(index)
                 && let Some(slot) = self.member_of.get_mut(&moved)
             {
-                slot.1 = index;
+                slot.1 = u32::try_from(index).unwrap_or(u32::MAX);
             }
         }
         if members.is_empty() {
@@ -104,7 +109,12 @@ impl Membership {
 
     /// The room connection `conn` is in.
     pub fn room_of(&self, conn: usize) -> Option<RoomId> {
-        self.member_of.get(&conn).map(|&(room, _)| room)
+        self.member_of.get(&conn).map(|&(room, _, _)| room)
+    }
+
+    /// The serial connection `conn` joined its room with.
+    pub fn serial(&self, conn: usize) -> Option<u32> {
+        self.member_of.get(&conn).map(|&(_, _, serial)| serial)
     }
 }
 
@@ -236,22 +246,28 @@ impl Rooms {
         }
     }
 
+    /// Keeps rooms' events in `log` from now on (before any room is held).
+    pub fn set_log(&mut self, log: Box<dyn Log>) {
+        debug_assert!(self.rooms.is_empty(), "rooms held in the old log");
+        self.log = log;
+    }
+
     /// Puts connection `conn` in room `name`, creating the room if needed.
-    pub fn join(&mut self, name: &str, conn: usize) -> Result<RoomId, RoomError> {
+    pub fn join(&mut self, name: &str, conn: usize, serial: u32) -> Result<RoomId, RoomError> {
         if !valid_name(name) {
             return Err(RoomError::InvalidName);
         }
         self.leave(conn);
         let id = match self.by_name.get(name) {
             Some(&id) => id,
-            None => self.create(name)?,
+            None => self.create(name, true)?,
         };
         self.touch(id);
-        self.membership.join(id, conn);
+        self.membership.join(id, conn, serial);
         Ok(id)
     }
 
-    fn create(&mut self, name: &str) -> Result<RoomId, RoomError> {
+    fn create(&mut self, name: &str, member: bool) -> Result<RoomId, RoomError> {
         if self.rooms.len() >= self.max_rooms {
             // Evict a room no WebSocket client is in: one without history if there is one,
             // then one without long-polling guests, else the one that changed least recently.
@@ -274,7 +290,7 @@ impl Rooms {
             name: name.clone(),
             active: self.clock,
         });
-        self.log.open(id, &name);
+        self.log.open(id, &name, member);
         self.by_name.insert(name, id);
         Ok(id)
     }
@@ -316,7 +332,7 @@ impl Rooms {
         }
         match self.by_name.get(name) {
             Some(&id) => Ok(id),
-            None => self.create(name),
+            None => self.create(name, false),
         }
     }
 
@@ -365,11 +381,14 @@ mod tests {
     }
 
     fn append(r: &mut Rooms, id: RoomId, body: &str) {
-        let kind = Kind::Message { reply: None };
+        let kind = Kind::Message {
+            reply: None,
+            from: None,
+        };
         let body = body.into();
         r.touch(id);
         r.log.append(id, Draft { body, kind });
-        r.log.take_committed(&mut Vec::new());
+        r.log.take_events(&mut Vec::new());
     }
 
     #[test]
@@ -394,11 +413,11 @@ mod tests {
     #[test]
     fn members_follow_joins_and_leaves() {
         let mut r = rooms(8, 10, 1000);
-        let a = r.join("a", 1).unwrap();
-        assert_eq!(r.join("a", 2), Ok(a));
-        let b = r.join("b", 3).unwrap();
+        let a = r.join("a", 1, 0).unwrap();
+        assert_eq!(r.join("a", 2, 0), Ok(a));
+        let b = r.join("b", 3, 0).unwrap();
         assert_ne!(a, b);
-        assert_eq!(r.join("a", 4), Ok(a));
+        assert_eq!(r.join("a", 4, 0), Ok(a));
         assert_eq!(r.leave(1), Some(a));
         let mut m = r.membership.members(a).to_vec();
         m.sort();
@@ -416,7 +435,7 @@ mod tests {
     #[test]
     fn guests_count_and_expire() {
         let mut r = rooms(8, 10, 1000);
-        let a = r.join("a", 1).unwrap();
+        let a = r.join("a", 1, 0).unwrap();
         let t0 = Instant::now();
         let later = t0 + std::time::Duration::from_secs(5);
         assert!(r.presence.touch_guest(a, "g1", later));
@@ -433,31 +452,31 @@ mod tests {
         let mut full = rooms(1, 10, 1000);
         let b = full.open("b").unwrap();
         full.presence.touch_guest(b, "g", later);
-        full.join("c", 1).unwrap();
+        full.join("c", 1, 0).unwrap();
         assert!(!full.presence.has_guests() && full.find("b").is_none());
     }
 
     #[test]
     fn rooms_with_history_stay_until_evicted_at_the_limit() {
         let mut r = rooms(2, 10, 1000);
-        let a = r.join("a", 1).unwrap();
+        let a = r.join("a", 1, 0).unwrap();
         let first_epoch = r.log.epoch(a);
         append(&mut r, a, "kept");
         r.leave(1);
         let a = r.by_name["a"];
         assert_eq!(r.log.read(a, Some(0)).events.len(), 1);
-        r.join("b", 2).unwrap();
+        r.join("b", 2, 0).unwrap();
         // Both slots taken; "a" has no members, so it makes way for "c".
-        r.join("c", 3).unwrap();
+        r.join("c", 3, 0).unwrap();
         assert!(!r.by_name.contains_key("a"));
         // Made again, "a" is a new incarnation with a new epoch.
         r.leave(2);
-        let a2 = r.join("a", 2).unwrap();
+        let a2 = r.join("a", 2, 0).unwrap();
         assert_ne!(r.log.epoch(a2), first_epoch);
         assert_eq!(r.log.last_seq(a2), 0);
         append(&mut r, a2, "x");
         // Now "a" and "c" both have members: no room for "d".
-        assert_eq!(r.join("d", 4), Err(RoomError::TooManyRooms));
-        assert_eq!(r.join("no spaces", 4), Err(RoomError::InvalidName));
+        assert_eq!(r.join("d", 4, 0), Err(RoomError::TooManyRooms));
+        assert_eq!(r.join("no spaces", 4, 0), Err(RoomError::InvalidName));
     }
 }

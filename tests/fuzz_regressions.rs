@@ -78,3 +78,8 @@ fn connection() {
 fn chat() {
     replay("chat", checks::chat);
 }
+
+#[test]
+fn resp() {
+    replay("resp", checks::resp);
+}

@@ -29,6 +29,7 @@ use wsrelay::proto::mask::{apply_mask, apply_mask_scalar};
 use wsrelay::proto::message::{Limits, Message, Reader};
 use wsrelay::proto::utf8::Utf8Validator;
 use wsrelay::proxy::{Cidr, TrustedProxies};
+use wsrelay::redis::resp::{self, RespError, Value};
 
 /// Splits a read-size header off the input: the low 4 bits of byte 0 say how many size bytes
 /// follow (each one read of `byte + 1` bytes, cycled); none means one byte per read.
@@ -1167,5 +1168,115 @@ impl<'de> Visitor<'de> for ChatVisitor {
             return Err(de::Error::custom("more than 2 elements"));
         }
         Ok(Chat(name, msg))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// resp
+
+/// Small limits the parser is also run with, so the fuzzer reaches them.
+const RESP_SMALL: resp::Limits = resp::Limits {
+    max_bulk: 16,
+    max_elements: 4,
+    max_depth: 2,
+};
+
+/// `resp`: RESP2 replies from Redis, read the way the Redis link reads them: parse from the
+/// front, drop the bytes used, repeat until "need more" or an error.
+///
+/// Each value used `0 < n <= len` bytes, parses the same from exactly those bytes, and those
+/// bytes cut short are "need more"; its canonical encoding (written here) parses back to it.
+/// Small limits give the same result or `TooLarge`/`TooDeep`, and the same whenever the value
+/// fits them. Then `encode`: the input split at each 0 byte, as a command's arguments, encodes
+/// to the canonical bytes of an array of bulk strings and parses back to that array.
+pub fn resp(data: &[u8]) {
+    let limits = resp::Limits::default();
+    let mut rest = data;
+    loop {
+        let result = resp::parse(rest, &limits);
+        let small = resp::parse(rest, &RESP_SMALL);
+        assert!(
+            small == result || matches!(small, Err(RespError::TooLarge | RespError::TooDeep)),
+            "small limits: {small:?} vs {result:?}"
+        );
+        let Ok(Some((value, used))) = result else {
+            break;
+        };
+        assert!(
+            used > 0 && used <= rest.len(),
+            "used {used} of {}",
+            rest.len()
+        );
+        let (bytes, after) = rest.split_at(used);
+        assert_eq!(
+            resp::parse(bytes, &limits),
+            Ok(Some((value.clone(), used))),
+            "alone"
+        );
+        for cut in [used - 1, used / 2] {
+            assert_eq!(resp::parse(&bytes[..cut], &limits), Ok(None), "cut {cut}");
+        }
+        if resp_fits(&value, &RESP_SMALL, 0) {
+            assert_eq!(small, Ok(Some((value.clone(), used))), "fits small limits");
+        }
+        let mut out = Vec::new();
+        write_resp(&value, &mut out);
+        assert_eq!(
+            resp::parse(&out, &limits),
+            Ok(Some((value, out.len()))),
+            "canonical re-encoding"
+        );
+        rest = after;
+    }
+
+    let args: Vec<&[u8]> = if data.is_empty() {
+        Vec::new()
+    } else {
+        data.split(|&b| b == 0).collect()
+    };
+    let command = Value::Array(args.iter().map(|a| Value::Bulk(a.to_vec())).collect());
+    let mut out = Vec::new();
+    resp::encode(&args, &mut out);
+    let mut expected = Vec::new();
+    write_resp(&command, &mut expected);
+    assert_eq!(out, expected, "encode");
+    assert_eq!(
+        resp::parse(&out, &limits),
+        Ok(Some((command, out.len()))),
+        "encode then parse"
+    );
+}
+
+/// Whether `value`, nested in `depth` arrays, is within `limits`.
+fn resp_fits(value: &Value, limits: &resp::Limits, depth: usize) -> bool {
+    match value {
+        Value::Bulk(b) => b.len() <= limits.max_bulk,
+        Value::Array(items) => {
+            depth < limits.max_depth
+                && items.len() <= limits.max_elements
+                && items.iter().all(|v| resp_fits(v, limits, depth + 1))
+        }
+        _ => true,
+    }
+}
+
+/// The canonical RESP2 bytes of `value` (Nil as `$-1`), written plainly from the spec.
+fn write_resp(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Status(s) => out.extend_from_slice(&[b"+", &s[..], b"\r\n"].concat()),
+        Value::Error(s) => out.extend_from_slice(&[b"-", &s[..], b"\r\n"].concat()),
+        Value::Int(n) => out.extend_from_slice(format!(":{n}\r\n").as_bytes()),
+        Value::Bulk(b) => {
+            out.extend_from_slice(format!("${}\r\n", b.len()).as_bytes());
+            out.extend_from_slice(b);
+            out.extend_from_slice(b"\r\n");
+        }
+        Value::Nil => out.extend_from_slice(b"$-1\r\n"),
+        Value::Array(items) => {
+            out.extend_from_slice(format!("*{}\r\n", items.len()).as_bytes());
+            for item in items {
+                write_resp(item, out);
+            }
+        }
     }
 }

@@ -40,19 +40,71 @@ pub struct Draft {
     pub kind: Kind,
 }
 
+/// A connection that asked for something, as the app knows it: its id and the serial of its
+/// arrival, so an answer that comes late never reaches a later connection with the same id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Asker {
+    /// The connection's id (a slab key, reused once it closes).
+    pub conn: usize,
+    /// Which connection with that id.
+    pub serial: u64,
+}
+
 /// What kind of event a [`Draft`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
-    /// A chat message; `reply` names the `POST /send` request waiting for its commit.
+    /// A chat message.
     Message {
-        /// The connection to answer with the committed message, if any.
-        reply: Option<usize>,
+        /// The `POST /send` request waiting for the committed message, if any.
+        reply: Option<Asker>,
+        /// The WebSocket client that sent it, told if it cannot be committed.
+        from: Option<Asker>,
     },
     /// A presence notice; it replaces event `replaces` in the history if that is still the
     /// room's newest event (nothing came between), so churn never pushes messages out.
     Notice {
         /// The previous notice's seq, in the room's current epoch.
         replaces: Option<u64>,
+        /// Who is in the room on this node now (a shared log sums the nodes' counts into the
+        /// notice: see [`Log::counts_presence`]).
+        here: usize,
+    },
+}
+
+/// What a log tells the app, in order (see [`Log::take_events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogEvent {
+    /// An event committed in a room held here (by this node, or by another one).
+    Committed(Committed),
+    /// The room's log was loaded: its epoch, last seq and history can be read now.
+    Ready(Rc<str>),
+    /// The room started over in the store (it came back empty): a new epoch, nothing kept.
+    Restarted(Rc<str>),
+    /// Events `from..=to` of the room were committed but are gone from the store before
+    /// this node saw them (its link was down longer than the history lasts).
+    Lost {
+        /// The room.
+        room: Rc<str>,
+        /// The first event missed.
+        from: u64,
+        /// The last event missed.
+        to: u64,
+    },
+    /// A `POST /send`'s message was committed: `json` is it as sent.
+    Replied {
+        /// Who asked.
+        to: Asker,
+        /// The committed message.
+        json: Box<str>,
+    },
+    /// A draft could not be committed (the store is unreachable or refused it).
+    Failed {
+        /// The room.
+        room: Rc<str>,
+        /// The draft.
+        draft: Draft,
+        /// Why, for the sender.
+        why: Rc<str>,
     },
 }
 
@@ -84,8 +136,30 @@ pub struct Read<'a> {
 /// A room's log, in this process or in a shared store.
 pub trait Log: std::fmt::Debug {
     /// Starts holding room `room`, called `name`: its log is made, with a new epoch (or, in a
-    /// shared store, found).
-    fn open(&mut self, room: RoomId, name: &Rc<str>);
+    /// shared store, found, and made only if `create`: a member joins, not a mere reader).
+    fn open(&mut self, room: RoomId, name: &Rc<str>, create: bool);
+
+    /// Whether the room's epoch, seq and history can be read (a shared store's answer may not
+    /// have come yet; [`LogEvent::Ready`] says when it has).
+    fn ready(&self, _room: RoomId) -> bool {
+        true
+    }
+
+    /// Whether presence notices count every node: then a notice's draft carries
+    /// [`crate::chat::COUNT_SLOT`] where the count goes, and the log fills it in.
+    fn counts_presence(&self) -> bool {
+        false
+    }
+
+    /// Why the log cannot commit now (its store is unreachable), for `/healthz`.
+    fn health(&self) -> Option<String> {
+        None
+    }
+
+    /// The Redis log behind this one, for the event loop to drive its sockets.
+    fn redis(&mut self) -> Option<&mut super::redis::RedisLog> {
+        None
+    }
 
     /// Stops holding room `room`; in-process, its events and epoch are forgotten.
     fn close(&mut self, room: RoomId);
@@ -99,13 +173,13 @@ pub trait Log: std::fmt::Debug {
     /// The room's last sequence number so far (0 before its first event).
     fn last_seq(&self, room: RoomId) -> u64;
 
-    /// Appends `draft` to the room; it completes as a [`Committed`] in
-    /// [`Log::take_committed`] (in-process: before this returns).
+    /// Appends `draft` to the room; it completes as a [`LogEvent::Committed`] in
+    /// [`Log::take_events`] (in-process: before this returns), or fails.
     fn append(&mut self, room: RoomId, draft: Draft);
 
-    /// Moves every completed append (and, in a shared store, every event another node
-    /// committed in a room held here) to `out`, in commit order.
-    fn take_committed(&mut self, out: &mut Vec<Committed>);
+    /// Moves what happened to `out`, in order: completed appends (and, in a shared store,
+    /// every event another node committed in a room held here), rooms loaded, failures.
+    fn take_events(&mut self, out: &mut Vec<LogEvent>);
 
     /// What a client that last saw `since` missed in the room (everything kept when `None`).
     fn read(&self, room: RoomId, since: Option<u64>) -> Read<'_>;
@@ -127,6 +201,74 @@ struct Entry {
     json: Box<str>,
 }
 
+/// A room's kept events, bounded by [`HistoryLimits`]: the whole history in-process, a copy
+/// of the store's tail in a shared log.
+#[derive(Debug, Default)]
+pub(super) struct Tail {
+    history: VecDeque<Entry>,
+    history_bytes: usize,
+    /// The newest event that fell out of the history (0: none): a client behind it missed
+    /// events for good. A presence notice replaced by the next one is not counted here.
+    pub(super) lost_through: u64,
+}
+
+impl Tail {
+    /// Drops event `seq` if it is the newest kept (a notice replaced by the next one).
+    pub(super) fn drop_last(&mut self, seq: u64) {
+        if self.history.back().is_some_and(|e| e.seq == seq)
+            && let Some(old) = self.history.pop_back()
+        {
+            self.history_bytes -= old.json.len();
+        }
+    }
+
+    /// Keeps event `seq`, as sent (`json`), dropping the oldest past the limits.
+    pub(super) fn keep(&mut self, seq: u64, json: &str, limits: HistoryLimits) {
+        if limits.events == 0 || json.len() > limits.bytes {
+            // Not kept, but still counted, so a resuming client learns of the gap.
+            self.history.clear();
+            self.history_bytes = 0;
+            self.lost_through = seq;
+            return;
+        }
+        self.history.push_back(Entry {
+            seq,
+            json: json.into(),
+        });
+        self.history_bytes += json.len();
+        while self.history.len() > limits.events || self.history_bytes > limits.bytes {
+            match self.history.pop_front() {
+                Some(old) => {
+                    self.history_bytes -= old.json.len();
+                    self.lost_through = self.lost_through.max(old.seq);
+                }
+                None => break,
+            }
+        }
+    }
+
+    /// Whether anything is kept.
+    pub(super) fn is_empty(&self) -> bool {
+        self.history.is_empty()
+    }
+
+    /// What a client that last saw `since` missed, `last` being the room's last event.
+    pub(super) fn read(&self, since: Option<u64>, last: u64) -> Read<'_> {
+        let after = since.unwrap_or(0).min(last);
+        // Only events that fell out of the history are missed: a notice replaced by the next
+        // one is not (it said nothing the next one does not say).
+        let gap =
+            (since.is_some() && after < self.lost_through).then(|| (after + 1, self.lost_through));
+        let events = self
+            .history
+            .iter()
+            .filter(|e| since.is_none() || e.seq > after)
+            .map(|e| (e.seq, &*e.json))
+            .collect();
+        Read { gap, events }
+    }
+}
+
 #[derive(Debug)]
 struct RoomLog {
     name: Rc<str>,
@@ -135,11 +277,7 @@ struct RoomLog {
     epoch: Rc<str>,
     /// The sequence number the next event gets; the first is 1.
     next_seq: u64,
-    history: VecDeque<Entry>,
-    history_bytes: usize,
-    /// The newest event that fell out of the history (0: none): a client behind it missed
-    /// events for good. A presence notice replaced by the next one is not counted here.
-    lost_through: u64,
+    tail: Tail,
 }
 
 /// The in-process log: every room's history in this process's memory, bounded by
@@ -155,7 +293,7 @@ pub struct MemoryLog {
     /// Rooms made so far, so that every room incarnation gets its own epoch.
     created: u64,
     /// Appends completed and not yet taken.
-    committed: Vec<Committed>,
+    committed: Vec<LogEvent>,
     /// Reused to render an event before it is kept.
     json: Vec<u8>,
 }
@@ -186,7 +324,7 @@ impl MemoryLog {
 }
 
 impl Log for MemoryLog {
-    fn open(&mut self, room: RoomId, name: &Rc<str>) {
+    fn open(&mut self, room: RoomId, name: &Rc<str>, _create: bool) {
         self.created += 1;
         let epoch = format!("{:x}-{:x}", self.epoch_base, self.created).into();
         if self.rooms.len() <= room {
@@ -196,9 +334,7 @@ impl Log for MemoryLog {
             name: name.clone(),
             epoch,
             next_seq: 1,
-            history: VecDeque::new(),
-            history_bytes: 0,
-            lost_through: 0,
+            tail: Tail::default(),
         });
     }
 
@@ -209,7 +345,7 @@ impl Log for MemoryLog {
     }
 
     fn keeps(&self, room: RoomId) -> bool {
-        self.room(room).is_some_and(|r| !r.history.is_empty())
+        self.room(room).is_some_and(|r| !r.tail.is_empty())
     }
 
     fn epoch(&self, room: RoomId) -> Rc<str> {
@@ -232,46 +368,34 @@ impl Log for MemoryLog {
         log.next_seq += 1;
         if let Kind::Notice {
             replaces: Some(last),
+            ..
         } = draft.kind
             && last == stamp.seq - 1
-            && log.history.back().is_some_and(|e| e.seq == last)
-            && let Some(old) = log.history.pop_back()
         {
-            log.history_bytes -= old.json.len();
+            log.tail.drop_last(last);
         }
         chat::stamp(&draft.body, stamp, false, &mut self.json);
         let json = std::str::from_utf8(&self.json).unwrap_or_default();
-        if self.limits.events == 0 || json.len() > self.limits.bytes {
-            // Not kept, but still counted, so a resuming client learns of the gap.
-            log.history.clear();
-            log.history_bytes = 0;
-            log.lost_through = stamp.seq;
-        } else {
-            log.history.push_back(Entry {
-                seq: stamp.seq,
+        log.tail.keep(stamp.seq, json, self.limits);
+        if let Kind::Message {
+            reply: Some(to), ..
+        } = draft.kind
+        {
+            self.committed.push(LogEvent::Replied {
+                to,
                 json: json.into(),
             });
-            log.history_bytes += json.len();
-            while log.history.len() > self.limits.events || log.history_bytes > self.limits.bytes {
-                match log.history.pop_front() {
-                    Some(old) => {
-                        log.history_bytes -= old.json.len();
-                        log.lost_through = log.lost_through.max(old.seq);
-                    }
-                    None => break,
-                }
-            }
         }
-        self.committed.push(Committed {
+        self.committed.push(LogEvent::Committed(Committed {
             room: log.name.clone(),
             epoch: log.epoch.clone(),
             seq: stamp.seq,
             ts: stamp.ts,
             draft,
-        });
+        }));
     }
 
-    fn take_committed(&mut self, out: &mut Vec<Committed>) {
+    fn take_events(&mut self, out: &mut Vec<LogEvent>) {
         out.append(&mut self.committed);
     }
 
@@ -282,18 +406,7 @@ impl Log for MemoryLog {
                 events: Vec::new(),
             };
         };
-        let after = since.unwrap_or(0).min(log.next_seq.saturating_sub(1));
-        // Only events that fell out of the history are missed: a notice replaced by the next
-        // one is not (it said nothing the next one does not say).
-        let gap =
-            (since.is_some() && after < log.lost_through).then(|| (after + 1, log.lost_through));
-        let events = log
-            .history
-            .iter()
-            .filter(|e| since.is_none() || e.seq > after)
-            .map(|e| (e.seq, &*e.json))
-            .collect();
-        Read { gap, events }
+        log.tail.read(since, log.next_seq.saturating_sub(1))
     }
 }
 
@@ -303,7 +416,7 @@ mod tests {
 
     fn log(events: usize, bytes: usize) -> MemoryLog {
         let mut log = MemoryLog::new(HistoryLimits { events, bytes }, 0xabc);
-        log.open(0, &Rc::from("a"));
+        log.open(0, &Rc::from("a"), true);
         log
     }
 
@@ -316,8 +429,11 @@ mod tests {
     /// its seq.
     fn append(log: &mut MemoryLog, text: &str, replaces: Option<Option<u64>>) -> u64 {
         let kind = match replaces {
-            Some(replaces) => Kind::Notice { replaces },
-            None => Kind::Message { reply: None },
+            Some(replaces) => Kind::Notice { replaces, here: 1 },
+            None => Kind::Message {
+                reply: None,
+                from: None,
+            },
         };
         let body: Rc<str> = draft(text).into();
         log.append(
@@ -328,10 +444,12 @@ mod tests {
             },
         );
         let mut done = Vec::new();
-        log.take_committed(&mut done);
-        assert_eq!(done.len(), 1, "the in-process log completes at once");
-        assert_eq!((&*done[0].room, &done[0].draft.body), ("a", &body));
-        done[0].seq
+        log.take_events(&mut done);
+        let [LogEvent::Committed(done)] = &done[..] else {
+            panic!("the in-process log completes at once: {done:?}");
+        };
+        assert_eq!((&*done.room, &done.draft.body), ("a", &body));
+        done.seq
     }
 
     /// The kept events after `since`, as `(seq, text)`; each is kept as sent, stamped.
@@ -391,9 +509,9 @@ mod tests {
             kept(&l, None),
             owned(&[(1, "msg"), (2, "join"), (4, "joined")])
         );
-        let room = l.room(0).unwrap();
-        let bytes: usize = room.history.iter().map(|e| e.json.len()).sum();
-        assert_eq!(room.history_bytes, bytes);
+        let tail = &l.room(0).unwrap().tail;
+        let bytes: usize = tail.history.iter().map(|e| e.json.len()).sum();
+        assert_eq!(tail.history_bytes, bytes);
         // A replaced notice, the oldest kept, is not a missed event for a cursor before it.
         let mut l = log(3, 1000);
         append(&mut l, "join", Some(None));
@@ -430,7 +548,7 @@ mod tests {
         append(&mut l, "x", None);
         l.close(0);
         assert_eq!((l.last_seq(0), &*l.epoch(0)), (0, ""));
-        l.open(0, &Rc::from("a"));
+        l.open(0, &Rc::from("a"), true);
         assert_ne!(l.epoch(0), first);
         assert_eq!(l.last_seq(0), 0);
     }

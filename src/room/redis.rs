@@ -1,0 +1,1013 @@
+//! The room log in Redis (`--redis`): one order, one history and one epoch per room for every
+//! node that shares the Redis, and presence counted over the nodes.
+//!
+//! Every change is one call of one Lua script (`redis.lua`, see its header for the keys), so
+//! it is atomic: an append gets the room's next seq, is stamped (seq, time from Redis),
+//! kept in the room's stream (trimmed to `--history` and `--history-bytes`) and published on
+//! the room's channel. Every node, the appending one included, sends events on from that
+//! channel, so local and remote events take one path ([`LogEvent::Committed`]), in one order.
+//! Pub/sub may drop (a link cut); the stream is the truth: a node that sees a hole in a
+//! room's seq, or whose link comes back, reads the stream from its last seq ("load") and sends
+//! on what it missed, once each.
+//!
+//! Each held room keeps a copy of the stream's tail ([`Tail`]), loaded when the room is opened
+//! and kept up to date by the channel, so reads (welcomes, resumes, polls) cost no round trip.
+//!
+//! Two links, both driven by the event loop: commands (pipelined: every append of one turn
+//! goes out in one write) and the subscription (a subscribed connection can do nothing else).
+//! A node's presence is a field per room (its members there) and a deadline it renews every
+//! [`BEAT`]; a node that stops beating is reaped by the next beat of another node, which
+//! announces the departures, so a dead node's members leave the count within
+//! [`NODE_TTL`] + [`BEAT`].
+
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use sha1::{Digest, Sha1};
+
+use super::RoomId;
+use super::log::{Committed, Draft, HistoryLimits, Kind, Log, LogEvent, Read, Tail};
+use crate::chat::{self, Presence};
+use crate::log;
+use crate::redis::link::Link;
+use crate::redis::resp::Value;
+use crate::redis::url::{Endpoint, Target};
+
+/// The script every node runs.
+const SCRIPT: &str = include_str!("redis.lua");
+/// Prefix of every key.
+const PREFIX: &str = "wsrelay:";
+/// How often a node renews its presence deadline (and reaps dead nodes).
+pub const BEAT: Duration = Duration::from_secs(3);
+/// How long a node counts after its last beat: three beats, so one slow turn or lost reply
+/// does not make a live node's members leave.
+pub const NODE_TTL: Duration = Duration::from_secs(9);
+/// A room's keys live this long after its last event: abandoned rooms cost Redis nothing.
+const ROOM_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Channel messages kept for a room while its stream is being read; past it they are dropped
+/// and read from the stream again.
+const MAX_BUFFERED: usize = 10_000;
+
+/// The command link and the subscription link.
+pub const LINKS: usize = 2;
+const CMD: usize = 0;
+const SUB: usize = 1;
+
+/// What a reply on the command link answers.
+#[derive(Debug)]
+enum Pending {
+    /// Part of the connection's set-up (AUTH, SELECT, CLIENT SETNAME, SCRIPT LOAD).
+    Hello,
+    /// A presence deadline renewal; the reply names rooms of dead nodes.
+    Beat,
+    /// An append, with its draft for the sender if it fails.
+    Append { room: Rc<str>, draft: Draft },
+    /// A read of room `room`'s stream (its incarnation, to ignore a reply for a room since
+    /// freed and made again).
+    Load { room: RoomId, incarnation: u64 },
+    /// A presence count written again.
+    Here,
+}
+
+/// A room held here.
+#[derive(Debug)]
+struct Held {
+    name: Rc<str>,
+    channel: Rc<[u8]>,
+    incarnation: u64,
+    /// The subscription link confirmed the room's channel.
+    subscribed: bool,
+    /// A load is in flight.
+    loading: bool,
+    /// The stream must be read (after the last seq seen): first open, a hole, a link back.
+    needs_load: bool,
+    /// Make the room's epoch if it has none (a member joined).
+    create: bool,
+    /// The copy of the stream's tail; `None` until the first load.
+    tail: Option<Copy>,
+    /// Channel messages that came while a load was in flight, or after a hole.
+    buffer: Vec<Message>,
+    /// This node's members in the room, as last written to Redis.
+    here: usize,
+}
+
+/// A room's state as this node knows it.
+#[derive(Debug)]
+struct Copy {
+    /// "" while the room has no epoch in Redis (nobody has been in it).
+    epoch: Rc<str>,
+    last: u64,
+    tail: Tail,
+}
+
+/// One event from a room's channel: `epoch \n seq \n replaced \n json`.
+#[derive(Debug, Clone)]
+struct Message {
+    epoch: Rc<str>,
+    seq: u64,
+    replaced: u64,
+    json: Box<str>,
+}
+
+impl Message {
+    fn parse(payload: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(payload).ok()?;
+        let mut parts = text.splitn(4, '\n');
+        let epoch = parts.next()?;
+        let seq = parts.next()?.parse().ok()?;
+        let replaced = parts.next()?.parse().ok()?;
+        let json = parts.next()?;
+        Some(Self {
+            epoch: epoch.into(),
+            seq,
+            replaced,
+            json: json.into(),
+        })
+    }
+}
+
+/// Splits an event as sent into its draft and its time: the inverse of [`chat::stamp`],
+/// whose `,"seq":N,"ts":T}` ends every event the script stamps the same way.
+fn unstamp(json: &str) -> Option<(Rc<str>, u64)> {
+    let at = json.rfind(r#","seq":"#)?;
+    let rest = json
+        .get(at..)?
+        .strip_prefix(r#","seq":"#)?
+        .strip_suffix('}')?;
+    let (_, ts) = rest.split_once(r#","ts":"#)?;
+    let ts = ts.parse().ok()?;
+    let mut body = json.get(..at)?.to_owned();
+    body.push('}');
+    Some((body.into(), ts))
+}
+
+/// The room log in Redis; see the module documentation.
+#[derive(Debug)]
+pub struct RedisLog {
+    target: Target,
+    /// This process's name in presence fields: host, pid and start time.
+    node: Rc<str>,
+    limits: HistoryLimits,
+    /// The SHA-1 of [`SCRIPT`], for EVALSHA.
+    sha: String,
+    links: [Link; LINKS],
+    /// Set-up replies still awaited per link; 0 once it is usable.
+    hello: [usize; LINKS],
+    /// Whether the link finished its set-up.
+    ready: [bool; LINKS],
+    /// What each awaited reply on the command link answers, in order.
+    pending: VecDeque<Pending>,
+    rooms: Vec<Option<Held>>,
+    by_channel: HashMap<Rc<[u8]>, RoomId>,
+    incarnations: u64,
+    events: Vec<LogEvent>,
+    next_beat: Option<Instant>,
+    /// Presence counts to write again once the command link is back, by room.
+    stale: HashMap<Rc<str>, usize>,
+    /// Why the links are not usable, for `/healthz` and the log (one line per episode).
+    error: Option<String>,
+    /// Whether the current outage was logged.
+    logged_down: bool,
+    /// The process is stopping: its members stop counting at once.
+    leaving: bool,
+    /// Reused for replies.
+    replies: Vec<Value>,
+}
+
+impl RedisLog {
+    /// A log in the Redis at `target`, for node `node`, bounding each room's history by
+    /// `limits` (in Redis and in the copies here); it connects when the event loop runs.
+    pub fn new(target: Target, node: &str, limits: HistoryLimits, now: Instant) -> Self {
+        let sha = Sha1::digest(SCRIPT.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Self {
+            target,
+            node: node.into(),
+            limits,
+            sha,
+            links: [Link::new(now), Link::new(now)],
+            hello: [0; LINKS],
+            ready: [false; LINKS],
+            pending: VecDeque::new(),
+            rooms: Vec::new(),
+            by_channel: HashMap::new(),
+            incarnations: 0,
+            events: Vec::new(),
+            next_beat: None,
+            stale: HashMap::new(),
+            error: Some("connecting".into()),
+            logged_down: false,
+            leaving: false,
+            replies: Vec::new(),
+        }
+    }
+
+    /// Where the links connect.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.target.endpoint
+    }
+
+    /// Link `i`'s state, for the event loop.
+    pub fn link(&self, i: usize) -> Option<&Link> {
+        self.links.get(i)
+    }
+
+    /// Link `i`'s state, for the event loop.
+    pub fn link_mut(&mut self, i: usize) -> Option<&mut Link> {
+        self.links.get_mut(i)
+    }
+
+    fn key(room: &str, what: &str) -> String {
+        format!("{PREFIX}{{{room}}}:{what}")
+    }
+
+    fn channel(&self, room: &str) -> Rc<[u8]> {
+        // Channels are not per database: the database is part of the name.
+        format!("{PREFIX}{}:{{{room}}}", self.target.db)
+            .into_bytes()
+            .into()
+    }
+
+    fn node_rooms(&self) -> String {
+        format!("{PREFIX}node:{}", self.node)
+    }
+
+    fn held(&self, room: RoomId) -> Option<&Held> {
+        self.rooms.get(room).and_then(Option::as_ref)
+    }
+
+    fn copy(&self, room: RoomId) -> Option<&Copy> {
+        self.held(room).and_then(|h| h.tail.as_ref())
+    }
+
+    /// Link `i` connected: its set-up goes first.
+    pub fn on_connected(&mut self, i: usize, now: Instant) {
+        let Some(link) = self.links.get_mut(i) else {
+            return;
+        };
+        link.connected();
+        self.ready[i] = false;
+        let mut hello = 0;
+        let auth: Vec<&[u8]> = match (&self.target.user, &self.target.password) {
+            (Some(user), Some(password)) => vec![b"AUTH", user.as_bytes(), password.as_bytes()],
+            (None, Some(password)) => vec![b"AUTH", password.as_bytes()],
+            _ => Vec::new(),
+        };
+        if !auth.is_empty() {
+            link.send(&auth, now, true);
+            hello += 1;
+        }
+        if i == CMD && self.target.db != 0 {
+            link.send(
+                &[b"SELECT", self.target.db.to_string().as_bytes()],
+                now,
+                true,
+            );
+            hello += 1;
+        }
+        let role = if i == CMD { "cmd" } else { "sub" };
+        let name = format!("wsrelay-{}-{role}", self.node);
+        link.send(&[b"CLIENT", b"SETNAME", name.as_bytes()], now, true);
+        hello += 1;
+        if i == CMD {
+            link.send(&[b"SCRIPT", b"LOAD", SCRIPT.as_bytes()], now, true);
+            hello += 1;
+            self.pending.clear();
+            for _ in 0..hello {
+                self.pending.push_back(Pending::Hello);
+            }
+        }
+        self.hello[i] = hello;
+    }
+
+    /// Link `i` is closed (by the peer, an error, or at the link's request).
+    pub fn on_closed(&mut self, i: usize, now: Instant, why: &str) {
+        let Some(link) = self.links.get_mut(i) else {
+            return;
+        };
+        link.down(now);
+        self.ready[i] = false;
+        self.hello[i] = 0;
+        let which = if i == CMD { "command" } else { "subscription" };
+        let error = format!("redis {}: {which} link: {why}", self.target.redacted());
+        if !self.logged_down {
+            self.logged_down = true;
+            log!(
+                Warn,
+                "{error}; retrying (every {}s at most)",
+                crate::redis::link::MAX_BACKOFF.as_secs()
+            );
+        } else {
+            log!(Debug, "{error}");
+        }
+        self.error = Some(error);
+        if i == CMD {
+            let why: Rc<str> = format!("the room store is unreachable ({why})").into();
+            for pending in std::mem::take(&mut self.pending) {
+                match pending {
+                    Pending::Append { room, draft } => {
+                        if let Kind::Notice { here, .. } = draft.kind {
+                            self.stale.insert(room.clone(), here);
+                        }
+                        self.events.push(LogEvent::Failed {
+                            room,
+                            draft,
+                            why: why.clone(),
+                        });
+                    }
+                    Pending::Load { room, incarnation } => {
+                        if let Some(h) = self.rooms.get_mut(room).and_then(Option::as_mut)
+                            && h.incarnation == incarnation
+                        {
+                            h.loading = false;
+                            h.needs_load = true;
+                        }
+                    }
+                    Pending::Hello | Pending::Beat | Pending::Here => {}
+                }
+            }
+            self.next_beat = None;
+        } else {
+            // Whatever the channel carried meanwhile is read from the streams once back.
+            for h in self.rooms.iter_mut().flatten() {
+                h.subscribed = false;
+                h.needs_load = true;
+            }
+        }
+    }
+
+    /// Bytes read from link `i`.
+    pub fn on_input(&mut self, i: usize, bytes: &[u8], now: Instant) {
+        let mut replies = std::mem::take(&mut self.replies);
+        let Some(link) = self.links.get_mut(i) else {
+            return;
+        };
+        if let Err(e) = link.feed(bytes, &mut replies) {
+            link.request_close(e);
+        }
+        for reply in replies.drain(..) {
+            if i == CMD {
+                self.on_reply(reply, now);
+            } else {
+                self.on_sub_reply(reply, now);
+            }
+        }
+        self.replies = replies;
+    }
+
+    /// A set-up reply on link `i`: an error ends the attempt; the last one makes it usable.
+    fn on_hello(&mut self, i: usize, reply: &Value, now: Instant) {
+        if let Value::Error(e) = reply {
+            let e = String::from_utf8_lossy(e).into_owned();
+            if let Some(link) = self.links.get_mut(i) {
+                link.request_close(e);
+            }
+            return;
+        }
+        self.hello[i] = self.hello[i].saturating_sub(1);
+        if self.hello[i] > 0 {
+            return;
+        }
+        self.ready[i] = true;
+        if let Some(link) = self.links.get_mut(i) {
+            link.proven();
+        }
+        if self.ready == [true; LINKS] {
+            if self.logged_down {
+                log!(Info, "redis {}: connected", self.target.redacted());
+            }
+            self.logged_down = false;
+            self.error = None;
+        }
+        if i == CMD {
+            self.beat(now);
+            // Presence as it is here now, for rooms whose count Redis may have lost.
+            let mut here: Vec<(Rc<str>, usize)> = self.stale.drain().collect();
+            for h in self.rooms.iter().flatten() {
+                here.push((h.name.clone(), h.here));
+            }
+            for (room, n) in here {
+                self.write_here(&room, n, now);
+            }
+        } else {
+            let channels: Vec<Rc<[u8]>> = self
+                .rooms
+                .iter()
+                .flatten()
+                .map(|h| h.channel.clone())
+                .collect();
+            for chunk in channels.chunks(256) {
+                let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
+                args.extend(chunk.iter().map(|c| &c[..]));
+                if let Some(link) = self.links.get_mut(SUB) {
+                    link.send(&args, now, false);
+                }
+            }
+        }
+        self.load_due(now);
+    }
+
+    fn write_here(&mut self, room: &str, n: usize, now: Instant) {
+        let here = Self::key(room, "here");
+        let node_rooms = self.node_rooms();
+        let n = n.to_string();
+        let ttl = ROOM_TTL.as_millis().to_string();
+        let args: [&[u8]; 10] = [
+            b"EVALSHA",
+            self.sha.as_bytes(),
+            b"2",
+            here.as_bytes(),
+            node_rooms.as_bytes(),
+            b"here",
+            self.node.as_bytes(),
+            n.as_bytes(),
+            room.as_bytes(),
+            ttl.as_bytes(),
+        ];
+        self.links[CMD].send(&args, now, true);
+        self.pending.push_back(Pending::Here);
+    }
+
+    /// Renews this node's presence deadline (reaping dead nodes'); when leaving, ends it.
+    fn beat(&mut self, now: Instant) {
+        let nodes = format!("{PREFIX}nodes");
+        let ttl = if self.leaving {
+            0
+        } else {
+            NODE_TTL.as_millis()
+        };
+        let ttl = ttl.to_string();
+        let args: [&[u8]; 8] = [
+            b"EVALSHA",
+            self.sha.as_bytes(),
+            b"1",
+            nodes.as_bytes(),
+            b"beat",
+            self.node.as_bytes(),
+            ttl.as_bytes(),
+            PREFIX.as_bytes(),
+        ];
+        self.links[CMD].send(&args, now, true);
+        self.pending.push_back(Pending::Beat);
+        self.next_beat = Some(now + BEAT);
+    }
+
+    /// The process is stopping: its members stop counting now rather than at its deadline
+    /// (another node's next beat announces their leaving).
+    pub fn leave(&mut self, now: Instant) {
+        self.leaving = true;
+        if self.ready[CMD] {
+            self.beat(now);
+        }
+    }
+
+    fn on_reply(&mut self, reply: Value, now: Instant) {
+        let Some(pending) = self.pending.pop_front() else {
+            if let Some(link) = self.links.get_mut(CMD) {
+                link.request_close("a reply nobody asked for".into());
+            }
+            return;
+        };
+        match pending {
+            Pending::Hello => self.on_hello(CMD, &reply, now),
+            Pending::Beat => self.on_beat(&reply, now),
+            Pending::Here => {
+                if let Value::Error(e) = &reply {
+                    log!(Warn, "redis: presence: {}", String::from_utf8_lossy(e));
+                }
+            }
+            Pending::Append { room, draft } => self.on_appended(room, draft, &reply),
+            Pending::Load { room, incarnation } => self.on_loaded(room, incarnation, &reply, now),
+        }
+    }
+
+    /// A beat's reply: rooms that lost a dead node's members, announced from here.
+    fn on_beat(&mut self, reply: &Value, now: Instant) {
+        let Some(gone) = reply.as_array() else {
+            if let Value::Error(e) = reply {
+                log!(Warn, "redis: beat: {}", String::from_utf8_lossy(e));
+            }
+            return;
+        };
+        let mut json = Vec::new();
+        for pair in gone.chunks(2) {
+            let [room, n] = pair else { continue };
+            let (Some(room), Some(n)) = (room.as_bytes(), n.as_int()) else {
+                continue;
+            };
+            let Ok(room) = std::str::from_utf8(room) else {
+                continue;
+            };
+            let left = u32::try_from(n).unwrap_or(u32::MAX);
+            chat::presence_draft(Presence::Leave, (0, left), chat::COUNT_SLOT, &mut json);
+            let here = self
+                .rooms
+                .iter()
+                .flatten()
+                .find(|h| &*h.name == room)
+                .map_or(0, |h| h.here);
+            let draft = Draft {
+                body: String::from_utf8_lossy(&json).into(),
+                kind: Kind::Notice {
+                    replaces: None,
+                    here,
+                },
+            };
+            log!(
+                Info,
+                "room {room}: {left} members of a node that stopped beating left"
+            );
+            self.send_append(room.into(), draft, now);
+        }
+    }
+
+    fn on_appended(&mut self, room: Rc<str>, draft: Draft, reply: &Value) {
+        match reply {
+            Value::Array(parts) => {
+                if let Kind::Message {
+                    reply: Some(to), ..
+                } = draft.kind
+                    && let Some(json) = parts.get(2).and_then(Value::as_bytes)
+                {
+                    let json = String::from_utf8_lossy(json).into();
+                    self.events.push(LogEvent::Replied { to, json });
+                }
+            }
+            other => {
+                let why = match other {
+                    Value::Error(e) => String::from_utf8_lossy(e).into_owned(),
+                    _ => "unexpected reply".to_owned(),
+                };
+                log!(Warn, "redis: append to room {room}: {why}");
+                if let Kind::Notice { here, .. } = draft.kind {
+                    self.stale.insert(room.clone(), here);
+                }
+                self.events.push(LogEvent::Failed {
+                    room,
+                    draft,
+                    why: format!("the room store refused it ({why})").into(),
+                });
+            }
+        }
+    }
+
+    /// A load's reply: the room's epoch, last seq, lost mark and the entries asked for.
+    fn on_loaded(&mut self, room: RoomId, incarnation: u64, reply: &Value, now: Instant) {
+        let limits = self.limits;
+        let Some(h) = self.rooms.get_mut(room).and_then(Option::as_mut) else {
+            return;
+        };
+        if h.incarnation != incarnation {
+            return;
+        }
+        h.loading = false;
+        let parsed = (|| {
+            let [epoch, seq, lost, entries] = reply.as_array()? else {
+                return None;
+            };
+            let epoch: Rc<str> = std::str::from_utf8(epoch.as_bytes()?).ok()?.into();
+            let mut list = Vec::new();
+            for pair in entries.as_array()?.chunks(2) {
+                let [seq, json] = pair else { return None };
+                let json = std::str::from_utf8(json.as_bytes()?).ok()?;
+                list.push((u64::try_from(seq.as_int()?).ok()?, json));
+            }
+            let seq = u64::try_from(seq.as_int()?).ok()?;
+            let lost = u64::try_from(lost.as_int()?).ok()?;
+            Some((epoch, seq, lost, list))
+        })();
+        let Some((epoch, seq, lost, entries)) = parsed else {
+            let why = match reply {
+                Value::Error(e) => String::from_utf8_lossy(e).into_owned(),
+                _ => "unexpected reply".to_owned(),
+            };
+            log!(Warn, "redis: load room {}: {why}", h.name);
+            h.needs_load = true;
+            return;
+        };
+        let name = h.name.clone();
+        match &mut h.tail {
+            None => {
+                // First load: the entries are history, not news.
+                let mut tail = Tail::default();
+                for &(s, json) in &entries {
+                    tail.keep(s, json, limits);
+                }
+                tail.lost_through = tail.lost_through.max(lost);
+                h.tail = Some(Copy {
+                    epoch,
+                    last: seq,
+                    tail,
+                });
+                self.events.push(LogEvent::Ready(name.clone()));
+            }
+            Some(copy) => {
+                if *copy.epoch != *epoch && !copy.epoch.is_empty() {
+                    *copy = Copy {
+                        epoch: epoch.clone(),
+                        last: 0,
+                        tail: Tail::default(),
+                    };
+                    self.events.push(LogEvent::Restarted(name.clone()));
+                }
+                copy.epoch = epoch.clone();
+                let first = entries.first().map_or(seq + 1, |&(s, _)| s);
+                if lost > copy.last && first > copy.last + 1 {
+                    // Gone from the stream before this node read them.
+                    let to = lost.min(first - 1);
+                    self.events.push(LogEvent::Lost {
+                        room: name.clone(),
+                        from: copy.last + 1,
+                        to,
+                    });
+                    copy.last = to;
+                }
+                copy.tail.lost_through = copy.tail.lost_through.max(lost);
+                for (s, json) in entries {
+                    if s > copy.last {
+                        Self::commit(&mut self.events, &name, copy, s, 0, json, limits);
+                    }
+                }
+                // Events replaced or never kept (larger than the history) end the catch-up.
+                copy.last = copy.last.max(seq);
+            }
+        }
+        self.drain_buffer(room, now);
+    }
+
+    /// Takes event `seq` of room `name` into its copy and sends it on.
+    fn commit(
+        events: &mut Vec<LogEvent>,
+        name: &Rc<str>,
+        copy: &mut Copy,
+        seq: u64,
+        replaced: u64,
+        json: &str,
+        limits: HistoryLimits,
+    ) {
+        if replaced > 0 {
+            copy.tail.drop_last(replaced);
+        }
+        copy.tail.keep(seq, json, limits);
+        copy.last = seq;
+        let Some((body, ts)) = unstamp(json) else {
+            log!(
+                Warn,
+                "room {name}: event {seq} is not one wsrelay wrote; skipped"
+            );
+            return;
+        };
+        let kind = if json.starts_with(r#"{"type":"notification""#) {
+            Kind::Notice {
+                replaces: None,
+                here: 0,
+            }
+        } else {
+            Kind::Message {
+                reply: None,
+                from: None,
+            }
+        };
+        events.push(LogEvent::Committed(Committed {
+            room: name.clone(),
+            epoch: copy.epoch.clone(),
+            seq,
+            ts,
+            draft: Draft { body, kind },
+        }));
+    }
+
+    /// Applies channel messages held while the room loaded, up to the next hole.
+    fn drain_buffer(&mut self, room: RoomId, now: Instant) {
+        let Some(h) = self.rooms.get_mut(room).and_then(Option::as_mut) else {
+            return;
+        };
+        let buffered = std::mem::take(&mut h.buffer);
+        for m in buffered {
+            self.on_message(room, m, now);
+        }
+    }
+
+    /// One event from a room's channel.
+    fn on_message(&mut self, room: RoomId, m: Message, now: Instant) {
+        let limits = self.limits;
+        let Some(h) = self.rooms.get_mut(room).and_then(Option::as_mut) else {
+            return;
+        };
+        if h.loading || h.needs_load || h.tail.is_none() {
+            if h.buffer.len() < MAX_BUFFERED {
+                h.buffer.push(m);
+            } else {
+                h.buffer.clear();
+                h.needs_load = true;
+            }
+            return;
+        }
+        let Some(copy) = h.tail.as_mut() else {
+            return;
+        };
+        if *copy.epoch != *m.epoch {
+            if copy.epoch.is_empty() {
+                // The room's first event made its epoch.
+                copy.epoch = m.epoch.clone();
+            } else {
+                // Redis lost the room (restarted empty, or it expired) and it began again.
+                *copy = Copy {
+                    epoch: m.epoch.clone(),
+                    last: 0,
+                    tail: Tail::default(),
+                };
+                self.events.push(LogEvent::Restarted(h.name.clone()));
+            }
+        }
+        if m.seq <= copy.last {
+            return; // Seen (in a load that overlapped the channel).
+        }
+        if m.seq > copy.last + 1 {
+            // A hole: read the stream from the last seq seen; this and later messages wait.
+            h.buffer.push(m);
+            h.needs_load = true;
+            self.load_due(now);
+            return;
+        }
+        let name = h.name.clone();
+        Self::commit(
+            &mut self.events,
+            &name,
+            copy,
+            m.seq,
+            m.replaced,
+            &m.json,
+            limits,
+        );
+    }
+
+    fn on_sub_reply(&mut self, reply: Value, now: Instant) {
+        if self.hello[SUB] > 0 || matches!(reply, Value::Error(_)) {
+            return self.on_hello(SUB, &reply, now);
+        }
+        let Some(parts) = reply.as_array() else {
+            return;
+        };
+        let kind = parts.first().and_then(Value::as_bytes).unwrap_or_default();
+        let channel = parts.get(1).and_then(Value::as_bytes).unwrap_or_default();
+        let Some(&room) = self.by_channel.get(channel) else {
+            return; // A room freed meanwhile.
+        };
+        match kind {
+            b"subscribe" => {
+                if let Some(h) = self.rooms.get_mut(room).and_then(Option::as_mut) {
+                    h.subscribed = true;
+                }
+                self.load_due(now);
+            }
+            b"message" => {
+                match parts
+                    .get(2)
+                    .and_then(Value::as_bytes)
+                    .and_then(Message::parse)
+                {
+                    Some(m) => self.on_message(room, m, now),
+                    None => log!(
+                        Warn,
+                        "redis: a message on the room channel wsrelay did not write"
+                    ),
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends the loads that can go: rooms subscribed, with a load due, none in flight.
+    fn load_due(&mut self, now: Instant) {
+        if !self.ready[CMD] {
+            return;
+        }
+        let mut due = Vec::new();
+        for (id, h) in self.rooms.iter_mut().enumerate() {
+            let Some(h) = h else { continue };
+            if h.subscribed && h.needs_load && !h.loading {
+                h.needs_load = false;
+                h.loading = true;
+                let since = h.tail.as_ref().map(|c| c.last);
+                due.push((id, h.name.clone(), h.incarnation, since, h.create));
+            }
+        }
+        for (id, name, incarnation, since, create) in due {
+            let (meta, log) = (Self::key(&name, "meta"), Self::key(&name, "log"));
+            let since = since.map_or_else(|| "-1".to_owned(), |s| s.to_string());
+            let count = self.limits.events.to_string();
+            let args: [&[u8]; 9] = [
+                b"EVALSHA",
+                self.sha.as_bytes(),
+                b"2",
+                meta.as_bytes(),
+                log.as_bytes(),
+                b"load",
+                since.as_bytes(),
+                count.as_bytes(),
+                if create { b"1" } else { b"0" },
+            ];
+            self.links[CMD].send(&args, now, true);
+            self.pending.push_back(Pending::Load {
+                room: id,
+                incarnation,
+            });
+        }
+    }
+
+    fn send_append(&mut self, room: Rc<str>, draft: Draft, now: Instant) {
+        if !self.ready[CMD] {
+            let why = self.error.as_deref().unwrap_or("connecting");
+            if let Kind::Notice { here, .. } = draft.kind {
+                self.stale.insert(room.clone(), here);
+            }
+            self.events.push(LogEvent::Failed {
+                room,
+                draft,
+                why: format!("the room store is unreachable ({why})").into(),
+            });
+            return;
+        }
+        let keys = [
+            Self::key(&room, "meta"),
+            Self::key(&room, "log"),
+            Self::key(&room, "here"),
+            format!("{PREFIX}nodes"),
+            self.node_rooms(),
+        ];
+        let (kind, replaces, here) = match draft.kind {
+            Kind::Message { .. } => ("m", 0, 0),
+            Kind::Notice { replaces, here } => ("n", replaces.unwrap_or(0), here),
+        };
+        let (replaces, here) = (replaces.to_string(), here.to_string());
+        let (events, bytes) = (
+            self.limits.events.to_string(),
+            self.limits.bytes.to_string(),
+        );
+        let channel = self.channel(&room);
+        let ttl = ROOM_TTL.as_millis().to_string();
+        let mut args: Vec<&[u8]> = vec![b"EVALSHA", self.sha.as_bytes(), b"5"];
+        args.extend(keys.iter().map(String::as_bytes));
+        args.extend([
+            &b"append"[..],
+            draft.body.as_bytes(),
+            kind.as_bytes(),
+            replaces.as_bytes(),
+            self.node.as_bytes(),
+            here.as_bytes(),
+            events.as_bytes(),
+            bytes.as_bytes(),
+            &channel,
+            ttl.as_bytes(),
+            room.as_bytes(),
+        ]);
+        self.links[CMD].send(&args, now, true);
+        self.pending.push_back(Pending::Append { room, draft });
+    }
+
+    /// When [`RedisLog::handle_timeout`] has something to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let beat = self.next_beat.filter(|_| self.ready[CMD]);
+        self.links
+            .iter()
+            .filter_map(Link::deadline)
+            .chain(beat)
+            .min()
+    }
+
+    /// Beats when due, and asks for overdue links to be closed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for link in &mut self.links {
+            link.check(now);
+        }
+        if self.ready[CMD] && self.next_beat.is_some_and(|t| t <= now) {
+            self.beat(now);
+        }
+    }
+}
+
+impl Log for RedisLog {
+    fn open(&mut self, room: RoomId, name: &Rc<str>, create: bool) {
+        self.incarnations += 1;
+        let channel = self.channel(name);
+        if self.rooms.len() <= room {
+            self.rooms.resize_with(room + 1, || None);
+        }
+        self.by_channel.insert(channel.clone(), room);
+        if self.ready[SUB]
+            && let Some(link) = self.links.get_mut(SUB)
+        {
+            link.send(&[b"SUBSCRIBE", &channel], Instant::now(), false);
+        }
+        self.rooms[room] = Some(Held {
+            name: name.clone(),
+            channel,
+            incarnation: self.incarnations,
+            subscribed: false,
+            loading: false,
+            needs_load: true,
+            create,
+            tail: None,
+            buffer: Vec::new(),
+            here: 0,
+        });
+    }
+
+    fn close(&mut self, room: RoomId) {
+        let Some(h) = self.rooms.get_mut(room).and_then(Option::take) else {
+            return;
+        };
+        self.by_channel.remove(&h.channel);
+        if self.ready[SUB]
+            && let Some(link) = self.links.get_mut(SUB)
+        {
+            link.send(&[b"UNSUBSCRIBE", &h.channel], Instant::now(), false);
+        }
+    }
+
+    fn keeps(&self, _room: RoomId) -> bool {
+        false // Everything is in Redis.
+    }
+
+    fn ready(&self, room: RoomId) -> bool {
+        self.copy(room).is_some()
+    }
+
+    fn counts_presence(&self) -> bool {
+        true
+    }
+
+    fn health(&self) -> Option<String> {
+        self.error.clone()
+    }
+
+    fn redis(&mut self) -> Option<&mut RedisLog> {
+        Some(self)
+    }
+
+    fn epoch(&self, room: RoomId) -> Rc<str> {
+        self.copy(room)
+            .map_or_else(|| Rc::from(""), |c| c.epoch.clone())
+    }
+
+    fn last_seq(&self, room: RoomId) -> u64 {
+        self.copy(room).map_or(0, |c| c.last)
+    }
+
+    fn append(&mut self, room: RoomId, draft: Draft) {
+        let Some(h) = self.rooms.get_mut(room).and_then(Option::as_mut) else {
+            return;
+        };
+        if let Kind::Notice { here, .. } = draft.kind {
+            h.here = here;
+        }
+        h.create = true;
+        let name = h.name.clone();
+        self.send_append(name, draft, Instant::now());
+    }
+
+    fn take_events(&mut self, out: &mut Vec<LogEvent>) {
+        out.append(&mut self.events);
+    }
+
+    fn read(&self, room: RoomId, since: Option<u64>) -> Read<'_> {
+        match self.copy(room) {
+            Some(c) => c.tail.read(since, c.last),
+            None => Read {
+                gap: None,
+                events: Vec::new(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::Stamp;
+
+    #[test]
+    fn unstamp_inverts_stamp() {
+        let mut json = Vec::new();
+        let draft = r#"{"type":"message","name":"a","msg":",\"seq\":1}"}"#;
+        chat::stamp(draft, Stamp { seq: 42, ts: 1700 }, false, &mut json);
+        let json = String::from_utf8(json).unwrap();
+        let (body, ts) = unstamp(&json).unwrap();
+        assert_eq!((&*body, ts), (draft, 1700));
+        assert_eq!(unstamp("{}"), None);
+    }
+
+    #[test]
+    fn channel_messages() {
+        let m = Message::parse(b"r1-2\n7\n6\n{\"a\":\"x\ny\"}").unwrap();
+        assert_eq!(
+            (&*m.epoch, m.seq, m.replaced, &*m.json),
+            ("r1-2", 7, 6, "{\"a\":\"x\ny\"}")
+        );
+        assert!(Message::parse(b"r1\nx\n0\n{}").is_none());
+    }
+}
