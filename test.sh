@@ -3,8 +3,9 @@
 # sockets (systemd's protocols among them), the systemd unit files, the chat page in headless
 # Chromium, the Autobahn|Testsuite (RFC 6455), a smoke run of the load generator, and a short
 # run of every fuzz target.
-# Installs what it needs (systemd, nginx and Chromium from Debian, prometheus-client from PyPI,
-# playwright-core from npm, the Python 2 Autobahn suite from PyPI). `.ci/run` runs exactly this.
+# Installs what it needs (systemd, nginx, redis-server and Chromium from Debian, prometheus-client
+# from PyPI, playwright-core from npm, the Python 2 Autobahn suite from PyPI). `.ci/run` runs
+# exactly this.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -16,14 +17,16 @@ step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 
-step "test dependencies: systemd (systemd-socket-activate, systemd-analyze), nginx, prometheus-client"
-# tests/proxy.rs runs nginx (from /usr/sbin, not on a user's PATH) in front of wsrelay.
+step "test dependencies: systemd (systemd-socket-activate, systemd-analyze), nginx, redis-server, prometheus-client"
+# tests/proxy.rs runs nginx (from /usr/sbin, not on a user's PATH) in front of wsrelay;
+# tests/cluster.rs and tests/browser/ run redis-server (and redis-cli) under wsrelay nodes.
 if ! command -v systemd-socket-activate >/dev/null 2>&1 || ! command -v systemd-analyze >/dev/null 2>&1 \
-  || ! [ -x /usr/sbin/nginx ]; then
+  || ! [ -x /usr/sbin/nginx ] || ! command -v redis-server >/dev/null 2>&1 \
+  || ! command -v redis-cli >/dev/null 2>&1; then
   SUDO=""
   if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q systemd nginx
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q systemd nginx redis-server
 fi
 # tests/metrics.rs parses /metrics with Prometheus' own Python parser.
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/wsrelay-py"

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Checks the unit files in deploy/: `systemd-analyze verify` must print nothing and succeed,
-# and `systemd-analyze security --offline=true` must rate wsrelay.service's exposure <= 2.0.
-# verify insists that ExecStart's binary exists, so it checks a copy of the units whose
-# ExecStart points at the built binary ($WSRELAY_BIN, default target/release/wsrelay).
+# and `systemd-analyze security --offline=true` must rate wsrelay.service's exposure <= 2.0,
+# and the same for the template wsrelay@.service as one instance (wsrelay@01.service: a
+# template itself cannot be verified). verify insists that ExecStart's binary exists, so it
+# checks a copy of the units whose ExecStart points at the built binary ($WSRELAY_BIN, default
+# target/release/wsrelay).
 # Installs Debian's systemd package (for systemd-analyze) if it is missing.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -19,33 +21,48 @@ fi
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-sed "s|^ExecStart=/usr/local/bin/wsrelay|ExecStart=$(realpath "$bin")|" \
-  "$here/wsrelay.service" >"$tmp/wsrelay.service"
+# Copies deploy/$1 to $tmp/$2 with ExecStart pointing at the built binary.
+copy_unit() {
+  sed "s|^ExecStart=/usr/local/bin/wsrelay|ExecStart=$(realpath "$bin")|" "$here/$1" >"$tmp/$2"
+  grep -q "^ExecStart=$(realpath "$bin")" "$tmp/$2" ||
+    { echo "check.sh: ExecStart=/usr/local/bin/wsrelay not found in $1" >&2; exit 1; }
+}
+copy_unit wsrelay.service wsrelay.service
 cp "$here/wsrelay.socket" "$tmp/wsrelay.socket"
-grep -q "^ExecStart=$(realpath "$bin")" "$tmp/wsrelay.service" ||
-  { echo "check.sh: ExecStart=/usr/local/bin/wsrelay not found in wsrelay.service" >&2; exit 1; }
+copy_unit wsrelay@.service wsrelay@01.service
 
-echo "check.sh: systemd-analyze verify"
-if ! out="$(systemd-analyze verify "$tmp/wsrelay.socket" "$tmp/wsrelay.service" 2>&1)" ||
-   [ -n "$out" ]; then
-  printf '%s\n' "$out" >&2
-  echo "check.sh: FAILED: systemd-analyze verify is not clean" >&2
-  exit 1
-fi
+# Fails unless `systemd-analyze verify` on the given units succeeds and prints nothing.
+verify() {
+  echo "check.sh: systemd-analyze verify ${*##*/}"
+  if ! out="$(systemd-analyze verify "$@" 2>&1)" || [ -n "$out" ]; then
+    printf '%s\n' "$out" >&2
+    echo "check.sh: FAILED: systemd-analyze verify is not clean" >&2
+    exit 1
+  fi
+}
 
-echo "check.sh: systemd-analyze security --offline=true"
-report="$(systemd-analyze security --offline=true --no-pager "$tmp/wsrelay.service" 2>&1)" || true
-line="$(printf '%s\n' "$report" | grep 'Overall exposure level' || true)"
-exposure="$(printf '%s\n' "$line" | sed -n 's/.*: \([0-9][0-9.]*\) .*/\1/p')"
-if [ -z "$exposure" ]; then
-  printf '%s\n' "$report" >&2
-  echo "check.sh: FAILED: no exposure level in systemd-analyze security's report" >&2
-  exit 1
-fi
-echo "check.sh: exposure $exposure (at most $max_exposure)"
-if ! awk -v e="$exposure" -v m="$max_exposure" 'BEGIN { exit !(e <= m) }'; then
-  printf '%s\n' "$report" >&2
-  echo "check.sh: FAILED: exposure $exposure is over $max_exposure" >&2
-  exit 1
-fi
+# Fails unless `systemd-analyze security` rates the unit at most $max_exposure.
+security() {
+  echo "check.sh: systemd-analyze security --offline=true ${1##*/}"
+  local report line exposure
+  report="$(systemd-analyze security --offline=true --no-pager "$1" 2>&1)" || true
+  line="$(printf '%s\n' "$report" | grep 'Overall exposure level' || true)"
+  exposure="$(printf '%s\n' "$line" | sed -n 's/.*: \([0-9][0-9.]*\) .*/\1/p')"
+  if [ -z "$exposure" ]; then
+    printf '%s\n' "$report" >&2
+    echo "check.sh: FAILED: no exposure level in systemd-analyze security's report" >&2
+    exit 1
+  fi
+  echo "check.sh: exposure $exposure (at most $max_exposure)"
+  if ! awk -v e="$exposure" -v m="$max_exposure" 'BEGIN { exit !(e <= m) }'; then
+    printf '%s\n' "$report" >&2
+    echo "check.sh: FAILED: exposure $exposure is over $max_exposure" >&2
+    exit 1
+  fi
+}
+
+verify "$tmp/wsrelay.socket" "$tmp/wsrelay.service"
+security "$tmp/wsrelay.service"
+verify "$tmp/wsrelay@01.service"
+security "$tmp/wsrelay@01.service"
 echo "check.sh: OK"

@@ -22,6 +22,21 @@ pub struct Config {
     #[arg(long, env = "WSRELAY_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Bind --listen with SO_REUSEPORT, so that several wsrelay processes listen on one port
+    /// and the kernel spreads new connections between them (deploy/wsrelay@.service). Ignored,
+    /// with a warning, when systemd passes the socket. Default off: a second process started
+    /// on a taken port by mistake then fails to bind instead of silently taking half the
+    /// connections (every socket on the port must ask for sharing, socket(7)).
+    #[arg(long, env = "WSRELAY_REUSE_PORT")]
+    pub reuse_port: bool,
+
+    /// A second address, answering only GET /metrics and GET /healthz (404 for the rest, no
+    /// page, no WebSocket), so that a scraper reaches this process even when several share
+    /// --listen with --reuse-port. Give it a loopback or private address: its connections are
+    /// outside the client limits. Default: none (both are served on --listen anyway).
+    #[arg(long, env = "WSRELAY_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+
     /// Most verbose log level printed on stderr; no level logs a line per message.
     #[arg(long, env = "WSRELAY_LOG_LEVEL", value_enum, default_value_t = Level::Info)]
     pub log_level: Level,
@@ -239,6 +254,13 @@ impl Config {
                     "--trusted-proxy must be an address, ADDR/LEN or none, got {proxy:?}"
                 ));
             }
+        }
+        // Port 0 twice is two ports, chosen by the kernel.
+        if self.admin_listen == Some(self.listen) && self.listen.port() != 0 {
+            return Err(format!(
+                "--admin-listen must differ from --listen, both are {}",
+                self.listen
+            ));
         }
         // §5.2: a 64-bit length's top bit is 0, so nothing larger can be sent.
         if self.max_message > i64::MAX as u64 {

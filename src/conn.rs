@@ -14,6 +14,8 @@
 //! Flushing or Responding --peer EOF with output queued--> Draining --written--> Done
 //! Open --silent for ping_interval--> Open (pinged) --silent for pong_timeout--> Done
 //! ```
+//!
+//! A plain connection ([`Conn::new_plain`]) takes the `GET` path for an upgrade request too.
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -174,8 +176,9 @@ pub enum Sent {
 /// Where the connection is; each variant says what the peer may do next.
 #[derive(Debug)]
 enum State {
-    /// Reading the HTTP request head; `buf` holds it only when it spans reads.
-    Handshake { buf: Vec<u8> },
+    /// Reading the HTTP request head; `buf` holds it only when it spans reads. `plain`: an
+    /// upgrade is not offered here, and a request for one is answered as a plain `GET`.
+    Handshake { buf: Vec<u8>, plain: bool },
     /// Reading the `need` more bytes of a `POST` body (at most [`MAX_BODY`] in all).
     Body {
         method: Method,
@@ -327,10 +330,24 @@ impl Conn {
     /// A connection just accepted at `now`.
     pub fn new(now: Instant, settings: &Settings) -> Self {
         Self {
-            state: State::Handshake { buf: Vec::new() },
+            state: State::Handshake {
+                buf: Vec::new(),
+                plain: false,
+            },
             out: Outbox::default(),
             deadline: Some(now + settings.handshake_timeout),
         }
+    }
+
+    /// A connection just accepted at `now` that serves plain HTTP only (the admin listener):
+    /// it never upgrades, so it can never become a WebSocket.
+    pub fn new_plain(now: Instant, settings: &Settings) -> Self {
+        let mut conn = Self::new(now, settings);
+        conn.state = State::Handshake {
+            buf: Vec::new(),
+            plain: true,
+        };
+        conn
     }
 
     /// A connection accepted over a connection limit: answered with `err` (a 503) at once,
@@ -610,7 +627,7 @@ impl Conn {
         admit: &mut impl FnMut(&Forwarded<'_>) -> Admit,
         on: &mut impl FnMut(Event<'_>),
     ) -> usize {
-        let State::Handshake { buf } = &mut self.state else {
+        let State::Handshake { buf, .. } = &mut self.state else {
             return 0;
         };
         let max = settings.max_handshake;
@@ -648,7 +665,7 @@ impl Conn {
         let owned = std::mem::take(buf);
         match handshake::parse(&owned, max) {
             Ok(None) => {
-                if let State::Handshake { buf } = &mut self.state {
+                if let State::Handshake { buf, .. } = &mut self.state {
                     *buf = owned;
                 }
                 take
@@ -700,6 +717,19 @@ impl Conn {
                     settings,
                     on,
                 );
+            }
+            // RFC 9110 §7.8: a server "MAY ignore a received Upgrade header field if it wishes to
+            // continue using the current protocol"; the client then sees no 101 (§4.1).
+            Request::Upgrade(up) if matches!(self.state, State::Handshake { plain: true, .. }) => {
+                self.state = State::Responding;
+                self.deadline = Some(now + settings.close_timeout);
+                on(Event::Request {
+                    method: Method::Get,
+                    path: up.path,
+                    body: &[],
+                    // Its Origin passed the check above; a WebSocket client sends none else.
+                    foreign: false,
+                });
             }
             Request::Upgrade(up) => {
                 let mut head = Vec::with_capacity(160);
@@ -1333,6 +1363,38 @@ mod tests {
         assert!(written(&mut conn).starts_with(b"HTTP/1.1 403 "));
         let (conn, events) = with_origin("http://h");
         assert!(conn.is_open(), "{events:?}");
+    }
+
+    #[test]
+    fn plain_connection_answers_an_upgrade_as_a_get() {
+        let s = settings();
+        // Whole, then one byte at a time: the same single request, never a 101.
+        for chunk in [UPGRADE.len(), 1] {
+            let now = Instant::now();
+            let mut conn = Conn::new_plain(now, &s);
+            let mut events = Vec::new();
+            for piece in UPGRADE.chunks(chunk) {
+                let used = conn.handle_bytes(now, &mut piece.to_vec(), &s, &mut |e| {
+                    events.push(format!("{e:?}"))
+                });
+                assert_eq!(used, piece.len());
+            }
+            assert_eq!(
+                events,
+                [r#"Request { method: Get, path: "/room", body: [], foreign: false }"#]
+            );
+            assert!(conn.is_responding() && !conn.is_open());
+            assert!(written(&mut conn).is_empty());
+            conn.respond(now, b"HTTP/1.1 404 Not Found\r\n\r\n".to_vec(), b"", &s);
+            assert!(written(&mut conn).starts_with(b"HTTP/1.1 404 "));
+            assert!(conn.handle_flushed(now, &s) && !conn.is_open());
+        }
+        // The handshake deadline holds as for any connection.
+        let now = Instant::now();
+        let mut conn = Conn::new_plain(now, &s);
+        let late = now + s.handshake_timeout;
+        assert_eq!(conn.handle_timeout(late, &s), Some(Expired::Handshake));
+        assert!(conn.is_done());
     }
 
     #[test]

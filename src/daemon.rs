@@ -1,6 +1,7 @@
 //! Process-level glue: the open-file limit, systemd's notify protocol (sd_notify(3)), socket
-//! activation (sd_listen_fds(3)) and journald detection, without libsystemd: the protocols
-//! are an environment variable and a datagram each. The crate's only `unsafe` lives here.
+//! activation (sd_listen_fds(3)) or else binding the listener ourselves, and journald
+//! detection, without libsystemd: the protocols are an environment variable and a datagram
+//! each. The crate's only `unsafe` lives here.
 #![allow(unsafe_code)]
 
 use std::fmt;
@@ -10,6 +11,8 @@ use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
 
 /// sd_listen_fds(3): passed descriptors start here, right after stdin, stdout and stderr.
 const LISTEN_FDS_START: RawFd = 3;
@@ -242,14 +245,24 @@ pub fn stderr_is_journal() -> bool {
     }
 }
 
-/// Sets a listening socket's accept queue length (listen(2) on a listening socket updates it).
-pub fn set_backlog(listener: &std::net::TcpListener, backlog: i32) -> io::Result<()> {
-    use std::os::fd::AsRawFd as _;
-    // SAFETY: the fd is a valid socket owned by `listener` for the whole call.
-    if unsafe { libc::listen(listener.as_raw_fd(), backlog) } != 0 {
-        return Err(io::Error::last_os_error());
+/// A TCP socket bound to `addr` and listening with an accept queue of `backlog`, for when
+/// systemd passes none. SO_REUSEADDR is set as std's `bind` sets it (a restart can bind while
+/// the last run's connections sit in TIME_WAIT); SO_REUSEPORT when `reuse_port`, so processes
+/// that all set it share the port and the kernel spreads connections between them (socket(7)).
+/// Both must be set before `bind`, which std cannot do.
+pub fn bind(
+    addr: std::net::SocketAddr,
+    reuse_port: bool,
+    backlog: i32,
+) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
     }
-    Ok(())
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
 }
 
 #[cfg(test)]

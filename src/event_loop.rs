@@ -1,6 +1,10 @@
 //! The only module that touches mio: the listener, client sockets in a `Slab`, write queues,
 //! deadlines and signals, on one thread.
 //!
+//! An optional admin listener (`--admin-listen`) feeds the same `Slab`: its connections are
+//! plain HTTP only ([`Conn::new_plain`]), answered by [`http::route_admin`], never shown to
+//! the app, outside the connection limits and outside the connection and traffic counters.
+//!
 //! Sockets are registered once, edge-triggered, for both directions; reads drain to
 //! `WouldBlock` (bounded per turn for fairness), writes are batched with `write_vectored`.
 //! The loop also keeps the connection limits, the counters behind `/metrics`, and tells the
@@ -11,7 +15,7 @@ use std::cell::Cell;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{IpAddr, Shutdown};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -89,8 +93,14 @@ impl Write for StoreStream {
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
+const ADMIN: Token = Token(usize::MAX - 3);
 /// The room store's links (`--redis`): commands, subscription.
-const STORE: [Token; LINKS] = [Token(usize::MAX - 3), Token(usize::MAX - 4)];
+const STORE: [Token; LINKS] = [Token(usize::MAX - 4), Token(usize::MAX - 5)];
+
+/// Admin connections open at once; more are closed unanswered. A scraper and a health checker
+/// or two each hold one for a request; the cap keeps a flood on the admin port from taking
+/// the descriptors clients need (its connections are outside --max-connections).
+const ADMIN_CONNECTIONS: usize = 16;
 
 /// Bytes read per `read` call; one buffer shared by every connection.
 const READ_BUF: usize = 64 * 1024;
@@ -131,6 +141,8 @@ struct Client {
     conn: Conn,
     /// Whether the app has been told this connection joined.
     joined: bool,
+    /// Accepted on the admin listener: plain HTTP, answered by `http::route_admin`.
+    admin: bool,
     /// Whether it is in `Server::dirty`.
     dirty: bool,
     /// The last write hit `WouldBlock`: wait for the writable edge before writing again.
@@ -168,6 +180,10 @@ pub struct Server {
     poll: Poll,
     /// Taken (closed) at shutdown, so new connects are refused rather than left waiting.
     listener: Option<TcpListener>,
+    /// The admin listener, if any; taken at shutdown too.
+    admin: Option<TcpListener>,
+    /// Clients from the admin listener, left out of the connection gauges.
+    admin_open: usize,
     signals: Signals,
     clients: Slab<Client>,
     app: App,
@@ -221,6 +237,8 @@ pub struct Server {
     status_sent: (usize, usize),
     /// Sockets to the room store, per link (`--redis`).
     store: [Option<StoreStream>; LINKS],
+    /// Links whose reads were cut short for fairness: read again next turn.
+    store_again: [bool; LINKS],
 }
 
 impl Server {
@@ -242,6 +260,8 @@ impl Server {
         Ok(Self {
             poll,
             listener: Some(listener),
+            admin: None,
+            admin_open: 0,
             signals,
             clients: Slab::new(),
             app,
@@ -278,7 +298,25 @@ impl Server {
             status_at: None,
             status_sent: (usize::MAX, usize::MAX),
             store: [None, None],
+            store_again: [false; LINKS],
         })
+    }
+
+    /// Also answers `GET /metrics` and `GET /healthz` on `listener` (an already bound one), and
+    /// nothing else: no page, no WebSocket.
+    pub fn serve_admin(&mut self, listener: std::net::TcpListener) -> io::Result<()> {
+        listener.set_nonblocking(true)?;
+        let mut listener = TcpListener::from_std(listener);
+        self.poll
+            .registry()
+            .register(&mut listener, ADMIN, Interest::READABLE)?;
+        self.admin = Some(listener);
+        Ok(())
+    }
+
+    /// Client sockets from the main listener: handshaking, open or closing.
+    fn connections(&self) -> usize {
+        self.clients.len().saturating_sub(self.admin_open)
     }
 
     /// Sends one message to the service manager, if there is one.
@@ -312,7 +350,7 @@ impl Server {
             self.watchdog_at = Some(now + interval);
         }
         if self.shutdown_deadline.is_none() && self.status_at.is_none_or(|at| at <= now) {
-            let counts = (self.clients.len(), self.app.online());
+            let counts = (self.connections(), self.app.online());
             if counts != self.status_sent {
                 self.status_sent = counts;
                 let status = format!(
@@ -355,7 +393,8 @@ impl Server {
             self.again = std::mem::take(&mut self.readable).into();
             for event in &events {
                 match event.token() {
-                    LISTENER => self.accept(now),
+                    LISTENER => self.accept(now, false),
+                    ADMIN => self.accept(now, true),
                     SIGNALS => self.handle_signals(now),
                     token if STORE.contains(&token) => {
                         let i = usize::from(token == STORE[1]);
@@ -376,6 +415,11 @@ impl Server {
                     self.read(now, id);
                 }
             }
+            for i in 0..LINKS {
+                if std::mem::take(&mut self.store_again[i]) {
+                    self.store_ready(now, i, false);
+                }
+            }
             self.apply_actions(now);
             self.store_turn(now);
             self.flush_dirty(now);
@@ -387,7 +431,8 @@ impl Server {
                 && at <= now
             {
                 self.accept_paused_until = None;
-                self.accept(now);
+                self.accept(now, false);
+                self.accept(now, true);
             }
             if let Some(deadline) = self.shutdown_deadline
                 && (self.clients.is_empty() || deadline <= now)
@@ -403,7 +448,7 @@ impl Server {
     }
 
     fn poll_timeout(&mut self, now: Instant) -> Option<Duration> {
-        if !self.readable.is_empty() || !self.dirty.is_empty() {
+        if !self.readable.is_empty() || !self.dirty.is_empty() || self.store_again.contains(&true) {
             return Some(Duration::ZERO);
         }
         [
@@ -423,70 +468,16 @@ impl Server {
         .map(|at| at.saturating_duration_since(now) + Duration::from_millis(1))
     }
 
-    fn accept(&mut self, now: Instant) {
+    /// Accepts what the main listener (or the admin one) has queued, until `WouldBlock`.
+    fn accept(&mut self, now: Instant, admin: bool) {
         while self.shutdown_deadline.is_none() && self.accept_paused_until.is_none() {
-            let Some(listener) = &self.listener else {
+            let listener = if admin { &self.admin } else { &self.listener };
+            let Some(listener) = listener else {
                 return;
             };
             match listener.accept() {
-                Ok((mut stream, peer)) => {
-                    self.metrics.accepted += 1;
-                    self.fd_starved = false;
-                    let (verdict, ticket) = self.admission.accept(peer.ip());
-                    let refusal = match verdict {
-                        Verdict::Admit => None,
-                        Verdict::Refuse(limit) => Some(limit),
-                        Verdict::Drop(limit) => {
-                            // Refusals are at their cap: no answer, just the close.
-                            self.metrics.limit(limit);
-                            log!(Debug, "{peer}: over {}, closed unanswered", limit.as_str());
-                            continue;
-                        }
-                    };
-                    let Some(ticket) = ticket else {
-                        debug_assert!(false, "a socket kept without a ticket");
-                        continue;
-                    };
-                    let entry = self.clients.vacant_entry();
-                    let id = entry.key();
-                    // Chat lines are small and latency matters more than packet count.
-                    let _ = stream.set_nodelay(true);
-                    if let Err(e) = self.poll.registry().register(
-                        &mut stream,
-                        Token(id),
-                        Interest::READABLE | Interest::WRITABLE,
-                    ) {
-                        log!(Warn, "register {peer}: {e}");
-                        self.admission.release(ticket);
-                        continue;
-                    }
-                    // Over a limit the socket is still taken, so the client reads a 503 (sent at
-                    // once) instead of waiting in the backlog; it is dropped soon after.
-                    let conn = match refusal {
-                        Some(limit) => {
-                            self.metrics.limit(limit);
-                            self.metrics.rejected(503);
-                            log!(Debug, "{peer}: over {}", limit.as_str());
-                            let why = match limit {
-                                Limit::MaxConnections => "server full",
-                                _ => "too many connections from your address",
-                            };
-                            Conn::new_refused(now, HandshakeError::Unavailable(why))
-                        }
-                        None => Conn::new(now, &self.settings),
-                    };
-                    entry.insert(Client {
-                        stream,
-                        conn,
-                        joined: false,
-                        dirty: false,
-                        blocked: false,
-                        timer: None,
-                        ticket: Some(ticket),
-                    });
-                    log!(Debug, "accepted {peer} as {id}");
-                    self.sync(now, id);
-                }
+                Ok((stream, peer)) if admin => self.admit_admin(now, stream, peer),
+                Ok((stream, peer)) => self.admit(now, stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) => {
@@ -508,6 +499,105 @@ impl Server {
                 Err(e) => log!(Debug, "accept: {e}"),
             }
         }
+    }
+
+    /// Takes a client from the main listener, within the connection limits.
+    fn admit(&mut self, now: Instant, mut stream: TcpStream, peer: SocketAddr) {
+        self.metrics.accepted += 1;
+        self.fd_starved = false;
+        let (verdict, ticket) = self.admission.accept(peer.ip());
+        let refusal = match verdict {
+            Verdict::Admit => None,
+            Verdict::Refuse(limit) => Some(limit),
+            Verdict::Drop(limit) => {
+                // Refusals are at their cap: no answer, just the close.
+                self.metrics.limit(limit);
+                log!(Debug, "{peer}: over {}, closed unanswered", limit.as_str());
+                return;
+            }
+        };
+        let Some(ticket) = ticket else {
+            debug_assert!(false, "a socket kept without a ticket");
+            return;
+        };
+        let entry = self.clients.vacant_entry();
+        let id = entry.key();
+        // Chat lines are small and latency matters more than packet count.
+        let _ = stream.set_nodelay(true);
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(id),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log!(Warn, "register {peer}: {e}");
+            self.admission.release(ticket);
+            return;
+        }
+        // Over a limit the socket is still taken, so the client reads a 503 (sent at
+        // once) instead of waiting in the backlog; it is dropped soon after.
+        let conn = match refusal {
+            Some(limit) => {
+                self.metrics.limit(limit);
+                self.metrics.rejected(503);
+                log!(Debug, "{peer}: over {}", limit.as_str());
+                let why = match limit {
+                    Limit::MaxConnections => "server full",
+                    _ => "too many connections from your address",
+                };
+                Conn::new_refused(now, HandshakeError::Unavailable(why))
+            }
+            None => Conn::new(now, &self.settings),
+        };
+        entry.insert(Client {
+            stream,
+            conn,
+            joined: false,
+            admin: false,
+            dirty: false,
+            blocked: false,
+            timer: None,
+            ticket: Some(ticket),
+        });
+        log!(Debug, "accepted {peer} as {id}");
+        self.sync(now, id);
+    }
+
+    /// Takes a connection from the admin listener: outside the connection limits (a full
+    /// server must still answer its scraper), within [`ADMIN_CONNECTIONS`], and with the
+    /// same deadlines and request limits as any connection.
+    fn admit_admin(&mut self, now: Instant, mut stream: TcpStream, peer: SocketAddr) {
+        self.fd_starved = false;
+        if self.admin_open >= ADMIN_CONNECTIONS {
+            log!(
+                Debug,
+                "admin {peer}: {ADMIN_CONNECTIONS} open already, closed unanswered"
+            );
+            return;
+        }
+        let entry = self.clients.vacant_entry();
+        let id = entry.key();
+        let _ = stream.set_nodelay(true);
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(id),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log!(Warn, "register admin {peer}: {e}");
+            return;
+        }
+        entry.insert(Client {
+            stream,
+            conn: Conn::new_plain(now, &self.settings),
+            joined: false,
+            admin: true,
+            dirty: false,
+            blocked: false,
+            timer: None,
+            ticket: None,
+        });
+        self.admin_open += 1;
+        log!(Debug, "accepted {peer} on the admin listener as {id}");
+        self.sync(now, id);
     }
 
     fn handle_signals(&mut self, now: Instant) {
@@ -532,7 +622,10 @@ impl Server {
         }
         // Closed, not only deregistered: a port bound here then refuses new connects at once
         // (under socket activation systemd keeps its copy and queues them for the next start).
-        if let Some(mut listener) = self.listener.take() {
+        for mut listener in [self.listener.take(), self.admin.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         // Held long polls get their answer, not a bare close.
@@ -595,7 +688,9 @@ impl Server {
             match client.stream.read(&mut buf) {
                 Ok(0) => client.conn.handle_eof(),
                 Ok(n) => {
-                    self.metrics.bytes_in += n as u64;
+                    if !client.admin {
+                        self.metrics.bytes_in += n as u64;
+                    }
                     let input = buf.get_mut(..n).unwrap_or_default();
                     if let Some(used) = self.handle_read(now, id, input, start) {
                         if self.clients.contains(id) {
@@ -672,8 +767,9 @@ impl Server {
                 return Some(pos);
             }
             // Taken before the client is borrowed, for `/metrics`.
-            let gauges = (self.clients.len(), self.app.online());
+            let gauges = (self.connections(), self.app.online());
             let client = self.clients.get_mut(id)?;
+            let admin = client.admin;
             let app = &mut self.app;
             let actions = &mut self.actions;
             let m = &mut self.metrics;
@@ -724,6 +820,14 @@ impl Server {
                         m.upgraded += 1;
                         app.on_join(id, path, actions);
                     }
+                    // Not a client's request: the app never sees it, and it is not counted.
+                    Event::Request { method, path, .. } if admin => {
+                        let (open, online) = gauges;
+                        let health = app.health();
+                        let metrics = |out: &mut String| m.render(open, online, out);
+                        let r = http::route_admin(method, path, health.as_deref(), metrics);
+                        response = Some(r);
+                    }
                     Event::Request {
                         method,
                         path,
@@ -743,8 +847,9 @@ impl Server {
                                 response = Some(http::method_not_allowed());
                             }
                             Reply::Pass => {
-                                response =
-                                    Some(http::route(path, |out| m.render(open, online, out)));
+                                let health = app.health();
+                                let metrics = |out: &mut String| m.render(open, online, out);
+                                response = Some(http::route(path, health.as_deref(), metrics));
                             }
                             Reply::Now(whole) => {
                                 response = Some(http::Response {
@@ -856,6 +961,9 @@ impl Server {
         if client.conn.is_done() {
             let mut client = self.clients.remove(id);
             let _ = self.poll.registry().deregister(&mut client.stream);
+            if client.admin {
+                self.admin_open -= 1;
+            }
             if let Some(ticket) = client.ticket {
                 self.admission.release(ticket);
             }
@@ -1146,7 +1254,17 @@ impl Server {
         }
         let mut buf = std::mem::take(&mut self.read_buf);
         let mut closed = None;
-        while let Some(stream) = self.store[i].as_mut() {
+        // Bounded per turn like a client's reads: a busy channel must not starve the clients.
+        let start = self.pushes;
+        for turn in 0.. {
+            let Some(stream) = self.store[i].as_mut() else {
+                break;
+            };
+            if turn == READS_PER_TURN || self.pushes - start >= DELIVERIES_PER_TURN {
+                // Not drained: edge-triggered, so no new edge comes; read again next turn.
+                self.store_again[i] = true;
+                break;
+            }
             match stream.read(&mut buf) {
                 Ok(0) => {
                     closed = Some("closed by Redis".to_owned());
@@ -1156,6 +1274,8 @@ impl Server {
                     if let Some(store) = self.app.redis() {
                         store.on_input(i, buf.get(..n).unwrap_or_default(), now);
                     }
+                    self.app.on_store(&mut self.actions);
+                    self.apply_actions(now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -1344,7 +1464,9 @@ fn write_out(client: &mut Client, now: Instant, settings: &Settings, m: &mut Met
                 return false;
             }
             Ok(written) => {
-                m.bytes_out += written as u64;
+                if !client.admin {
+                    m.bytes_out += written as u64;
+                }
                 client.conn.handle_written(written);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,

@@ -1,5 +1,5 @@
 //! The `wsrelay` binary: flags, the open-file limit, the listener (bound here or passed by
-//! systemd), the service manager's notify socket, then the event loop.
+//! systemd) and the admin one, the service manager's notify socket, then the event loop.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -52,21 +52,36 @@ fn main() -> ExitCode {
     }
     let activated = passed.is_some();
     let listener = match passed {
-        Some(l) => l,
-        None => match std::net::TcpListener::bind(config.listen) {
-            Ok(l) => {
-                // std listens with a backlog of 128: a burst of connects past it sees dropped
-                // SYNs and one-second retransmits. (A socket from systemd has its Backlog=.)
-                if let Err(e) = daemon::set_backlog(&l, LISTEN_BACKLOG) {
-                    log!(Warn, "listen backlog {LISTEN_BACKLOG}: {e}");
-                }
-                l
+        Some(l) => {
+            if config.reuse_port {
+                log!(
+                    Warn,
+                    "--reuse-port ignored: the socket is systemd's (ReusePort= in its .socket unit)"
+                );
             }
+            l
+        }
+        // Not std's bind: it listens with a backlog of 128, and a burst of connects past it
+        // sees dropped SYNs and one-second retransmits. (A socket from systemd has its Backlog=.)
+        None => match daemon::bind(config.listen, config.reuse_port, LISTEN_BACKLOG) {
+            Ok(l) => l,
             Err(e) => {
                 log!(Error, "--listen {}: {e}", config.listen);
                 return ExitCode::from(1);
             }
         },
+    };
+    // std's bind and its backlog of 128: scrapes come one at a time.
+    let admin = match config
+        .admin_listen
+        .map(|a| (a, std::net::TcpListener::bind(a)))
+    {
+        None => None,
+        Some((_, Ok(l))) => Some(l),
+        Some((addr, Err(e))) => {
+            log!(Error, "--admin-listen {addr}: {e}");
+            return ExitCode::from(1);
+        }
     };
     let app = App::new(
         config.mode,
@@ -111,10 +126,18 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let how = if activated {
-        "socket from systemd"
-    } else {
-        "bound"
+    let admin_addr = match admin.map(|l| (l.local_addr(), server.serve_admin(l))) {
+        None => None,
+        Some((Ok(addr), Ok(()))) => Some(addr),
+        Some((Err(e), _) | (_, Err(e))) => {
+            log!(Error, "--admin-listen: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let how = match (activated, config.reuse_port) {
+        (true, _) => "socket from systemd",
+        (false, true) => "bound, port shared",
+        (false, false) => "bound",
     };
     match server.local_addr() {
         Ok(addr) => log!(
@@ -123,6 +146,12 @@ fn main() -> ExitCode {
             format!("{:?}", config.mode).to_lowercase()
         ),
         Err(e) => log!(Warn, "listening (address unknown: {e})"),
+    }
+    if let Some(addr) = admin_addr {
+        log!(
+            Info,
+            "admin listening on http://{addr}/ (/metrics and /healthz only)"
+        );
     }
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,

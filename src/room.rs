@@ -3,11 +3,11 @@
 //!
 //! - [`Membership`]: which local connection is in which room. This process only, always.
 //! - [`log::Log`]: the room's epoch, sequence numbers and bounded history. [`log::MemoryLog`]
-//!   keeps them in this process; a shared store (Redis streams) would keep them for every node.
+//!   keeps them in this process; [`redis::RedisLog`] in Redis streams, for every node.
 //! - [`Presence`]: who counts as online: this node's WebSocket members and long-polling guests.
-//!   A Redis presence would write this node's count per room in a hash (one field per node,
-//!   refreshed by the node and dropped when it stops refreshing) and sum the fields; the
-//!   guests' deadlines stay local, since a guest's polls reach one node at a time.
+//!   With Redis, each notice writes this node's count of the room in a hash (one field per
+//!   node, dropped when the node stops beating) and carries the sum; the guests' deadlines
+//!   stay local, since a guest's polls reach one node at a time.
 //!
 //! [`Rooms`] is the directory over them: room names, [`RoomId`]s (valid while the room is
 //! held), and the `--max-rooms` bound. Bounds: at most `max_rooms` rooms, each keeping at most

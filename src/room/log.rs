@@ -7,22 +7,9 @@
 //! whose appends complete later (a shared store's reply) changes nothing in how the app
 //! renders and fans events out.
 //!
-//! What a Redis log would do for each call (see `../shared/STYLE.md`, "Room state"):
-//!
-//! - [`Log::open`]: `SUBSCRIBE` to the room's channel and read its epoch from a meta hash,
-//!   creating it if missing (`HSETNX`), so a room's epoch is made once for the cluster;
-//! - [`Log::append`]: one Lua script (`EVALSHA`) that creates the epoch if missing, `HINCRBY`s
-//!   the seq, drops the entry `replaces` names if it is still the newest, `XADD`s the draft
-//!   with seq and ts (`MAXLEN` for `--history`; `--history-bytes` needs the script to trim by
-//!   size too), and `PUBLISH`es it; pipelined. Its reply (seq and ts, or an error for the
-//!   sender) says the append is done; the [`Committed`] events come from the room's channel,
-//!   which carries every node's events, this node's included, in one order, so local and
-//!   remote events reach the app the same way; a hole in seq is filled from the stream;
-//! - [`Log::read`]: `XRANGE` over the stream (from a local copy of the tail kept by the
-//!   subscription, rendered as [`MemoryLog`] keeps it, when it has the range);
-//!   [`Log::last_seq`] and [`Log::epoch`] from that copy;
-//! - [`Log::keeps`]: false: nothing is only here, so a room is freed once nobody local is in it;
-//! - [`Log::close`]: `UNSUBSCRIBE`; the stream stays in Redis, bounded by its `MAXLEN`.
+//! [`super::redis::RedisLog`] is the shared one (`--redis`): its appends complete when Redis
+//! answers, its rooms load before they can be read ([`Log::ready`], [`LogEvent::Ready`]), and
+//! events other nodes commit reach the app through the same [`LogEvent::Committed`].
 
 use std::collections::VecDeque;
 use std::rc::Rc;

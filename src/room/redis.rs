@@ -49,6 +49,10 @@ const ROOM_TTL: Duration = Duration::from_secs(24 * 3600);
 /// and read from the stream again.
 const MAX_BUFFERED: usize = 10_000;
 
+/// Appends awaiting Redis' reply at most; past it a message fails at once ("busy") rather
+/// than queue without bound behind a Redis that cannot keep up.
+const MAX_APPENDS: usize = 16_384;
+
 /// The command link and the subscription link.
 pub const LINKS: usize = 2;
 const CMD: usize = 0;
@@ -158,6 +162,8 @@ pub struct RedisLog {
     ready: [bool; LINKS],
     /// What each awaited reply on the command link answers, in order.
     pending: VecDeque<Pending>,
+    /// Appends in `pending`.
+    appends: usize,
     rooms: Vec<Option<Held>>,
     by_channel: HashMap<Rc<[u8]>, RoomId>,
     incarnations: u64,
@@ -183,6 +189,7 @@ impl RedisLog {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
+        let first_error = format!("redis {}: connecting", target.redacted());
         Self {
             target,
             node: node.into(),
@@ -192,13 +199,14 @@ impl RedisLog {
             hello: [0; LINKS],
             ready: [false; LINKS],
             pending: VecDeque::new(),
+            appends: 0,
             rooms: Vec::new(),
             by_channel: HashMap::new(),
             incarnations: 0,
             events: Vec::new(),
             next_beat: None,
             stale: HashMap::new(),
-            error: Some("connecting".into()),
+            error: Some(first_error),
             logged_down: false,
             leaving: false,
             replies: Vec::new(),
@@ -306,6 +314,7 @@ impl RedisLog {
         self.error = Some(error);
         if i == CMD {
             let why: Rc<str> = format!("the room store is unreachable ({why})").into();
+            self.appends = 0;
             for pending in std::mem::take(&mut self.pending) {
                 match pending {
                     Pending::Append { room, draft } => {
@@ -479,7 +488,10 @@ impl RedisLog {
                     log!(Warn, "redis: presence: {}", String::from_utf8_lossy(e));
                 }
             }
-            Pending::Append { room, draft } => self.on_appended(room, draft, &reply),
+            Pending::Append { room, draft } => {
+                self.appends = self.appends.saturating_sub(1);
+                self.on_appended(room, draft, &reply);
+            }
             Pending::Load { room, incarnation } => self.on_loaded(room, incarnation, &reply, now),
         }
     }
@@ -820,6 +832,14 @@ impl RedisLog {
     }
 
     fn send_append(&mut self, room: Rc<str>, draft: Draft, now: Instant) {
+        if self.ready[CMD] && self.appends >= MAX_APPENDS {
+            self.events.push(LogEvent::Failed {
+                room,
+                draft,
+                why: "the room store is busy; try again".into(),
+            });
+            return;
+        }
         if !self.ready[CMD] {
             let why = self.error.as_deref().unwrap_or("connecting");
             if let Kind::Notice { here, .. } = draft.kind {
@@ -866,6 +886,7 @@ impl RedisLog {
             room.as_bytes(),
         ]);
         self.links[CMD].send(&args, now, true);
+        self.appends += 1;
         self.pending.push_back(Pending::Append { room, draft });
     }
 
@@ -929,8 +950,11 @@ impl Log for RedisLog {
         }
     }
 
-    fn keeps(&self, _room: RoomId) -> bool {
-        false // Everything is in Redis.
+    fn keeps(&self, room: RoomId) -> bool {
+        // Nothing is only here, but a room held (subscribed, its tail copied) until evicted
+        // answers its long polls and resumes without a load, as an in-process room with
+        // history stays until evicted.
+        self.copy(room).is_some_and(|c| !c.epoch.is_empty())
     }
 
     fn ready(&self, room: RoomId) -> bool {

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Headless-Chromium end-to-end test of the chat page.
-# Installs Debian's chromium if missing, npm dependencies if missing, builds
+# Headless-Chromium end-to-end tests of the chat page: one server (chat.test.js), and two
+# nodes on one Redis (cluster.test.js, which starts redis-server itself).
+# Installs Debian's chromium and redis-server if missing, npm dependencies if missing, builds
 # the release server if WSRELAY_BIN is unset and the binary is absent, then
-# runs the test with Node's built-in runner. Safe to run non-interactively
+# runs the tests with Node's built-in runner. Safe to run non-interactively
 # (CI=true) as root on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -15,6 +16,12 @@ if [ ! -x /usr/bin/chromium ] && [ -z "${CHROMIUM:-}" ]; then
   echo "run.sh: installing chromium (apt-get)" >&2
   $SUDO apt-get update -q
   $SUDO apt-get install -y -q chromium
+fi
+
+if ! command -v redis-server >/dev/null 2>&1 && [ -z "${REDIS_SERVER:-}" ]; then
+  echo "run.sh: installing redis-server (apt-get)" >&2
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q redis-server
 fi
 
 node_major="$(node -p 'process.versions.node.split(".")[0]')"
@@ -33,4 +40,5 @@ if [ -z "${WSRELAY_BIN:-}" ] && [ ! -x ../../target/release/wsrelay ]; then
   (cd ../.. && cargo build --release --locked)
 fi
 
-exec node --test chat.test.js
+# One file at a time: each starts its own servers and browser, on a machine with few cores.
+exec node --test --test-concurrency=1 chat.test.js cluster.test.js

@@ -134,6 +134,20 @@ impl Server {
         }
     }
 
+    /// Where the server said its admin listener (`--admin-listen`) is, waiting (bounded) for
+    /// the `admin listening on http://HOST:PORT/` line.
+    #[track_caller]
+    pub fn admin_addr(&self) -> SocketAddr {
+        const LINE: &str = "admin listening on http://";
+        self.wait_for_log(LINE, STARTUP_TIMEOUT);
+        let log = self.stderr();
+        let rest = &log[log.find(LINE).expect("waited for it") + LINE.len()..];
+        let end = rest.find('/').unwrap_or(rest.len());
+        rest[..end]
+            .parse()
+            .unwrap_or_else(|e| panic!("bad admin address in {rest:?}: {e}"))
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
