@@ -253,9 +253,9 @@ fn print_cluster(rows: &BTreeMap<(u8, String), BTreeMap<String, Fields>>, ours: 
         "| cluster scenario | metric | {ours} | peer | {ours} vs peer | target | met | server CPU % \
          ({ours} / peer; processes summed) | Redis CPU % ({ours} / peer) | loadgen CPU % \
          ({ours} / peer) | delivered / expected ({ours} ; peer) | reordered / seq errors / \
-         closed ({ours} ; peer) |"
+         closed ({ours} ; peer) | bound by ({ours} ; peer) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for ((_, name), by_label) in rows {
         let Some(us) = by_label.get(ours) else {
             continue;
@@ -411,13 +411,31 @@ fn cluster_line(name: &str, us: &Fields, them: Option<&Fields>) -> String {
     } else {
         (String::new(), String::new())
     };
+    let bound = if fanout && mode == "sat" {
+        both(&|f| cluster_bound(f).to_string())
+    } else {
+        String::new()
+    };
     format!(
         "| {name} | {metric} | {ours_cell} | {} | {} | {target} | {met} | {} | {} | {} | \
-         {delivered} | {order} |",
+         {delivered} | {order} | {bound} |",
         peer_cell.unwrap_or_default(),
         vs.unwrap_or_default(),
         pair("server_cpu"),
         pair("redis_cpu"),
         pair("loadgen_cpu"),
     )
+}
+
+/// What limited a saturated cluster row: the servers and Redis share one core, so it is
+/// their sum that can reach it.
+fn cluster_bound(f: &Fields) -> &'static str {
+    let busy = 90.0;
+    if num(f, "server_cpu") + num(f, "redis_cpu") >= busy {
+        "server core (servers + Redis)"
+    } else if num(f, "loadgen_cpu") >= busy {
+        "loadgen CPU"
+    } else {
+        "neither at 90 %"
+    }
 }
