@@ -32,7 +32,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use client::{Client, Phase, connect_from};
 use dialect::Dialect;
-use stats::{Histogram, cpu_secs, now_ns, open_files, rss_bytes};
+use stats::{Histogram, core_ticks, cpu_secs, now_ns, open_files, pinned_core, rss_bytes};
 use worker::{Role, WorkerArgs};
 
 const CTL: Token = Token(0);
@@ -435,6 +435,7 @@ struct CpuMeter {
     server: f64,
     redis: f64,
     loadgen: f64,
+    cores: Vec<(u64, u64)>,
 }
 
 /// CPU use over an interval, in percent of one core.
@@ -444,6 +445,11 @@ struct CpuUse {
     /// The store's, 0 without one.
     redis: f64,
     loadgen: f64,
+    /// Each core's busy share, whoever used it (softirqs included).
+    cores: Vec<f64>,
+    /// The cores the server and the load generator are pinned to, if each is on one.
+    server_core: Option<usize>,
+    loadgen_core: Option<usize>,
 }
 
 impl CpuMeter {
@@ -457,6 +463,7 @@ impl CpuMeter {
             redis_pid,
             at: Instant::now(),
             loadgen: workers.cpu(),
+            cores: core_ticks(),
         }
     }
 
@@ -464,10 +471,21 @@ impl CpuMeter {
         let wall = self.at.elapsed().as_secs_f64().max(1e-9);
         let server: f64 = self.pids.iter().filter_map(|&p| cpu_secs(p)).sum();
         let redis = self.redis_pid.and_then(cpu_secs).unwrap_or(0.0);
+        let cores = core_ticks()
+            .iter()
+            .zip(&self.cores)
+            .map(|(&(busy, total), &(busy0, total0))| {
+                100.0 * busy.saturating_sub(busy0) as f64
+                    / total.saturating_sub(total0).max(1) as f64
+            })
+            .collect();
         CpuUse {
             server: 100.0 * (server - self.server) / wall,
             redis: 100.0 * (redis - self.redis) / wall,
             loadgen: 100.0 * (workers.cpu() - self.loadgen) / wall,
+            cores,
+            server_core: self.pids.first().and_then(|&p| pinned_core(p)),
+            loadgen_core: pinned_core(std::process::id()),
         }
     }
 }
@@ -475,9 +493,17 @@ impl CpuMeter {
 impl CpuUse {
     /// The RESULT fields.
     fn fields(&self) -> String {
+        let cores: Vec<String> = self.cores.iter().map(|c| format!("{c:.0}")).collect();
+        let core = |c: Option<usize>| c.map_or("none".to_string(), |c| c.to_string());
         format!(
-            "server_cpu={:.0} redis_cpu={:.0} loadgen_cpu={:.0}",
-            self.server, self.redis, self.loadgen
+            "server_cpu={:.0} redis_cpu={:.0} loadgen_cpu={:.0} cores_busy={} server_core={} \
+             loadgen_core={}",
+            self.server,
+            self.redis,
+            self.loadgen,
+            cores.join("/"),
+            core(self.server_core),
+            core(self.loadgen_core),
         )
     }
 }
