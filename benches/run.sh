@@ -22,7 +22,8 @@
 #                 (benches/peers/socketio-cluster.js) on one Redis each, subscribers split
 #                 between the two ports, the publisher on the first: fan-out deliveries/s
 #                 saturated (1,000 subscribers x 32 B and x 1 KiB), latency at 100 messages/s
-#   redis-cost    the same latency row with every client on one wsrelay, --redis on and off
+#   redis-cost    the same latency row with every client on one wsrelay, --redis on and off,
+#                 3 paired runs (the table shows each side's median)
 #   cluster-idle  idle bytes per connection (19,000), one wsrelay in chat mode, --redis on/off
 #   reuse-port    2 wsrelay processes on one port (--reuse-port --redis), 2 x 19,000 idle
 #                 connections; each process's open files are reported (20,000 at most here)
@@ -261,8 +262,8 @@ cluster() { # group "layout:label …" loadgen-args...
 }
 cluster_rows() {
     [ "$has_redis" = 1 ] || return 0
-    local subs=1000 secs=5 rate_secs=10 idle=19000
-    if [ "$quick" = 1 ]; then subs=200 secs=1 rate_secs=2 idle=1000; fi
+    local subs=1000 secs=5 rate_secs=10 idle=19000 repeats=3
+    if [ "$quick" = 1 ]; then subs=200 secs=1 rate_secs=2 idle=1000 repeats=1; fi
     local vs_socketio="wsrelay-2nodes:wsrelay socketio-2nodes:socketio"
     # The same window for both sides, smaller than the default's 1,024 32-byte messages: a
     # socket.io process handed 1,024 messages in one read blocks its event loop for seconds
@@ -272,8 +273,12 @@ cluster_rows() {
         cluster cluster "$vs_socketio" fanout --subs "$subs" --size "$size" --secs "$secs" --window 256
     done
     cluster cluster "$vs_socketio" fanout --subs "$subs" --size 32 --rate 100 --secs "$rate_secs"
-    cluster redis-cost "wsrelay-redis:wsrelay wsrelay-single:wsrelay-noredis" \
-        fanout --subs "$subs" --size 32 --rate 100 --secs "$rate_secs"
+    # What Redis adds is a few ms against a p99 that moves by ±10 ms from run to run here:
+    # paired runs, alternating which goes first; the table shows each side's median.
+    for _ in $(seq "$repeats"); do
+        cluster redis-cost "wsrelay-redis:wsrelay wsrelay-single:wsrelay-noredis" \
+            fanout --subs "$subs" --size 32 --rate 100 --secs "$rate_secs"
+    done
     cluster cluster-idle "wsrelay-redis:wsrelay wsrelay-single:wsrelay-single" idle --conns "$idle"
     if [ "$has_reuse_port" = 1 ]; then
         # 9,000 connections per load-generator process (--per-proc), none near 20,000 files.

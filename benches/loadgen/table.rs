@@ -14,7 +14,8 @@ pub fn print(file: &Path, ours: &str) -> io::Result<()> {
     let text = std::fs::read_to_string(file)?;
     // (row key, label) -> fields; a later line for the same pair replaces an earlier one.
     let mut rows: BTreeMap<(u8, String), BTreeMap<String, Fields>> = BTreeMap::new();
-    let mut cluster: BTreeMap<(u8, String), BTreeMap<String, Fields>> = BTreeMap::new();
+    // Cluster rows keep every run: a repeated row shows its median run.
+    let mut cluster: BTreeMap<(u8, String), BTreeMap<String, Vec<Fields>>> = BTreeMap::new();
     for line in text.lines().filter(|l| l.starts_with("RESULT ")) {
         let f: Fields = line
             .split_whitespace()
@@ -26,7 +27,12 @@ pub fn print(file: &Path, ours: &str) -> io::Result<()> {
         };
         if f.contains_key("group") {
             if let Some(key) = cluster_row_key(&f) {
-                cluster.entry(key).or_default().insert(label, f);
+                cluster
+                    .entry(key)
+                    .or_default()
+                    .entry(label)
+                    .or_default()
+                    .push(f);
             }
         } else if let Some(key) = row_key(&f) {
             rows.entry(key).or_default().insert(label, f);
@@ -248,7 +254,42 @@ fn cluster_row_key(f: &Fields) -> Option<(u8, String)> {
     })
 }
 
-fn print_cluster(rows: &BTreeMap<(u8, String), BTreeMap<String, Fields>>, ours: &str) {
+/// The run of a repeated row to show: the median by the row's metric, with the counts that
+/// must be zero (and deliveries against expected) summed over every run, so a loss in any run
+/// shows. Returns it and the number of runs.
+fn median_run(runs: &[Fields]) -> (Fields, usize) {
+    let key = |f: &Fields| match (f.get("scenario"), f.get("mode")) {
+        (Some(s), Some(m)) if s == "fanout" && m == "sat" => num(f, "per_sec"),
+        (Some(s), _) if s == "fanout" => num(f, "p99_us"),
+        _ => num(f, "bytes_per_conn"),
+    };
+    let mut order: Vec<&Fields> = runs.iter().collect();
+    order.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    let mut shown = order
+        .get(order.len().saturating_sub(1) / 2)
+        .map(|f| (*f).clone())
+        .unwrap_or_default();
+    if runs.len() > 1 && shown.get("scenario").is_some_and(|s| s == "fanout") {
+        for k in [
+            "deliveries",
+            "expected",
+            "lost",
+            "reordered",
+            "order_errors",
+            "disagree",
+            "closed",
+        ] {
+            let sum: f64 = runs
+                .iter()
+                .map(|f| f.get(k).map_or(0.0, |_| num(f, k)))
+                .sum();
+            shown.insert(k.to_string(), format!("{sum:.0}"));
+        }
+    }
+    (shown, runs.len())
+}
+
+fn print_cluster(rows: &BTreeMap<(u8, String), BTreeMap<String, Vec<Fields>>>, ours: &str) {
     println!(
         "| cluster scenario | metric | {ours} | peer | {ours} vs peer | target | met | server CPU % \
          ({ours} / peer; processes summed) | Redis CPU % ({ours} / peer) | loadgen CPU % \
@@ -257,20 +298,27 @@ fn print_cluster(rows: &BTreeMap<(u8, String), BTreeMap<String, Fields>>, ours: 
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for ((_, name), by_label) in rows {
-        let Some(us) = by_label.get(ours) else {
+        let Some((us, n)) = by_label.get(ours).map(|runs| median_run(runs)) else {
             continue;
         };
-        let peers: Vec<(&String, &Fields)> = by_label
+        let peers: Vec<(&String, (Fields, usize))> = by_label
             .iter()
             .filter(|(l, _)| l.as_str() != ours)
+            .map(|(l, runs)| (l, median_run(runs)))
             .collect();
+        let runs = peers.iter().map(|(_, (_, n))| *n).fold(n, usize::max);
+        let name = if runs > 1 {
+            format!("{name} (median of {runs} runs)")
+        } else {
+            name.clone()
+        };
         if peers.is_empty() {
-            println!("{}", cluster_line(name, us, None));
+            println!("{}", cluster_line(&name, &us, None));
         }
-        for (label, them) in peers {
+        for (label, (them, _)) in &peers {
             println!(
                 "{}",
-                cluster_line(&format!("{name} vs {label}"), us, Some(them))
+                cluster_line(&format!("{name} vs {label}"), &us, Some(them))
             );
         }
     }
