@@ -353,6 +353,13 @@ impl App {
         self.rooms.log.redis()
     }
 
+    /// Appends the room store's figures to a `/metrics` body (nothing without one).
+    pub fn render_store_metrics(&mut self, out: &mut String) {
+        if let Some(store) = self.redis() {
+            store.render_metrics(out);
+        }
+    }
+
     /// Handles what the room log has to tell (after its store's replies were read).
     pub fn on_store(&mut self, out: &mut Vec<Action>) {
         self.take_events(out);

@@ -824,7 +824,10 @@ impl Server {
                     Event::Request { method, path, .. } if admin => {
                         let (open, online) = gauges;
                         let health = app.health();
-                        let metrics = |out: &mut String| m.render(open, online, out);
+                        let metrics = |out: &mut String| {
+                            m.render(open, online, out);
+                            app.render_store_metrics(out);
+                        };
                         let r = http::route_admin(method, path, health.as_deref(), metrics);
                         response = Some(r);
                     }
@@ -848,7 +851,10 @@ impl Server {
                             }
                             Reply::Pass => {
                                 let health = app.health();
-                                let metrics = |out: &mut String| m.render(open, online, out);
+                                let metrics = |out: &mut String| {
+                                    m.render(open, online, out);
+                                    app.render_store_metrics(out);
+                                };
                                 response = Some(http::route(path, health.as_deref(), metrics));
                             }
                             Reply::Now(whole) => {

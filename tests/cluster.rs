@@ -3,9 +3,12 @@
 //! port, no persistence). Clients on different nodes see the same events in one order under
 //! one `seq`, counted with one cluster-wide presence; a late joiner or a resuming client on
 //! one node gets what was said on another; long polling on one node mixes with WebSocket
-//! clients on another; a node killed with SIGKILL leaves the count within 15 s; a node starts
-//! without Redis (503 on `/healthz`) and becomes healthy once Redis answers; Redis killed and
-//! restarted empty gives senders errors while it is down, then a room started over; a node
+//! clients on another; a node SIGKILLed mid-traffic leaves the count within 15 s, and its
+//! clients, resuming on other nodes with their cursor, get every event once, in the room's
+//! order; two processes on one port (`--reuse-port`) share its clients' room; a node starts
+//! without Redis (503 on `/healthz`) and becomes healthy once Redis answers; Redis killed
+//! gives 503 naming Redis on `/healthz` (the admin port's too) until it is back; Redis killed
+//! and restarted empty gives senders errors while it is down, then a room started over; a node
 //! whose Redis links are cut (`CLIENT KILL`) while data is kept catches up with nothing
 //! missed; `--history` and `--history-bytes` bound what Redis keeps.
 //!
@@ -28,7 +31,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tungstenite::Message;
 
-use common::{Server, Ws, connect_ws_to, get_request, http_exchange, request};
+use common::{Server, Ws, connect_ws_to, fetch_metrics, get_request, http_exchange, request};
 use redis::{Cluster, kill_node, links_to, start_node};
 
 /// The longest any one expected event may take to arrive.
@@ -109,10 +112,41 @@ impl Member {
     /// A close from the server fails the test: members are never disconnected here.
     #[track_caller]
     fn recv(&mut self, deadline: Instant) -> Option<Value> {
+        self.next(deadline).unwrap_or_else(|e| {
+            panic!(
+                "{}: connection lost: {e}; recent: {}",
+                self.label,
+                self.recent()
+            )
+        })
+    }
+
+    /// Reads (recording and checking) until the connection is gone, at most `limit`; says how
+    /// it went. For a member whose node was killed.
+    #[track_caller]
+    fn until_lost(&mut self, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.next(deadline) {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!(
+                    "{}: the connection still stands {limit:?} later; recent: {}",
+                    self.label,
+                    self.recent()
+                ),
+                Err(why) => return why,
+            }
+        }
+    }
+
+    /// The next JSON message before `deadline`, recorded and checked: `Ok(None)` on timeout,
+    /// `Err` (what happened) once the connection is closed or broken.
+    #[track_caller]
+    fn next(&mut self, deadline: Instant) -> Result<Option<Value>, String> {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return None;
+                return Ok(None);
             }
             self.ws
                 .get_mut()
@@ -123,9 +157,12 @@ impl Member {
                     let v: Value = serde_json::from_str(text.as_str())
                         .unwrap_or_else(|e| panic!("{}: non-JSON {text:?}: {e}", self.label));
                     self.record(&v);
-                    return Some(v);
+                    return Ok(Some(v));
                 }
                 Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
+                Ok(Message::Close(frame)) => {
+                    return Err(format!("the server sent close {frame:?}"));
+                }
                 Ok(other) => panic!(
                     "{}: the server sent {other:?}; recent: {}",
                     self.label,
@@ -136,11 +173,7 @@ impl Member {
                         e.kind(),
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                     ) => {}
-                Err(e) => panic!(
-                    "{}: connection lost: {e}; recent: {}",
-                    self.label,
-                    self.recent()
-                ),
+                Err(e) => return Err(e.to_string()),
             }
         }
     }
@@ -745,6 +778,275 @@ fn long_polling_on_one_node_and_websockets_on_another_see_one_sequence() {
 }
 
 // ---------------------------------------------------------------------------------------
+// A node killed mid-traffic
+
+#[test]
+fn a_node_killed_mid_traffic_its_clients_resume_on_another_node() {
+    let Some(c) = Cluster::start(3, &["--max-message-rate", "1000", "--history", "1000"]) else {
+        return;
+    };
+    let (na, nb, nc) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
+    // Watchers that never leave on B and C, two members on A (to be killed), senders on B
+    // and C; each join sees the count it makes.
+    let plan = [
+        (nb, "b-watch"),
+        (nc, "c-watch"),
+        (na, "a0"),
+        (na, "a1"),
+        (nb, "b-send"),
+        (nc, "c-send"),
+    ];
+    let total = plan.len();
+    let mut members = Vec::new();
+    for (i, (node, label)) in plan.into_iter().enumerate() {
+        let mut m = Member::join(node, "/failover", label);
+        m.wait_count(i + 1);
+        members.push(m);
+    }
+    for m in &mut members {
+        m.wait_count(total);
+    }
+    let epoch = members[0].epoch.clone();
+    let mut it = members.into_iter();
+    let mut watchers: Vec<Member> = it.by_ref().take(2).collect();
+    let on_a: Vec<Member> = it.by_ref().take(2).collect();
+    let senders: Vec<Member> = it.collect();
+    // Each sender sends one message every 20 ms (2 s); A is killed 700 ms in.
+    const SENT: usize = 100;
+    let want: BTreeSet<String> = senders
+        .iter()
+        .flat_map(|m| (0..SENT).map(move |j| format!("{}-{j}", m.label)))
+        .collect();
+    let traffic = thread::spawn(|| {
+        together(senders, |m| {
+            for j in 0..SENT {
+                m.say(&format!("{}-{j}", m.label));
+                thread::sleep(Duration::from_millis(20));
+            }
+        })
+    });
+    thread::sleep(Duration::from_millis(700));
+    kill_node(na);
+    let killed = Instant::now();
+    // Each of A's members reads what A sent it until its socket dies; half a second later
+    // (the page's first retry) it resumes with its cursor, as the page does: a0 on B, a1 on C.
+    let lost: Vec<(Member, String)> = on_a
+        .into_iter()
+        .map(|mut old| {
+            let why = old.until_lost(EVENT_WAIT);
+            old.assert_clean();
+            (old, why)
+        })
+        .collect();
+    eprintln!(
+        "A's members lost their sockets {:?} after the kill",
+        killed.elapsed()
+    );
+    thread::sleep(Duration::from_millis(500));
+    let mut resumed = Vec::new();
+    for ((old, why), to) in lost.into_iter().zip([nb, nc]) {
+        let (since, cursor_epoch) = (old.last, old.epoch.clone());
+        let label = format!("{} resumed", old.label);
+        let new = Member::resume(to, "/failover", &label, since, &cursor_epoch);
+        eprintln!(
+            "{} ({why}) at seq {since}; resumed on {} at seq {}, {:?} after the kill",
+            old.label,
+            to.addr,
+            new.welcomes[0]["seq"],
+            killed.elapsed()
+        );
+        resumed.push((old, new));
+    }
+    let mut members = traffic
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    eprintln!("traffic over {:?} after the kill", killed.elapsed());
+    // Presence: once the resumed members have joined (above their welcomes' seq), the count
+    // comes back to `total` within 15 s of the kill: A's members left it (else it would be
+    // `total` + 2), the resumed ones count (else `total` - 2).
+    let joined = resumed
+        .iter()
+        .map(|(_, new)| new.welcomes[0]["seq"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    for w in &mut watchers {
+        let v = w.until(
+            Duration::from_secs(20),
+            &format!("notice with count {total} after seq {joined}"),
+            |v| {
+                v["type"] == "notification"
+                    && v["count"] == total
+                    && v["seq"].as_u64().is_some_and(|s| s > joined)
+            },
+        );
+        let after = killed.elapsed();
+        eprintln!("{}: count {total} again after {after:?}: {v}", w.label);
+        assert!(
+            after <= Duration::from_secs(15),
+            "{}: the killed node's members left the count only after {after:?}",
+            w.label
+        );
+    }
+    for (_, new) in &mut resumed {
+        new.wait_count(total);
+    }
+    for m in members.iter_mut().chain(&mut watchers) {
+        m.wait_count(total);
+    }
+    // Every message reaches everyone (a resumed member: what it had not got before the
+    // kill); the continuous members see one order.
+    for m in members.iter_mut().chain(&mut watchers) {
+        m.wait_all(&want, Duration::from_secs(15));
+        m.assert_clean();
+    }
+    for (old, new) in &mut resumed {
+        let rest = want.iter().filter(|m| !old.has_msg(m)).cloned().collect();
+        new.wait_all(&rest, Duration::from_secs(15));
+        new.assert_clean();
+    }
+    members.extend(watchers);
+    assert_one_order(&members, &want);
+    // Each resumed member's whole sequence (before the kill, caught up, live) is the room's
+    // as a member on B that never left saw it.
+    let cont = members.iter().find(|m| m.label == "b-watch").unwrap();
+    let hi = members
+        .iter()
+        .chain(resumed.iter().map(|(_, new)| new))
+        .map(|m| m.last)
+        .min()
+        .unwrap();
+    for (old, new) in &resumed {
+        let since = old.last;
+        let upto = new.welcomes[0]["seq"].as_u64().unwrap();
+        assert_eq!(
+            new.welcomes[0]["epoch"].as_str(),
+            Some(epoch.as_str()),
+            "{}: the room kept its epoch",
+            new.label
+        );
+        let lo = old.boundary + 1;
+        assert_eq!(
+            old.span(lo..=since),
+            cont.span(lo..=since),
+            "{}: before the kill, what b-watch saw",
+            old.label
+        );
+        let caught_up: Vec<Value> = new
+            .events
+            .iter()
+            .filter(|v| v["seq"].as_u64().unwrap() <= upto)
+            .map(unmarked)
+            .collect();
+        assert_eq!(
+            caught_up,
+            missed_after(&cont.events, since, upto),
+            "{}: exactly what it missed (after {since}, up to {upto})",
+            new.label
+        );
+        assert_eq!(
+            new.span(upto + 1..=hi),
+            cont.span(upto + 1..=hi),
+            "{}: live after the resume, what b-watch saw",
+            new.label
+        );
+        let mut got: Vec<&str> = old.events[old.epoch_start..]
+            .iter()
+            .chain(&new.events)
+            .filter(|v| v["type"] == "message")
+            .map(|v| v["msg"].as_str().unwrap())
+            .collect();
+        got.sort_unstable();
+        let all: Vec<&str> = want.iter().map(String::as_str).collect();
+        assert_eq!(
+            got, all,
+            "{}: every message once, across the kill",
+            old.label
+        );
+        eprintln!(
+            "{}: {} events before the kill, {} caught up, {} live after",
+            old.label,
+            old.span(lo..=since).len(),
+            caught_up.len(),
+            new.events.len() - caught_up.len()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Many processes on one port
+
+#[test]
+fn two_processes_on_one_port_share_rooms() {
+    let Some(redis) = redis::RedisServer::start_or_skip() else {
+        return;
+    };
+    let listen = format!("127.0.0.1:{}", redis::free_port());
+    let url = redis.url();
+    let node = || {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wsrelay"));
+        cmd.args(["--listen", &listen, "--reuse-port", "--redis", &url])
+            .args(["--admin-listen", "127.0.0.1:0"])
+            .args(FAST)
+            .stdin(std::process::Stdio::null());
+        Server::start_command(cmd)
+    };
+    let nodes = vec![node(), node()];
+    let c = Cluster { redis, nodes };
+    assert_eq!(c.nodes[0].addr, c.nodes[1].addr, "one port");
+    let admins = [c.nodes[0].admin_addr(), c.nodes[1].admin_addr()];
+    let upgrades = || admins.map(|a| fetch_metrics(a)["wsrelay_upgrades_total"]);
+    // Each client joins through the shared port; the process whose admin /metrics counted
+    // its upgrade took it. Each join sees the count it makes, over both processes.
+    const CLIENTS: usize = 16;
+    let mut members = Vec::new();
+    let mut per_process = [0; 2];
+    for i in 0..CLIENTS {
+        let before = upgrades();
+        let mut m = Member::join(&c.nodes[0], "/shared", &format!("c{i}"));
+        let after = upgrades();
+        let p = match (after[0] - before[0], after[1] - before[1]) {
+            (1.0, 0.0) => 0,
+            (0.0, 1.0) => 1,
+            other => panic!("c{i}: upgrades counted {other:?}"),
+        };
+        per_process[p] += 1;
+        m.label = format!("p{p}c{i}");
+        m.wait_count(i + 1);
+        members.push(m);
+    }
+    eprintln!("{CLIENTS} clients: {per_process:?} per process");
+    // All to one process has probability 2^-15 when the kernel spreads them.
+    assert!(
+        per_process.iter().all(|&n| n > 0),
+        "one process took every client: {per_process:?}"
+    );
+    let open: f64 = admins
+        .iter()
+        .map(|&a| fetch_metrics(a)["wsrelay_websockets_open"])
+        .sum();
+    assert_eq!(open, CLIENTS as f64);
+    for m in &mut members {
+        m.wait_count(CLIENTS);
+    }
+    const EACH: usize = 2;
+    let want: BTreeSet<String> = members
+        .iter()
+        .flat_map(|m| (0..EACH).map(move |j| format!("{}-{j}", m.label)))
+        .collect();
+    let all = want.clone();
+    let members = together(members, move |m| {
+        for j in 0..EACH {
+            m.say(&format!("{}-{j}", m.label));
+        }
+        m.wait_all(&all, Duration::from_secs(15));
+    });
+    for m in &members {
+        m.assert_clean();
+    }
+    assert_one_order(&members, &want);
+}
+
+// ---------------------------------------------------------------------------------------
 // Presence
 
 #[test]
@@ -838,6 +1140,82 @@ fn redis_unreachable_at_start_then_healthy_once_it_answers() {
     a.wait_msg("hello from B");
     a.assert_clean();
     b.assert_clean();
+}
+
+#[test]
+fn healthz_503_while_redis_is_down_on_the_admin_port_too() {
+    let Some(mut c) = Cluster::start(1, &["--admin-listen", "127.0.0.1:0"]) else {
+        return;
+    };
+    let node = &c.nodes[0];
+    let ports = [("main", node.addr), ("admin", node.admin_addr())];
+    // Healthy once its links are up.
+    for (which, addr) in ports {
+        let (after, body) = wait_health(addr, 200, Duration::from_secs(10));
+        assert_eq!(body, "ok\n", "{which}");
+        eprintln!("{which}: 200 after {after:?}");
+    }
+    c.redis.kill();
+    let killed = Instant::now();
+    let check_down = |which: &str, addr: SocketAddr| {
+        let r = http_exchange(addr, &get_request(addr, "/healthz"));
+        let body = String::from_utf8_lossy(&r.body).into_owned();
+        assert_eq!(r.status, 503, "{which} /healthz with Redis down: {body:?}");
+        assert!(
+            body.starts_with("unavailable: ") && body.to_ascii_lowercase().contains("redis"),
+            "{which}: the 503 names Redis: {body:?}"
+        );
+        assert_eq!(r.header("retry-after"), Some("5"), "{which}: {r:?}");
+        body
+    };
+    for (which, addr) in ports {
+        let (after, _) = wait_health(addr, 503, Duration::from_secs(10));
+        let body = check_down(which, addr);
+        eprintln!("{which}: 503 {after:?} after Redis was killed: {body:?}");
+    }
+    // It stays 503 while reconnecting fails, long enough for the backoff (0.1 s, doubled per
+    // failure) to reach its 5 s cap.
+    while killed.elapsed() < Duration::from_secs(7) {
+        for (which, addr) in ports {
+            check_down(which, addr);
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+    let metric = |name: &str| {
+        let (status, text) = get(node.admin_addr(), "/metrics");
+        assert_eq!(status, 200);
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} ")));
+        line.and_then(|l| l.split(' ').nth(1)?.parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics: {text}"))
+    };
+    assert_eq!(metric("wsrelay_redis_up"), 0, "down while Redis is");
+    assert!(metric("wsrelay_redis_links_lost_total") >= 1);
+    c.redis.restart();
+    // Healthy again within 15 s (the node retries every 5 s at most).
+    for (which, addr) in ports {
+        let (after, body) = wait_health(addr, 200, Duration::from_secs(15));
+        assert_eq!(body, "ok\n", "{which}");
+        eprintln!("{which}: 200 again {after:?} after Redis' restart");
+    }
+    assert_eq!(metric("wsrelay_redis_up"), 1, "up once both links are");
+}
+
+/// Polls `GET /healthz` at `addr` until it answers `status` (at most `limit`); how long
+/// that took, and the body.
+#[track_caller]
+fn wait_health(addr: SocketAddr, status: u16, limit: Duration) -> (Duration, String) {
+    let start = Instant::now();
+    loop {
+        let (got, body) = get(addr, "/healthz");
+        if got == status {
+            return (start.elapsed(), body);
+        }
+        assert!(
+            start.elapsed() < limit,
+            "{addr}: /healthz still {got} {body:?} after {limit:?}, not {status}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]

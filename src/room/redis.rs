@@ -179,6 +179,10 @@ pub struct RedisLog {
     leaving: bool,
     /// Reused for replies.
     replies: Vec<Value>,
+    /// For `/metrics`: events sent on from Redis, appends that failed, links lost.
+    received: u64,
+    failed: u64,
+    lost_links: u64,
 }
 
 impl RedisLog {
@@ -210,6 +214,53 @@ impl RedisLog {
             logged_down: false,
             leaving: false,
             replies: Vec::new(),
+            received: 0,
+            failed: 0,
+            lost_links: 0,
+        }
+    }
+
+    /// Appends this process's Redis figures to a `/metrics` body.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let up = u8::from(self.ready == [true; LINKS]);
+        let families: [(&str, &str, &str, u64); 5] = [
+            (
+                "wsrelay_redis_up",
+                "gauge",
+                "Both Redis links are usable (1) or not (0).",
+                u64::from(up),
+            ),
+            (
+                "wsrelay_redis_events_total",
+                "counter",
+                "Room events received from Redis and sent on.",
+                self.received,
+            ),
+            (
+                "wsrelay_redis_failed_appends_total",
+                "counter",
+                "Messages and notices Redis did not commit (their senders were told).",
+                self.failed,
+            ),
+            (
+                "wsrelay_redis_links_lost_total",
+                "counter",
+                "Redis links closed (by Redis, an error or a timeout).",
+                self.lost_links,
+            ),
+            (
+                "wsrelay_redis_appends_in_flight",
+                "gauge",
+                "Appends waiting for Redis' reply.",
+                self.appends as u64,
+            ),
+        ];
+        for (name, kind, help, value) in families {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         }
     }
 
@@ -297,7 +348,9 @@ impl RedisLog {
             return;
         };
         link.down(now);
-        self.ready[i] = false;
+        if std::mem::replace(&mut self.ready[i], false) {
+            self.lost_links += 1;
+        }
         self.hello[i] = 0;
         let which = if i == CMD { "command" } else { "subscription" };
         let error = format!("redis {}: {which} link: {why}", self.target.redacted());
@@ -321,6 +374,7 @@ impl RedisLog {
                         if let Kind::Notice { here, .. } = draft.kind {
                             self.stale.insert(room.clone(), here);
                         }
+                        self.failed += 1;
                         self.events.push(LogEvent::Failed {
                             room,
                             draft,
@@ -557,6 +611,7 @@ impl RedisLog {
                 if let Kind::Notice { here, .. } = draft.kind {
                     self.stale.insert(room.clone(), here);
                 }
+                self.failed += 1;
                 self.events.push(LogEvent::Failed {
                     room,
                     draft,
@@ -833,6 +888,7 @@ impl RedisLog {
 
     fn send_append(&mut self, room: Rc<str>, draft: Draft, now: Instant) {
         if self.ready[CMD] && self.appends >= MAX_APPENDS {
+            self.failed += 1;
             self.events.push(LogEvent::Failed {
                 room,
                 draft,
@@ -845,6 +901,7 @@ impl RedisLog {
             if let Kind::Notice { here, .. } = draft.kind {
                 self.stale.insert(room.clone(), here);
             }
+            self.failed += 1;
             self.events.push(LogEvent::Failed {
                 room,
                 draft,
@@ -995,6 +1052,11 @@ impl Log for RedisLog {
     }
 
     fn take_events(&mut self, out: &mut Vec<LogEvent>) {
+        let received = self
+            .events
+            .iter()
+            .filter(|e| matches!(e, LogEvent::Committed(_)));
+        self.received += received.count() as u64;
         out.append(&mut self.events);
     }
 
