@@ -2,7 +2,7 @@
 # wsrelay against Node `ws` (the tutorials' server), and a wsrelay cluster on Redis against
 # socket.io's (the tutorials' scale-out), every scenario, in one run.
 #
-#   bash benches/run.sh            # the full tables for BENCHMARKS.md (about 15 minutes)
+#   bash benches/run.sh            # the full tables for BENCHMARKS.md (about 7 minutes)
 #   bash benches/run.sh --quick    # smaller sizes and shorter runs, to check the tooling
 #   bash benches/run.sh --cluster  # only the cluster rows (with --quick: smaller)
 #   bash benches/run.sh --scenario "relay fanout --subs 10000 --rate 2"   # just these (repeatable;
