@@ -1,5 +1,6 @@
 //! One client connection: a connect from a chosen source address, the opening handshake,
-//! masked frames out, server frames in. Frames go through wsrelay's own `proto` codec.
+//! masked frames out, server frames in, read in the server's [`Dialect`]. Frames go through
+//! wsrelay's own `proto` codec.
 #![allow(unsafe_code)]
 
 use std::io::{self, Read, Write};
@@ -12,6 +13,8 @@ use socket2::{Domain, Socket, Type};
 use wsrelay::proto::frame::{self, FrameHead, OpCode};
 use wsrelay::proto::handshake::accept_key;
 use wsrelay::proto::mask::apply_mask;
+
+use crate::dialect::{Delivery, Dialect, Inbound};
 
 /// The key every client sends; the benchmark needs no secrecy (§4.1 asks for randomness only
 /// to stop caching intermediaries, of which loopback has none).
@@ -28,7 +31,10 @@ pub enum Phase {
     Connecting,
     /// Request sent, waiting for the 101.
     Upgrading,
-    /// Frames flow.
+    /// WebSocket open, the dialect's own handshake not done yet (chat: no welcome yet;
+    /// socket.io: not in the namespace yet).
+    Joining,
+    /// In: broadcasts reach this client.
     Open,
     /// Closed, by either side or by an error.
     Closed,
@@ -41,6 +47,7 @@ pub struct Client {
     /// Where the client is.
     pub phase: Phase,
     host: String,
+    dialect: Dialect,
     /// Output not yet taken by the socket: `out[out_pos..]`.
     out: Vec<u8>,
     out_pos: usize,
@@ -78,11 +85,12 @@ pub fn connect_from(src: Ipv4Addr, dst: SocketAddrV4) -> io::Result<TcpStream> {
 
 impl Client {
     /// Wraps a socket from [`connect_from`]; the handshake goes out once it is connected.
-    pub fn new(stream: TcpStream, dst: SocketAddrV4, seed: u32) -> Self {
+    pub fn new(stream: TcpStream, dst: SocketAddrV4, seed: u32, dialect: Dialect) -> Self {
         Self {
             stream,
             phase: Phase::Connecting,
             host: dst.to_string(),
+            dialect,
             out: Vec::new(),
             out_pos: 0,
             partial: Vec::new(),
@@ -102,8 +110,9 @@ impl Client {
             }
             let _ = self.stream.set_nodelay(true);
             let req = format!(
-                "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                  Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                self.dialect.path(),
                 self.host,
                 std::str::from_utf8(KEY).unwrap_or_default()
             );
@@ -153,15 +162,15 @@ impl Client {
         Ok(())
     }
 
-    /// Reads until `WouldBlock`, handing each data frame's payload to `on` and answering
-    /// pings. Returns an error on EOF, a socket error, a bad response or a bad frame; a close
-    /// frame ends in `Closed`.
-    pub fn on_readable(&mut self, buf: &mut [u8], on: &mut impl FnMut(&[u8])) -> io::Result<()> {
+    /// Reads until `WouldBlock`, handing each delivery to `on` and answering pings (the
+    /// WebSocket's and the dialect's). Returns an error on EOF, a socket error, a bad response,
+    /// a bad frame or a delivery that is not the publisher's; a close frame ends in `Closed`.
+    pub fn on_readable(&mut self, buf: &mut [u8], on: &mut impl FnMut(Delivery)) -> io::Result<()> {
         self.read_frames(buf, on)?;
         self.flush()
     }
 
-    fn read_frames(&mut self, buf: &mut [u8], on: &mut impl FnMut(&[u8])) -> io::Result<()> {
+    fn read_frames(&mut self, buf: &mut [u8], on: &mut impl FnMut(Delivery)) -> io::Result<()> {
         loop {
             if self.phase == Phase::Closed || self.phase == Phase::Connecting {
                 return Ok(());
@@ -191,7 +200,7 @@ impl Client {
     }
 
     /// Processes whole units (the response head, then frames) from `data`; returns bytes used.
-    fn consume(&mut self, data: &[u8], on: &mut impl FnMut(&[u8])) -> io::Result<usize> {
+    fn consume(&mut self, data: &[u8], on: &mut impl FnMut(Delivery)) -> io::Result<usize> {
         let mut pos = 0;
         if self.phase == Phase::Upgrading {
             let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
@@ -201,10 +210,14 @@ impl Client {
                 return Ok(0);
             };
             check_response(&data[..end])?;
-            self.phase = Phase::Open;
+            self.phase = if self.dialect.open_at_upgrade() {
+                Phase::Open
+            } else {
+                Phase::Joining
+            };
             pos = end + 4;
         }
-        while self.phase == Phase::Open {
+        while matches!(self.phase, Phase::Joining | Phase::Open) {
             let rest = &data[pos..];
             let head = frame::decode_head(rest, MAX_FRAME).map_err(|e| bad(e.as_str()))?;
             let Some((head, head_len)) = head else { break };
@@ -220,7 +233,12 @@ impl Client {
                 // §5.5.2: a server that checks idle clients with pings gets its pongs.
                 OpCode::Ping => self.queue_frame(OpCode::Pong, payload),
                 OpCode::Pong => {}
-                _ => on(payload),
+                _ => match self.dialect.read(payload).map_err(bad)? {
+                    Inbound::Delivery(d) if self.phase == Phase::Open => on(d),
+                    Inbound::Joined if self.phase == Phase::Joining => self.phase = Phase::Open,
+                    Inbound::Reply(text) => self.queue_frame(OpCode::Text, text),
+                    _ => {}
+                },
             }
             pos += head_len + len;
         }
@@ -283,7 +301,7 @@ mod tests {
         server
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
-        let mut client = Client::new(stream, addr, 1);
+        let mut client = Client::new(stream, addr, 1, Dialect::Raw);
         drive(&mut client, |c| c.phase == Phase::Upgrading);
 
         let mut request = Vec::new();
