@@ -160,6 +160,8 @@ pub struct App {
     deferred_due: Option<Instant>,
     /// When the earliest pending presence notice may go out.
     presence_due: Option<Instant>,
+    /// Socket.IO clients (Engine.IO sessions on `/socket.io/`).
+    sio: crate::sio::SioServer,
 }
 
 /// One room's presence notices: a GCRA over [`PRESENCE_INTERVAL`] with a burst of
@@ -338,6 +340,7 @@ impl App {
             deferred: HashMap::new(),
             deferred_due: None,
             presence_due: None,
+            sio: crate::sio::SioServer::default(),
         }
     }
 
@@ -351,6 +354,26 @@ impl App {
     /// The Redis log, if rooms are kept in Redis, for the event loop to drive its sockets.
     pub fn redis(&mut self) -> Option<&mut crate::room::redis::RedisLog> {
         self.rooms.log.redis()
+    }
+
+    /// Engine.IO session `id` opened (see [`crate::sio`]); `query` is its handshake's query.
+    pub fn on_eio_open(&mut self, id: usize, query: &str, now: Instant, out: &mut Vec<Action>) {
+        self.sio.on_open(id, query, now, out);
+    }
+
+    /// A text `message` packet (its payload, without the `4`) from Engine.IO session `id`.
+    pub fn on_eio_text(&mut self, id: usize, text: &str, now: Instant, out: &mut Vec<Action>) {
+        self.sio.on_text(id, text, now, out);
+    }
+
+    /// A binary `message` packet from Engine.IO session `id`.
+    pub fn on_eio_binary(&mut self, id: usize, data: &[u8], now: Instant, out: &mut Vec<Action>) {
+        self.sio.on_binary(id, data, now, out);
+    }
+
+    /// Engine.IO session `id` closed.
+    pub fn on_eio_close(&mut self, id: usize, out: &mut Vec<Action>) {
+        self.sio.on_close(id, out);
     }
 
     /// Appends the room store's figures to a `/metrics` body (nothing without one).
