@@ -882,6 +882,7 @@ impl App {
             self.waiters.next_deadline(),
             self.guest_scan,
             self.deferred_due,
+            self.sio.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -896,6 +897,9 @@ impl App {
         self.answer(expired, now, out);
         if self.deferred_due.is_some_and(|d| d <= now) {
             self.expire_deferred(now, out);
+        }
+        if self.sio.poll_timeout().is_some_and(|d| d <= now) {
+            self.sio.handle_timeout(now, out);
         }
         if self.guest_scan.is_some_and(|t| t <= now) {
             let mut gone = Vec::new();
