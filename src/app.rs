@@ -161,6 +161,8 @@ pub struct App {
     deferred_due: Option<Instant>,
     /// When the earliest pending presence notice may go out.
     presence_due: Option<Instant>,
+    /// Socket.IO clients (Engine.IO sessions on `/socket.io/`).
+    sio: crate::sio::SioServer,
 }
 
 /// One room's presence notices: a GCRA over [`PRESENCE_INTERVAL`] with a burst of
@@ -339,6 +341,7 @@ impl App {
             deferred: HashMap::new(),
             deferred_due: None,
             presence_due: None,
+            sio: crate::sio::SioServer::default(),
         }
     }
 
@@ -352,6 +355,26 @@ impl App {
     /// The Redis log, if rooms are kept in Redis, for the event loop to drive its sockets.
     pub fn redis(&mut self) -> Option<&mut crate::room::redis::RedisLog> {
         self.rooms.log.redis()
+    }
+
+    /// Engine.IO session `id` opened (see [`crate::sio`]); `query` is its handshake's query.
+    pub fn on_eio_open(&mut self, id: usize, query: &str, now: Instant, out: &mut Vec<Action>) {
+        self.sio.on_open(id, query, now, out);
+    }
+
+    /// A text `message` packet (its payload, without the `4`) from Engine.IO session `id`.
+    pub fn on_eio_text(&mut self, id: usize, text: &str, now: Instant, out: &mut Vec<Action>) {
+        self.sio.on_text(id, text, now, out);
+    }
+
+    /// A binary `message` packet from Engine.IO session `id`.
+    pub fn on_eio_binary(&mut self, id: usize, data: &[u8], now: Instant, out: &mut Vec<Action>) {
+        self.sio.on_binary(id, data, now, out);
+    }
+
+    /// Engine.IO session `id` closed.
+    pub fn on_eio_close(&mut self, id: usize, out: &mut Vec<Action>) {
+        self.sio.on_close(id, out);
     }
 
     /// Appends the room store's figures to a `/metrics` body (nothing without one).
@@ -628,7 +651,9 @@ impl App {
                     until,
                 };
                 self.defer(room, poll);
-                return Reply::Hold(until);
+                // Answered with a 503 at `until`, or, once the room loads, held again for
+                // up to a whole wait: the connection waits for that too.
+                return Reply::Hold(until + self.poll_wait);
             }
             existing = Some(room);
         }
@@ -744,6 +769,14 @@ impl App {
                             self.poll_body(room, Some(w.since), false)
                         }
                         Some(room) => self.poll_body(room, None, true),
+                        // Freed here, but kept in the store: no news; the next poll reads it.
+                        None if self.shared => {
+                            let mut body = b"[".to_vec();
+                            chat::welcome(&w.room, &w.epoch, w.since, &mut self.json);
+                            body.extend_from_slice(&self.json);
+                            body.push(b']');
+                            body
+                        }
                         None => self.unmade_room_body(&w.room, true),
                     };
                     let response = json_response(200, "", &body);
@@ -790,7 +823,9 @@ impl App {
                     until,
                 },
             );
-            return Reply::Hold(until);
+            // Answered with a 503 at `until`, or, once the room loads, held again for its
+            // commit: the connection waits for that too.
+            return Reply::Hold(until + STORE_WAIT);
         }
         if self.shared && self.rooms.log.epoch(room).is_empty() {
             // Nobody has been in the room anywhere (or not since it expired).
@@ -848,6 +883,7 @@ impl App {
             self.waiters.next_deadline(),
             self.guest_scan,
             self.deferred_due,
+            self.sio.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -862,6 +898,9 @@ impl App {
         self.answer(expired, now, out);
         if self.deferred_due.is_some_and(|d| d <= now) {
             self.expire_deferred(now, out);
+        }
+        if self.sio.poll_timeout().is_some_and(|d| d <= now) {
+            self.sio.handle_timeout(now, out);
         }
         if self.guest_scan.is_some_and(|t| t <= now) {
             let mut gone = Vec::new();
@@ -924,7 +963,19 @@ impl App {
         self.message_due.remove(&id);
         if let Some(room) = self.rooms.membership.room_of(id) {
             let count = self.rooms.count(room).saturating_sub(1);
-            if self.shared && count == 0 {
+            let name = self.rooms.shared_name(room);
+            let announced = !self.deferred.get(&name).is_some_and(|requests| {
+                requests
+                    .iter()
+                    .any(|r| matches!(r, Deferred::Join { conn, .. } if *conn == id))
+            });
+            if !announced {
+                // Its join waited for the room to load and was never announced: nor is this.
+                if let Some(requests) = self.deferred.get_mut(&name) {
+                    requests.retain(|r| r.conn() != id);
+                }
+                self.deferred.retain(|_, r| !r.is_empty());
+            } else if self.shared && count == 0 {
                 // The room is freed here next: other nodes' members hear of it now, with
                 // whatever the gate held back, or never.
                 self.announce_now(room, Presence::Leave, count, out);
@@ -932,6 +983,15 @@ impl App {
                 self.presence(room, Presence::Leave, count, out);
             }
             self.rooms.leave(id);
+            if self.shared && self.rooms.find(&name).is_none() {
+                // Its channel is no longer heard here: polls held on it (without a client id,
+                // which would have kept it) poll again now rather than miss what comes.
+                let mut woken = Vec::new();
+                self.waiters.take_room(&name, &mut woken);
+                if !woken.is_empty() {
+                    self.answer(woken, Instant::now(), out);
+                }
+            }
         }
     }
 
@@ -1270,6 +1330,121 @@ fn encode(scratch: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) -> Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::room::redis::RedisLog;
+
+    /// An app in chat mode on a Redis log whose links are up and set up.
+    fn shared(poll_wait: Duration, now: Instant) -> App {
+        let limits = RoomLimits {
+            max_rooms: 10,
+            history: 10,
+            history_bytes: 1000,
+        };
+        let target = crate::redis::url::parse("redis://127.0.0.1:6379").unwrap();
+        let history = HistoryLimits {
+            events: 10,
+            bytes: 1000,
+        };
+        let log = RedisLog::new(target, "n1", history, now);
+        let mut app = App::new(Mode::Chat, true, limits, poll_wait).with_log(Box::new(log));
+        let redis = app.redis().unwrap();
+        redis.on_connected(0, now);
+        // Set-up, the beat, the counts written.
+        redis.on_input(0, b"+OK\r\n+OK\r\n*2\r\n:1\r\n*0\r\n:1\r\n", now);
+        redis.on_connected(1, now);
+        redis.on_input(1, b"+OK\r\n", now);
+        app
+    }
+
+    /// Room `a` loads, empty and never made.
+    fn load_a(app: &mut App, now: Instant, out: &mut Vec<Action>) {
+        let redis = app.redis().unwrap();
+        redis.on_input(
+            1,
+            b"*3\r\n$9\r\nsubscribe\r\n$13\r\nwsrelay:0:{a}\r\n:1\r\n",
+            now,
+        );
+        redis.on_input(0, b"*4\r\n$0\r\n\r\n$1\r\n0\r\n$1\r\n0\r\n*0\r\n", now);
+        app.on_store(out);
+    }
+
+    #[test]
+    fn a_poll_held_on_a_room_freed_here_is_told_no_news_at_once() {
+        let now = Instant::now();
+        let mut app = shared(Duration::from_secs(25), now);
+        let mut out = Vec::new();
+        app.on_join(5, "/a", &mut out);
+        load_a(&mut app, now, &mut out);
+        out.clear();
+        let poll = HttpRequest {
+            method: Method::Get,
+            target: "/poll?room=a&since=0",
+            body: b"",
+            foreign: false,
+        };
+        assert!(matches!(
+            app.on_http(1, poll, now, &mut out),
+            Reply::Hold(_)
+        ));
+        // The last member here leaves: the room is freed here, not in Redis.
+        app.on_leave(5, &mut out);
+        assert_eq!(app.rooms.find("a"), None);
+        let answers: Vec<&Vec<u8>> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::Respond { to: 1, response } => Some(response),
+                _ => None,
+            })
+            .collect();
+        let [response] = answers[..] else {
+            panic!("the poll is answered at once: {out:?}");
+        };
+        let text = String::from_utf8_lossy(response);
+        let body: serde_json::Value =
+            serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(body.as_array().unwrap().len(), 1, "a welcome only: {body}");
+        assert_eq!(
+            (&body[0]["type"], &body[0]["seq"]),
+            (&"welcome".into(), &0.into())
+        );
+    }
+
+    #[test]
+    fn a_request_held_for_its_room_to_load_is_held_for_what_follows_too() {
+        let now = Instant::now();
+        let wait = Duration::from_secs(25);
+        let mut app = shared(wait, now);
+        let mut out = Vec::new();
+        let poll = HttpRequest {
+            method: Method::Get,
+            target: "/poll?room=a&since=0",
+            body: b"",
+            foreign: false,
+        };
+        let Reply::Hold(held) = app.on_http(1, poll, now, &mut out) else {
+            panic!("the room is not loaded yet");
+        };
+        assert!(app.poll_timeout().is_some_and(|t| t <= now + STORE_WAIT));
+        // The room loads: the poll is up to date, and waits for the room's next event.
+        load_a(&mut app, now, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        let waits_until = app.waiters.next_deadline().expect("the poll is held");
+        assert!(waits_until > now + STORE_WAIT);
+        assert!(
+            waits_until <= held,
+            "the poll waits until {waits_until:?}, its connection only until {held:?}"
+        );
+        // A send held for its room waits for its commit after the room loads too.
+        let send = HttpRequest {
+            method: Method::Post,
+            target: "/send?room=b",
+            body: br#"{"name":"x","msg":"hi"}"#,
+            foreign: false,
+        };
+        let Reply::Hold(held) = app.on_http(2, send, now, &mut out) else {
+            panic!("room b is not loaded yet");
+        };
+        assert!(held >= now + STORE_WAIT * 2);
+    }
 
     #[test]
     fn presence_gates_of_quiet_rooms_are_forgotten() {

@@ -1301,9 +1301,15 @@ impl Server {
                     break;
                 }
                 Ok(n) => {
-                    if let Some(store) = self.app.redis() {
-                        store.on_input(i, buf.get(..n).unwrap_or_default(), now);
+                    let Some(store) = self.app.redis() else { break };
+                    store.on_input(i, buf.get(..n).unwrap_or_default(), now);
+                    if let Some(why) = store.link(i).and_then(|l| l.close_requested()) {
+                        // A bad reply: nothing more on this link can be read.
+                        closed = Some(why.to_owned());
+                        break;
                     }
+                    // What this read completed goes out before the next read, so a flood from
+                    // the store never piles up here.
                     self.app.on_store(&mut self.actions);
                     self.apply_actions(now);
                 }

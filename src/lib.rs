@@ -33,3 +33,4 @@ pub mod proto;
 pub mod proxy;
 pub mod redis;
 pub mod room;
+pub mod sio;

@@ -10,7 +10,8 @@
 //! gives 503 naming Redis on `/healthz` (the admin port's too) until it is back; Redis killed
 //! and restarted empty gives senders errors while it is down, then a room started over; a node
 //! whose Redis links are cut (`CLIENT KILL`) while data is kept catches up with nothing
-//! missed; `--history` and `--history-bytes` bound what Redis keeps.
+//! missed; `--history` and `--history-bytes` bound what Redis keeps; the script's operations,
+//! called directly, read what a node missed even across an epoch change.
 //!
 //! Every client here checks, on every event it gets, what the protocol promises within an
 //! epoch: `seq` only grows (history, missed events and live ones), and live events (above the
@@ -1538,4 +1539,137 @@ fn history_of(m: &Member) -> Vec<Value> {
         .filter(|v| v.get("history") == Some(&json!(true)))
         .map(unmarked)
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// The script, called directly
+
+/// wsrelay's Lua script, run here with `EVAL` to check one operation at a time.
+const SCRIPT: &str = include_str!("../src/room/redis.lua");
+
+/// Appends a message to room `s` with the script; returns its epoch.
+fn script_append(redis: &redis::RedisServer, msg: &str) -> String {
+    let draft = format!(r#"{{"type":"message","name":"t","msg":"{msg}"}}"#);
+    let out = redis.cli(&[
+        "EVAL",
+        SCRIPT,
+        "5",
+        "wsrelay:{s}:meta",
+        "wsrelay:{s}:log",
+        "wsrelay:{s}:here",
+        "wsrelay:nodes",
+        "wsrelay:node:t",
+        "append",
+        &draft,
+        "m",
+        "0",
+        "t",
+        "0",
+        "10",
+        "10000",
+        "wsrelay:0:{s}",
+        "60000",
+        "s",
+    ]);
+    out.lines().next().unwrap().to_owned()
+}
+
+/// Loads room `s` after `since` in `epoch` with the script: epoch, last seq and the seqs read.
+fn script_load(redis: &redis::RedisServer, since: &str, epoch: &str) -> (String, u64, Vec<u64>) {
+    let out = redis.cli(&[
+        "EVAL",
+        SCRIPT,
+        "2",
+        "wsrelay:{s}:meta",
+        "wsrelay:{s}:log",
+        "load",
+        since,
+        "10",
+        "0",
+        epoch,
+    ]);
+    let lines: Vec<&str> = out.lines().filter(|l| !l.is_empty()).collect();
+    let seqs = lines[3..].iter().step_by(2).map(|s| s.parse().unwrap());
+    (
+        lines[0].to_owned(),
+        lines[1].parse().unwrap(),
+        seqs.collect(),
+    )
+}
+
+#[test]
+fn a_load_with_a_cursor_of_another_epoch_reads_the_new_epoch_from_its_start() {
+    let Some(redis) = redis::RedisServer::start_or_skip() else {
+        return;
+    };
+    let old = script_append(&redis, "old 1");
+    for i in 2..=5 {
+        script_append(&redis, &format!("old {i}"));
+    }
+    let (_, _, seqs) = script_load(&redis, "3", &old);
+    assert_eq!(seqs, [4, 5], "after 3 in its own epoch");
+    // The room is lost (Redis came back empty, or its keys expired) and begins again.
+    redis.cli(&["DEL", "wsrelay:{s}:meta", "wsrelay:{s}:log"]);
+    let new = script_append(&redis, "new 1");
+    script_append(&redis, "new 2");
+    assert_ne!(new, old);
+    // A node that saw 5 events of the old epoch reads the new one from its start.
+    assert_eq!(script_load(&redis, "5", &old), (new.clone(), 2, vec![1, 2]));
+    assert_eq!(script_load(&redis, "1", &new), (new, 2, vec![2]));
+}
+
+/// A beat of `node` with the script (`ttl` ms to live): whether it was known, and the rooms
+/// and counts of dead nodes it reaped.
+fn script_beat(redis: &redis::RedisServer, node: &str, ttl: &str) -> Vec<String> {
+    let out = redis.cli(&[
+        "EVAL",
+        SCRIPT,
+        "1",
+        "wsrelay:nodes",
+        "beat",
+        node,
+        ttl,
+        "wsrelay:",
+    ]);
+    out.lines()
+        .filter(|l| !l.is_empty())
+        .map(Into::into)
+        .collect()
+}
+
+#[test]
+fn a_nodes_counts_are_set_whole_and_a_reaped_node_learns_it_was() {
+    let Some(redis) = redis::RedisServer::start_or_skip() else {
+        return;
+    };
+    let here = |counts: &[&str]| {
+        let mut args = vec![
+            "EVAL",
+            SCRIPT,
+            "1",
+            "wsrelay:node:t",
+            "here",
+            "t",
+            "wsrelay:",
+            "60000",
+        ];
+        args.extend(counts);
+        redis.cli(&args);
+    };
+    let count = |room: &str| redis.cli(&["HGET", &format!("wsrelay:{{{room}}}:here"), "t"]);
+    assert_eq!(script_beat(&redis, "t", "60000"), ["0"], "new");
+    assert_eq!(script_beat(&redis, "t", "60000"), ["1"]);
+    here(&["x", "2", "y", "3"]);
+    assert_eq!((count("x").trim(), count("y").trim()), ("2", "3"));
+    // Room y is not in the next call: this node has nobody there any more.
+    here(&["x", "1"]);
+    assert_eq!((count("x").trim(), count("y").trim()), ("1", ""));
+    assert_eq!(redis.cli(&["SMEMBERS", "wsrelay:node:t"]).trim(), "x");
+    // Node t stops beating; node u reaps it and announces its member in x.
+    script_beat(&redis, "t", "0");
+    thread::sleep(Duration::from_millis(5));
+    assert_eq!(script_beat(&redis, "u", "60000"), ["0", "x", "1"]);
+    assert_eq!(count("x").trim(), "");
+    // t was only slow: its next beat says it was forgotten, so it writes its counts again.
+    assert_eq!(script_beat(&redis, "t", "60000"), ["0"]);
 }

@@ -1,5 +1,6 @@
 //! One client connection: a connect from a chosen source address, the opening handshake,
-//! masked frames out, server frames in. Frames go through wsrelay's own `proto` codec.
+//! masked frames out, server frames in, read in the server's [`Dialect`]. Frames go through
+//! wsrelay's own `proto` codec.
 //!
 //! With `deflate`, a client offers permessage-deflate as Chromium does
 //! (`permessage-deflate; client_max_window_bits`), sends uncompressed, and inflates what
@@ -23,6 +24,8 @@ use wsrelay::proto::frame::{self, FrameHead, OpCode};
 use wsrelay::proto::handshake::accept_key;
 use wsrelay::proto::mask::apply_mask;
 
+use crate::dialect::{Delivery, Dialect, Inbound};
+
 /// The key every client sends; the benchmark needs no secrecy (§4.1 asks for randomness only
 /// to stop caching intermediaries, of which loopback has none).
 const KEY: &[u8] = b"dGhlIHNhbXBsZSBub25jZQ==";
@@ -32,11 +35,8 @@ const MAX_FRAME: u64 = 16 << 20;
 const MAX_HEAD: usize = 8192;
 /// What Chromium offers.
 const OFFER: &str = "permessage-deflate; client_max_window_bits";
-/// Bytes of an inflated message kept for the caller when inflated once for many: enough for
-/// the sequence number and send time at its front.
-const PREFIX: usize = 64;
 /// Distinct compressed payloads an [`Inflate`] remembers before it starts over.
-const CACHE: usize = 1 << 14;
+const CACHE: usize = 4096;
 
 /// permessage-deflate on one connection.
 enum Deflate {
@@ -50,7 +50,7 @@ enum Deflate {
 }
 
 /// A hasher for byte strings: a multiply-rotate over 8-byte words (the keys are compressed
-/// payloads, never chosen by an adversary here).
+/// payloads from the server under test, not chosen to collide).
 #[derive(Default)]
 pub struct WordHasher(u64);
 
@@ -73,19 +73,19 @@ impl Hasher for WordHasher {
     }
 }
 
-/// Inflates compressed payloads for many connections of one worker, each distinct payload
-/// once, keeping the first [`PREFIX`] bytes of each result.
+/// Inflates compressed payloads for the connections of one worker: each distinct payload
+/// without context once, and a connection's own stream's into one buffer.
 #[derive(Default)]
 pub struct Inflate {
     cache: HashMap<Box<[u8]>, Box<[u8]>, BuildHasherDefault<WordHasher>>,
     out: Vec<u8>,
-    /// Compressed payloads inflated (cache misses).
+    /// Compressed payloads inflated (cache misses and context-takeover messages).
     pub inflated: u64,
 }
 
 impl Inflate {
-    /// The front of what `payload` inflates to, without context (RFC 7692 §7.2.2).
-    fn prefix(&mut self, payload: &[u8]) -> io::Result<&[u8]> {
+    /// What `payload` inflates to without context (RFC 7692 §7.2.2).
+    fn stateless(&mut self, payload: &[u8]) -> io::Result<&[u8]> {
         if !self.cache.contains_key(payload) {
             if self.cache.len() >= CACHE {
                 self.cache.clear();
@@ -93,10 +93,17 @@ impl Inflate {
             let mut z = Decompress::new(false);
             inflate(&mut z, payload, &mut self.out)?;
             self.inflated += 1;
-            let front = self.out.get(..PREFIX).unwrap_or(&self.out);
-            self.cache.insert(payload.into(), front.into());
+            self.cache
+                .insert(payload.into(), self.out.as_slice().into());
         }
         Ok(self.cache.get(payload).map(|b| &b[..]).unwrap_or_default())
+    }
+
+    /// What `payload` inflates to in the stream `z` (context takeover).
+    fn with(&mut self, z: &mut Decompress, payload: &[u8]) -> io::Result<&[u8]> {
+        inflate(z, payload, &mut self.out)?;
+        self.inflated += 1;
+        Ok(&self.out)
     }
 }
 
@@ -110,14 +117,12 @@ fn inflate(z: &mut Decompress, payload: &[u8], out: &mut Vec<u8>) -> io::Result<
             let before = (z.total_in(), z.total_out());
             z.decompress_vec(rest, out, FlushDecompress::Sync)
                 .map_err(|e| bad(&format!("inflate: {e}")))?;
-            let used = (z.total_in() - before.0) as usize;
-            rest = &rest[used..];
+            rest = &rest[(z.total_in() - before.0) as usize..];
             if out.len() as u64 > MAX_FRAME {
                 return Err(bad("inflated message too large"));
             }
-            if (rest.is_empty() && out.len() < out.capacity())
-                || (z.total_in(), z.total_out()) == before
-            {
+            let stalled = (z.total_in(), z.total_out()) == before;
+            if (rest.is_empty() && out.len() < out.capacity()) || stalled {
                 break;
             }
         }
@@ -132,7 +137,10 @@ pub enum Phase {
     Connecting,
     /// Request sent, waiting for the 101.
     Upgrading,
-    /// Frames flow.
+    /// WebSocket open, the dialect's own handshake not done yet (chat: no welcome yet;
+    /// socket.io: not in the namespace yet).
+    Joining,
+    /// In: broadcasts reach this client.
     Open,
     /// Closed, by either side or by an error.
     Closed,
@@ -145,6 +153,7 @@ pub struct Client {
     /// Where the client is.
     pub phase: Phase,
     host: String,
+    dialect: Dialect,
     /// Output not yet taken by the socket: `out[out_pos..]`.
     out: Vec<u8>,
     out_pos: usize,
@@ -186,11 +195,18 @@ pub fn connect_from(src: Ipv4Addr, dst: SocketAddrV4) -> io::Result<TcpStream> {
 impl Client {
     /// Wraps a socket from [`connect_from`]; the handshake goes out once it is connected,
     /// offering permessage-deflate if `deflate`.
-    pub fn new(stream: TcpStream, dst: SocketAddrV4, seed: u32, deflate: bool) -> Self {
+    pub fn new(
+        stream: TcpStream,
+        dst: SocketAddrV4,
+        seed: u32,
+        dialect: Dialect,
+        deflate: bool,
+    ) -> Self {
         Self {
             stream,
             phase: Phase::Connecting,
             host: dst.to_string(),
+            dialect,
             out: Vec::new(),
             out_pos: 0,
             partial: Vec::new(),
@@ -220,8 +236,9 @@ impl Client {
                 _ => format!("Sec-WebSocket-Extensions: {OFFER}\r\n"),
             };
             let req = format!(
-                "GET / HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
                  Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n",
+                self.dialect.path(),
                 self.host,
                 std::str::from_utf8(KEY).unwrap_or_default()
             );
@@ -272,15 +289,15 @@ impl Client {
         Ok(())
     }
 
-    /// Reads until `WouldBlock`, handing each data frame's payload to `on` (inflated, or the
-    /// front of it when `zlib` inflated it for many connections) and answering pings. Returns
-    /// an error on EOF, a socket error, a bad response or a bad frame; a close frame ends in
-    /// `Closed`.
+    /// Reads until `WouldBlock`, handing each delivery to `on` and answering pings (the
+    /// WebSocket's and the dialect's); compressed messages are inflated with `zlib` first.
+    /// Returns an error on EOF, a socket error, a bad response, a bad frame or a delivery that
+    /// is not the publisher's; a close frame ends in `Closed`.
     pub fn on_readable(
         &mut self,
         buf: &mut [u8],
         zlib: &mut Inflate,
-        on: &mut impl FnMut(&[u8]),
+        on: &mut impl FnMut(Delivery),
     ) -> io::Result<()> {
         self.read_frames(buf, zlib, on)?;
         self.flush()
@@ -290,7 +307,7 @@ impl Client {
         &mut self,
         buf: &mut [u8],
         zlib: &mut Inflate,
-        on: &mut impl FnMut(&[u8]),
+        on: &mut impl FnMut(Delivery),
     ) -> io::Result<()> {
         loop {
             if self.phase == Phase::Closed || self.phase == Phase::Connecting {
@@ -326,7 +343,7 @@ impl Client {
         &mut self,
         data: &[u8],
         zlib: &mut Inflate,
-        on: &mut impl FnMut(&[u8]),
+        on: &mut impl FnMut(Delivery),
     ) -> io::Result<usize> {
         let mut pos = 0;
         if self.phase == Phase::Upgrading {
@@ -348,10 +365,14 @@ impl Client {
                 (_, Some(_)) => return Err(bad("an extension that was not offered")),
                 _ => Deflate::Off,
             };
-            self.phase = Phase::Open;
+            self.phase = if self.dialect.open_at_upgrade() {
+                Phase::Open
+            } else {
+                Phase::Joining
+            };
             pos = end + 4;
         }
-        while self.phase == Phase::Open {
+        while matches!(self.phase, Phase::Joining | Phase::Open) {
             let rest = &data[pos..];
             let head = frame::decode_head(rest, MAX_FRAME).map_err(|e| bad(e.as_str()))?;
             let Some((head, head_len)) = head else { break };
@@ -362,26 +383,30 @@ impl Client {
             if head.mask.is_some() {
                 return Err(bad("masked server frame"));
             }
-            match (head.opcode, head.rsv1, &mut self.deflate) {
-                (OpCode::Close, ..) => self.phase = Phase::Closed,
+            if head.rsv1 && (!head.fin || head.opcode.is_control()) {
+                return Err(bad("RSV1 on a fragment or control frame"));
+            }
+            // RFC 7692 §6: RSV1 marks a compressed message.
+            let payload = match (head.rsv1, &mut self.deflate) {
+                (false, _) => payload,
+                (true, Deflate::Stateless) => zlib.stateless(payload)?,
+                (true, Deflate::Takeover(z)) => zlib.with(
+                    z.get_or_insert_with(|| Box::new(Decompress::new(false))),
+                    payload,
+                )?,
+                (true, _) => return Err(bad("RSV1 without permessage-deflate")),
+            };
+            match head.opcode {
+                OpCode::Close => self.phase = Phase::Closed,
                 // §5.5.2: a server that checks idle clients with pings gets its pongs.
-                (OpCode::Ping, ..) => self.queue_frame(OpCode::Pong, payload),
-                (OpCode::Pong, ..) => {}
-                (_, false, _) => on(payload),
-                (OpCode::Text | OpCode::Binary, true, Deflate::Stateless) if head.fin => {
-                    on(zlib.prefix(payload)?);
-                }
-                (OpCode::Text | OpCode::Binary, true, Deflate::Takeover(z)) if head.fin => {
-                    let z = z.get_or_insert_with(|| Box::new(Decompress::new(false)));
-                    inflate(z, payload, &mut zlib.out)?;
-                    zlib.inflated += 1;
-                    on(&zlib.out);
-                }
-                _ => {
-                    return Err(bad(
-                        "a compressed frame that was not negotiated or is fragmented",
-                    ));
-                }
+                OpCode::Ping => self.queue_frame(OpCode::Pong, payload),
+                OpCode::Pong => {}
+                _ => match self.dialect.read(payload).map_err(bad)? {
+                    Inbound::Delivery(d) if self.phase == Phase::Open => on(d),
+                    Inbound::Joined if self.phase == Phase::Joining => self.phase = Phase::Open,
+                    Inbound::Reply(text) => self.queue_frame(OpCode::Text, text),
+                    _ => {}
+                },
             }
             pos += head_len + len;
         }
@@ -445,7 +470,7 @@ mod tests {
         server
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
-        let mut client = Client::new(stream, addr, 1, false);
+        let mut client = Client::new(stream, addr, 1, Dialect::Raw, false);
         drive(&mut client, |c| c.phase == Phase::Upgrading);
 
         let mut request = Vec::new();

@@ -1,6 +1,11 @@
 //! wsrelay's load generator: idle density, broadcast fan-out and echo against any WebSocket
 //! server on loopback, for comparing wsrelay with other servers in the same run.
 //!
+//! A server may be several processes: `--server` lists the addresses clients spread over
+//! (one per node of a cluster, or one port shared by processes), `--pid` the processes whose
+//! memory and CPU count, `--redis-pid` a store they share, reported on its own. `--dialect`
+//! says what the clients speak: raw frames (relay servers), wsrelay's chat JSON, or socket.io.
+//!
 //! The coordinator (`idle`, `fanout`, `echo`) spawns worker processes (`worker`), each holding
 //! at most `--per-proc` connections from its own source address in 127.0.0.0/8, and talks to
 //! them over loopback UDP. It reads the server's RSS and CPU from `/proc/PID`, and its own and
@@ -9,6 +14,7 @@
 //! file of them into the comparison table. See `BENCHMARKS.md`.
 
 mod client;
+mod dialect;
 mod stats;
 mod table;
 mod worker;
@@ -24,10 +30,9 @@ use clap::{Parser, Subcommand};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
-use wsrelay::proto::OpCode;
-
 use client::{Client, Inflate, Phase, connect_from};
-use stats::{Histogram, cpu_secs, now_ns, rss_bytes};
+use dialect::Dialect;
+use stats::{Histogram, core_ticks, cpu_secs, now_ns, open_files, pinned_core, rss_bytes};
 use worker::{Role, WorkerArgs};
 
 const CTL: Token = Token(0);
@@ -69,7 +74,8 @@ enum Cmd {
         /// Subscribers.
         #[arg(long)]
         subs: usize,
-        /// Payload bytes per message (at least 16: sequence number and send time).
+        /// Payload bytes per message (at least 16: sequence number and send time; 32 in the
+        /// text dialects, where they are hex).
         #[arg(long, default_value_t = 32)]
         size: usize,
         /// Open loop: publish this many messages per second. Without it: saturated, with at
@@ -85,9 +91,6 @@ enum Cmd {
         /// Most deliveries (messages × subscribers) one run may ask for.
         #[arg(long, default_value_t = 200_000_000)]
         max_deliveries: u64,
-        /// Publish chat-like JSON text (compressible) instead of binary zeros.
-        #[arg(long)]
-        json: bool,
     },
     /// C connections doing request/response.
     Echo {
@@ -117,15 +120,27 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct Common {
-    /// The server under test.
+    /// The server under test: addresses, comma-separated; clients are spread over them in
+    /// turn, and a fan-out's publisher connects to the first.
+    #[arg(long, value_delimiter = ',', required = true)]
+    server: Vec<SocketAddrV4>,
+    /// The server's process ids (comma-separated), for RSS and CPU, summed.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pid: Vec<u32>,
+    /// A store the server processes share (Redis): its CPU is reported apart.
     #[arg(long)]
-    server: SocketAddrV4,
-    /// The server's process id, for its RSS and CPU.
-    #[arg(long)]
-    pid: u32,
+    redis_pid: Option<u32>,
+    /// What the clients speak.
+    #[arg(long, value_enum, default_value_t = Dialect::Raw)]
+    dialect: Dialect,
     /// Names the server in the RESULT line.
     #[arg(long)]
     label: String,
+    /// Puts the row in a group of the table's cluster section (`cluster`, `redis-cost`,
+    /// `cluster-idle`, `reuse-port`); rows of one group compare labels that differ in what
+    /// the group is about.
+    #[arg(long)]
+    group: Option<String>,
     /// Most connections per worker process (each may hold at most 20,000 files).
     #[arg(long, default_value_t = 9_000)]
     per_proc: usize,
@@ -154,17 +169,15 @@ fn main() -> ExitCode {
             window,
             secs,
             max_deliveries,
-            json,
         } => fanout(
             &common,
             &FanoutPlan {
                 subs,
-                size: size.max(if json { JSON_MIN } else { 16 }),
+                size: size.max(common.dialect.min_size()),
                 rate,
                 window,
                 secs,
                 max_deliveries,
-                json,
             },
         ),
         Cmd::Echo {
@@ -172,7 +185,8 @@ fn main() -> ExitCode {
             conns,
             size,
             secs,
-        } => echo(&common, conns, size, secs),
+        } if common.dialect == Dialect::Raw => echo(&common, conns, size, secs),
+        Cmd::Echo { .. } => Err(io::Error::other("echo speaks the raw dialect only")),
         Cmd::Worker(args) => worker::run(&args),
         Cmd::Table { file, ours } => table::print(&file, &ours),
     };
@@ -230,6 +244,7 @@ impl Workers {
             .max(common.min_procs)
             .min(total.max(1));
         let ctl = self.ctl.local_addr()?;
+        let servers: Vec<String> = common.server.iter().map(ToString::to_string).collect();
         let exe = std::env::current_exe()?;
         let start = self.procs.len();
         for i in 0..procs {
@@ -239,7 +254,8 @@ impl Workers {
             command
                 .arg("worker")
                 .args(["--id", &(start + i).to_string()])
-                .args(["--server", &common.server.to_string()])
+                .args(["--server", &servers.join(",")])
+                .args(["--dialect", &format!("{:?}", common.dialect).to_lowercase()])
                 .args(["--src", &src.to_string()])
                 .args(["--conns", &conns.to_string()])
                 .args(["--role", &format!("{role:?}").to_lowercase()])
@@ -381,6 +397,8 @@ impl Workers {
                     "lost" => totals.lost += n,
                     "reordered" => totals.reordered += n,
                     "missing" => totals.missing += n,
+                    "order_errors" => totals.order_errors += n,
+                    "disagree" => totals.disagree += n,
                     "outstanding" => totals.outstanding += n,
                     "wire" => totals.wire += n,
                     "hist" => totals.hist.merge_encoded(v),
@@ -414,35 +432,117 @@ struct Totals {
     outstanding: u64,
     /// Bytes the workers' connections read.
     wire: u64,
+    order_errors: u64,
+    disagree: u64,
     unfinished: u64,
     hist: Histogram,
 }
 
-/// CPU use of the server and of the load generator over an interval.
+/// CPU use of the server, its store and the load generator over an interval.
 struct CpuMeter {
-    pid: u32,
+    pids: Vec<u32>,
+    redis_pid: Option<u32>,
     at: Instant,
     server: f64,
+    redis: f64,
     loadgen: f64,
+    cores: Vec<(u64, u64)>,
+}
+
+/// CPU use over an interval, in percent of one core.
+struct CpuUse {
+    /// The server's processes, summed (two busy processes can show up to 200).
+    server: f64,
+    /// The store's, 0 without one.
+    redis: f64,
+    loadgen: f64,
+    /// Each core's busy share, whoever used it (softirqs included).
+    cores: Vec<f64>,
+    /// The cores the server and the load generator are pinned to, if each is on one.
+    server_core: Option<usize>,
+    loadgen_core: Option<usize>,
 }
 
 impl CpuMeter {
-    fn start(pid: u32, workers: &Workers) -> Self {
+    fn start(common: &Common, workers: &Workers) -> Self {
+        let pids = common.pid.clone();
+        let redis_pid = common.redis_pid;
         Self {
-            pid,
+            server: pids.iter().filter_map(|&p| cpu_secs(p)).sum(),
+            redis: redis_pid.and_then(cpu_secs).unwrap_or(0.0),
+            pids,
+            redis_pid,
             at: Instant::now(),
-            server: cpu_secs(pid).unwrap_or(0.0),
             loadgen: workers.cpu(),
+            cores: core_ticks(),
         }
     }
 
-    /// Percent of one core used by (server, load generator) since `start`.
-    fn stop(&self, workers: &Workers) -> (f64, f64) {
+    fn stop(&self, workers: &Workers) -> CpuUse {
         let wall = self.at.elapsed().as_secs_f64().max(1e-9);
-        let server = cpu_secs(self.pid).unwrap_or(0.0) - self.server;
-        let loadgen = workers.cpu() - self.loadgen;
-        (100.0 * server / wall, 100.0 * loadgen / wall)
+        let server: f64 = self.pids.iter().filter_map(|&p| cpu_secs(p)).sum();
+        let redis = self.redis_pid.and_then(cpu_secs).unwrap_or(0.0);
+        let cores = core_ticks()
+            .iter()
+            .zip(&self.cores)
+            .map(|(&(busy, total), &(busy0, total0))| {
+                100.0 * busy.saturating_sub(busy0) as f64
+                    / total.saturating_sub(total0).max(1) as f64
+            })
+            .collect();
+        CpuUse {
+            server: 100.0 * (server - self.server) / wall,
+            redis: 100.0 * (redis - self.redis) / wall,
+            loadgen: 100.0 * (workers.cpu() - self.loadgen) / wall,
+            cores,
+            server_core: self.pids.first().and_then(|&p| pinned_core(p)),
+            loadgen_core: pinned_core(std::process::id()),
+        }
     }
+}
+
+impl CpuUse {
+    /// The RESULT fields.
+    fn fields(&self) -> String {
+        let cores: Vec<String> = self.cores.iter().map(|c| format!("{c:.0}")).collect();
+        let core = |c: Option<usize>| c.map_or("none".to_string(), |c| c.to_string());
+        format!(
+            "server_cpu={:.0} redis_cpu={:.0} loadgen_cpu={:.0} cores_busy={} server_core={} \
+             loadgen_core={}",
+            self.server,
+            self.redis,
+            self.loadgen,
+            cores.join("/"),
+            core(self.server_core),
+            core(self.loadgen_core),
+        )
+    }
+}
+
+/// The RESULT fields every scenario has: who, what layout, which dialect.
+fn setup_fields(common: &Common) -> String {
+    let mut s = format!(
+        "label={} nodes={} addrs={} redis={} dialect={} deflate={}",
+        common.label,
+        common.pid.len(),
+        common.server.len(),
+        u8::from(common.redis_pid.is_some()),
+        format!("{:?}", common.dialect).to_lowercase(),
+        u8::from(common.deflate),
+    );
+    if let Some(group) = &common.group {
+        s.push_str(&format!(" group={group}"));
+    }
+    s
+}
+
+/// The server processes' RSS, summed; an error once one is gone.
+fn server_rss(common: &Common) -> io::Result<u64> {
+    common.pid.iter().try_fold(0, |sum, &pid| {
+        rss_bytes(pid)
+            .map(|b| sum + b)
+            .ok_or_else(|| io::Error::other(format!("server {pid} is gone")))
+    })
 }
 
 fn idle(common: &Common, conns: usize, warmup: usize, settle: Duration) -> io::Result<()> {
@@ -453,22 +553,29 @@ fn idle(common: &Common, conns: usize, warmup: usize, settle: Duration) -> io::R
         workers.spawn(common, Role::Idle, warmup, 16, 2)?;
     }
     std::thread::sleep(settle);
-    let before = rss_bytes(common.pid).ok_or_else(|| io::Error::other("server is gone"))?;
-    let cpu = CpuMeter::start(common.pid, &workers);
+    let before = server_rss(common)?;
+    let cpu = CpuMeter::start(common, &workers);
     workers.spawn(common, Role::Idle, conns, 16, 3)?;
-    let (server_cpu, loadgen_cpu) = cpu.stop(&workers);
+    let used = cpu.stop(&workers);
     let connect_secs = cpu.at.elapsed().as_secs_f64();
     std::thread::sleep(settle);
-    let after = rss_bytes(common.pid).ok_or_else(|| io::Error::other("server is gone"))?;
+    let after = server_rss(common)?;
+    // Open files per server process: with several processes on one port the kernel spreads
+    // connections among them, and each may hold at most its limit.
+    let fds: Vec<String> = common
+        .pid
+        .iter()
+        .map(|&p| open_files(p).map_or("?".into(), |n| n.to_string()))
+        .collect();
     let totals = workers.finish("quit")?;
     let per_conn = after.saturating_sub(before) as f64 / conns.max(1) as f64;
     println!(
-        "RESULT label={} scenario=idle n={conns} deflate={} bytes_per_conn={per_conn:.0} \
-         rss_before={before} rss_after={after} open={} connect_secs={connect_secs:.2} \
-         server_cpu={server_cpu:.0} loadgen_cpu={loadgen_cpu:.0}",
-        common.label,
-        u8::from(common.deflate),
+        "RESULT {} scenario=idle n={conns} bytes_per_conn={per_conn:.0} rss_before={before} \
+         rss_after={after} open={} server_fds={} connect_secs={connect_secs:.2} {}",
+        setup_fields(common),
         totals.open.saturating_sub(warmup as u64),
+        fds.join("/"),
+        used.fields(),
     );
     Ok(())
 }
@@ -480,38 +587,6 @@ struct FanoutPlan {
     window: Option<u64>,
     secs: f64,
     max_deliveries: u64,
-    json: bool,
-}
-
-/// The shortest `--json` payload: the fixed front of [`json_payload`].
-const JSON_MIN: usize = 128;
-
-/// A chat message as JSON, `size` bytes, with the sequence number and send time as 16 hex
-/// digits at fixed places (`{"seq":"…","ts":"…",` — see `worker::decode`), then a chat line
-/// of words picked by `seq`, so that messages differ as chat lines do but share a vocabulary.
-fn json_payload(seq: u64, sent_ns: u64, size: usize) -> Vec<u8> {
-    const WORDS: [&str; 24] = [
-        "ok", "the", "build", "is", "green", "again", "see", "you", "at", "noon", "who", "is",
-        "on", "call", "tonight", "deploy", "stuck", "retrying", "thanks", "lunch", "review",
-        "please", "merged", "done",
-    ];
-    let mut out = format!(
-        "{{\"seq\":\"{seq:016x}\",\"ts\":\"{sent_ns:016x}\",\"type\":\"message\",\"name\":\"user{}\",\
-         \"room\":\"lobby\",\"msg\":\"",
-        seq % 97
-    )
-    .into_bytes();
-    let mut x = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    while out.len() + 3 < size {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(WORDS[(x % WORDS.len() as u64) as usize].as_bytes());
-        out.push(b' ');
-    }
-    out.truncate(size.saturating_sub(2));
-    out.extend_from_slice(b"\"}");
-    out
 }
 
 fn fanout(common: &Common, plan: &FanoutPlan) -> io::Result<()> {
@@ -519,15 +594,16 @@ fn fanout(common: &Common, plan: &FanoutPlan) -> io::Result<()> {
     workers.spawn(common, Role::Sub, plan.subs, plan.size, 2)?;
     workers.tell("start");
 
-    // The publisher lives here, on the coordinator's loop.
-    let mut stream = connect_from(Ipv4Addr::LOCALHOST, common.server)?;
+    // The publisher lives here, on the coordinator's loop, connected to the first server.
+    let dialect = common.dialect;
+    let mut stream = connect_from(Ipv4Addr::LOCALHOST, common.server[0])?;
     workers
         .poll
         .registry()
         .register(&mut stream, PUB, Interest::READABLE | Interest::WRITABLE)?;
-    let mut publisher = Client::new(stream, common.server, 7, common.deflate);
-    let mut buf = vec![0u8; 256 * 1024];
+    let mut publisher = Client::new(stream, common.server[0], 7, dialect, common.deflate);
     let mut zlib = Inflate::default();
+    let mut buf = vec![0u8; 256 * 1024];
     let mut pump_pub = |workers: &mut Workers, publisher: &mut Client, timeout| {
         let mut failed = None;
         workers.pump(timeout, |event| {
@@ -551,7 +627,7 @@ fn fanout(common: &Common, plan: &FanoutPlan) -> io::Result<()> {
         pump_pub(&mut workers, &mut publisher, Duration::from_millis(10))?;
     }
 
-    let frame_len = plan.size as u64 + 4;
+    let frame_len = plan.size as u64 + dialect.overhead();
     let subs = plan.subs.max(1) as u64;
     let window = plan.window.unwrap_or_else(|| {
         // Up to 64 KiB per subscriber and 256 MiB in all, so neither server nor kernel
@@ -567,8 +643,8 @@ fn fanout(common: &Common, plan: &FanoutPlan) -> io::Result<()> {
         Some(rate) => ((rate * plan.secs) as u64).min(by_count),
         None => by_count,
     };
-    let mut payload = vec![0u8; plan.size];
-    let cpu = CpuMeter::start(common.pid, &workers);
+    let mut payload = Vec::with_capacity(plan.size + 64);
+    let cpu = CpuMeter::start(common, &workers);
     let t0 = Instant::now();
     let stop_sending = t0 + Duration::from_secs_f64(plan.secs);
     let mut sent = 0u64;
@@ -596,14 +672,8 @@ fn fanout(common: &Common, plan: &FanoutPlan) -> io::Result<()> {
                 None => low + window,
             };
             while sent < allowed.min(total) {
-                if plan.json {
-                    let text = json_payload(sent, now_ns(), plan.size);
-                    publisher.queue_frame(OpCode::Text, &text);
-                } else {
-                    payload[..8].copy_from_slice(&sent.to_le_bytes());
-                    payload[8..16].copy_from_slice(&now_ns().to_le_bytes());
-                    publisher.queue_frame(OpCode::Binary, &payload);
-                }
+                let opcode = dialect.encode(sent, now_ns(), plan.size, &mut payload);
+                publisher.queue_frame(opcode, &payload);
                 sent += 1;
             }
             publisher.flush()?;
@@ -615,21 +685,21 @@ fn fanout(common: &Common, plan: &FanoutPlan) -> io::Result<()> {
         pump_pub(&mut workers, &mut publisher, wait)?;
     }
     let elapsed = drained_at.unwrap_or_else(Instant::now) - t0;
-    let (server_cpu, loadgen_cpu) = cpu.stop(&workers);
+    let used = cpu.stop(&workers);
     let totals = workers.finish(&format!("finish {sent}"))?;
     let secs = elapsed.as_secs_f64();
     let mode = if plan.rate.is_some() { "rate" } else { "sat" };
+    let rate = plan.rate.map_or(String::new(), |r| format!(" rate={r}"));
     println!(
-        "RESULT label={} scenario=fanout mode={mode} n={} size={} json={} deflate={} \
-         published={sent} deliveries={} secs={secs:.3} per_sec={:.0} wire_per_delivery={:.1} \
-         p50_us={} p99_us={} p999_us={} lost={} reordered={} missing={} closed={} drained={} \
-         window={window} server_cpu={server_cpu:.0} loadgen_cpu={loadgen_cpu:.0}",
-        common.label,
+        "RESULT {} scenario=fanout mode={mode}{rate} n={} size={} published={sent} \
+         deliveries={} expected={} secs={secs:.3} per_sec={:.0} wire_per_delivery={:.1} \
+         p50_us={} p99_us={} p999_us={} lost={} reordered={} order_errors={} disagree={} \
+         missing={} closed={} drained={} window={window} {}",
+        setup_fields(common),
         plan.subs,
         plan.size,
-        u8::from(plan.json),
-        u8::from(common.deflate),
         totals.received,
+        sent * plan.subs as u64,
         totals.received as f64 / secs.max(1e-9),
         totals.wire as f64 / totals.received.max(1) as f64,
         totals.hist.quantile(0.50),
@@ -637,9 +707,12 @@ fn fanout(common: &Common, plan: &FanoutPlan) -> io::Result<()> {
         totals.hist.quantile(0.999),
         totals.lost,
         totals.reordered,
+        totals.order_errors,
+        totals.disagree,
         totals.missing,
         (plan.subs as u64).saturating_sub(totals.open),
         drained_at.is_some(),
+        used.fields(),
     );
     Ok(())
 }
@@ -647,20 +720,19 @@ fn fanout(common: &Common, plan: &FanoutPlan) -> io::Result<()> {
 fn echo(common: &Common, conns: usize, size: usize, secs: f64) -> io::Result<()> {
     let mut workers = Workers::new()?;
     workers.spawn(common, Role::Echo, conns, size.max(16), 2)?;
-    let cpu = CpuMeter::start(common.pid, &workers);
+    let cpu = CpuMeter::start(common, &workers);
     workers.tell("start");
     let end = Instant::now() + Duration::from_secs_f64(secs);
     while Instant::now() < end {
         workers.pump(Duration::from_millis(50), |_| {})?;
     }
-    let (server_cpu, loadgen_cpu) = cpu.stop(&workers);
+    let used = cpu.stop(&workers);
     let elapsed = cpu.at.elapsed().as_secs_f64();
     let totals = workers.finish("stop")?;
     println!(
-        "RESULT label={} scenario=echo n={conns} size={size} round_trips={} secs={elapsed:.3} \
-         per_sec={:.0} p50_us={} p99_us={} p999_us={} lost={} closed={} server_cpu={server_cpu:.0} \
-         loadgen_cpu={loadgen_cpu:.0}",
-        common.label,
+        "RESULT {} scenario=echo n={conns} size={size} round_trips={} secs={elapsed:.3} \
+         per_sec={:.0} p50_us={} p99_us={} p999_us={} lost={} closed={} {}",
+        setup_fields(common),
         totals.received,
         totals.received as f64 / elapsed.max(1e-9),
         totals.hist.quantile(0.50),
@@ -668,6 +740,7 @@ fn echo(common: &Common, conns: usize, size: usize, secs: f64) -> io::Result<()>
         totals.hist.quantile(0.999),
         totals.outstanding,
         (conns as u64).saturating_sub(totals.open),
+        used.fields(),
     );
     Ok(())
 }

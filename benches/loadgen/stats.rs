@@ -135,6 +135,46 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Per core, (busy, total) clock ticks since boot, from `/proc/stat`. Busy includes the time
+/// the kernel spends in interrupts and softirqs (on loopback, much of TCP's receive path),
+/// which no process's `utime`/`stime` is charged with.
+pub fn core_ticks() -> Vec<(u64, u64)> {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return Vec::new();
+    };
+    stat.lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .map(|l| {
+            let t: Vec<u64> = l
+                .split_whitespace()
+                .skip(1)
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            // user nice system idle iowait irq softirq steal (proc(5)); a VM's steal is time
+            // another guest ran here: not busy for anyone on this machine.
+            let at = |i: usize| t.get(i).copied().unwrap_or(0);
+            let total: u64 = (0..8).map(at).sum();
+            let busy = at(0) + at(1) + at(2) + at(5) + at(6);
+            (busy, total)
+        })
+        .collect()
+}
+
+/// The one core a process may run on (`taskset -c N`), if it is pinned to exactly one.
+pub fn pinned_core(pid: u32) -> Option<usize> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))?
+        .trim();
+    list.parse().ok()
+}
+
+/// Files a process has open (entries of `/proc/PID/fd`).
+pub fn open_files(pid: u32) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,5 +1,7 @@
 //! The comparison table: RESULT lines in, one Markdown row per scenario out, our server
-//! against each other label, with the issue's targets where a row has one.
+//! against each other label, with the issue's targets where a row has one. Rows with a
+//! `group` (several server processes, a shared Redis) go into a second table, the cluster
+//! table, whose peers are socket.io on Redis, or wsrelay itself with Redis off or on one node.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -12,24 +14,50 @@ pub fn print(file: &Path, ours: &str) -> io::Result<()> {
     let text = std::fs::read_to_string(file)?;
     // (row key, label) -> fields; a later line for the same pair replaces an earlier one.
     let mut rows: BTreeMap<(u8, String), BTreeMap<String, Fields>> = BTreeMap::new();
+    // Cluster rows keep every run: a repeated row shows its median run.
+    let mut cluster: BTreeMap<(u8, String), BTreeMap<String, Vec<Fields>>> = BTreeMap::new();
     for line in text.lines().filter(|l| l.starts_with("RESULT ")) {
         let f: Fields = line
             .split_whitespace()
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let (Some(label), Some(key)) = (f.get("label").cloned(), row_key(&f)) else {
+        let Some(label) = f.get("label").cloned() else {
             continue;
         };
-        rows.entry(key).or_default().insert(label, f);
+        if f.contains_key("group") {
+            if let Some(key) = cluster_row_key(&f) {
+                cluster
+                    .entry(key)
+                    .or_default()
+                    .entry(label)
+                    .or_default()
+                    .push(f);
+            }
+        } else if let Some(key) = row_key(&f) {
+            rows.entry(key).or_default().insert(label, f);
+        }
     }
+    if !rows.is_empty() {
+        print_main(&rows, ours);
+    }
+    if !cluster.is_empty() {
+        if !rows.is_empty() {
+            println!();
+        }
+        print_cluster(&cluster, ours);
+    }
+    Ok(())
+}
+
+fn print_main(rows: &BTreeMap<(u8, String), BTreeMap<String, Fields>>, ours: &str) {
     println!(
         "| scenario | metric | {ours} | peer | {ours} vs peer | target | met | server CPU % \
          ({ours} / peer) | loadgen CPU % ({ours} / peer) | lost / reordered / closed \
          ({ours} ; peer) | bound by ({ours} ; peer) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
-    for ((_, name), by_label) in &rows {
+    for ((_, name), by_label) in rows {
         let Some(us) = by_label.get(ours) else {
             continue;
         };
@@ -46,7 +74,6 @@ pub fn print(file: &Path, ours: &str) -> io::Result<()> {
             println!("{row}");
         }
     }
-    Ok(())
 }
 
 /// Sort order and name of a row.
@@ -54,7 +81,11 @@ fn row_key(f: &Fields) -> Option<(u8, String)> {
     let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("?");
     let n = get("n");
     let deflate = get("deflate") == "1";
-    let json = if get("json") == "1" { " JSON" } else { "" };
+    let json = if get("dialect") == "json" {
+        " JSON"
+    } else {
+        ""
+    };
     Some(match get("scenario") {
         "idle" if deflate => (4, format!("idle {n} conns, permessage-deflate")),
         "idle" => (0, format!("idle {n} conns")),
@@ -236,5 +267,269 @@ fn bound_by(scenario: &str, mode: &str, f: &Fields) -> String {
         format!("server {:.1} µs CPU/delivery", per * 1e6)
     } else {
         String::new()
+    }
+}
+
+/// Sort order and name of a cluster row: the same for every label it compares.
+fn cluster_row_key(f: &Fields) -> Option<(u8, String)> {
+    let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("?");
+    let (n, size, nodes) = (get("n"), get("size"), get("nodes"));
+    let load = match (get("scenario"), get("mode")) {
+        ("fanout", "sat") => format!("fanout {n} subs, {size} B, saturated"),
+        ("fanout", _) => format!("fanout {n} subs, {size} B, {}/s", get("rate")),
+        ("idle", _) => format!("idle {n} conns"),
+        _ => return None,
+    };
+    Some(match get("group") {
+        "cluster" => (0, format!("{load}, {nodes} nodes + Redis")),
+        "redis-cost" => (1, format!("{load}, all on 1 node with Redis")),
+        "cluster-idle" => (2, format!("{load}, chat, 1 node with Redis")),
+        "reuse-port" => (3, format!("{load}, {nodes} processes on one port + Redis")),
+        other => (4, format!("{load} ({other})")),
+    })
+}
+
+/// The run of a repeated row to show: the median by the row's metric, with the counts that
+/// must be zero (and deliveries against expected) summed over every run, so a loss in any run
+/// shows. Returns it and the number of runs.
+fn median_run(runs: &[Fields]) -> (Fields, usize) {
+    let key = |f: &Fields| match (f.get("scenario"), f.get("mode")) {
+        (Some(s), Some(m)) if s == "fanout" && m == "sat" => num(f, "per_sec"),
+        (Some(s), _) if s == "fanout" => num(f, "p99_us"),
+        _ => num(f, "bytes_per_conn"),
+    };
+    let mut order: Vec<&Fields> = runs.iter().collect();
+    order.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    let mut shown = order
+        .get(order.len().saturating_sub(1) / 2)
+        .map(|f| (*f).clone())
+        .unwrap_or_default();
+    if runs.len() > 1 && shown.get("scenario").is_some_and(|s| s == "fanout") {
+        for k in [
+            "deliveries",
+            "expected",
+            "lost",
+            "reordered",
+            "order_errors",
+            "disagree",
+            "closed",
+        ] {
+            let sum: f64 = runs
+                .iter()
+                .map(|f| f.get(k).map_or(0.0, |_| num(f, k)))
+                .sum();
+            shown.insert(k.to_string(), format!("{sum:.0}"));
+        }
+    }
+    (shown, runs.len())
+}
+
+fn print_cluster(rows: &BTreeMap<(u8, String), BTreeMap<String, Vec<Fields>>>, ours: &str) {
+    println!(
+        "| cluster scenario | metric | {ours} | peer | {ours} vs peer | target | met | server CPU % \
+         ({ours} / peer; processes summed) | Redis CPU % ({ours} / peer) | loadgen CPU % \
+         ({ours} / peer) | delivered / expected ({ours} ; peer) | reordered / seq errors / \
+         closed ({ours} ; peer) | bound by ({ours} ; peer) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for ((_, name), by_label) in rows {
+        let Some((us, n)) = by_label.get(ours).map(|runs| median_run(runs)) else {
+            continue;
+        };
+        let peers: Vec<(&String, (Fields, usize))> = by_label
+            .iter()
+            .filter(|(l, _)| l.as_str() != ours)
+            .map(|(l, runs)| (l, median_run(runs)))
+            .collect();
+        let runs = peers.iter().map(|(_, (_, n))| *n).fold(n, usize::max);
+        let name = if runs > 1 {
+            format!("{name} (median of {runs} runs)")
+        } else {
+            name.clone()
+        };
+        if peers.is_empty() {
+            println!("{}", cluster_line(&name, &us, None));
+        }
+        for (label, (them, _)) in &peers {
+            println!(
+                "{}",
+                cluster_line(&format!("{name} vs {label}"), &us, Some(them))
+            );
+        }
+    }
+}
+
+/// Whether a fan-out row delivered everything, once, in order, to subscribers that stayed.
+fn intact(f: &Fields) -> bool {
+    let count = |k: &str| f.get(k).map_or(0.0, |_| num(f, k));
+    num(f, "deliveries") == num(f, "expected")
+        && ["lost", "reordered", "order_errors", "disagree", "closed"]
+            .iter()
+            .all(|k| count(k) == 0.0)
+}
+
+fn cluster_line(name: &str, us: &Fields, them: Option<&Fields>) -> String {
+    let get = |f: &Fields, k: &str| f.get(k).cloned().unwrap_or_default();
+    let (scenario, mode, group) = (get(us, "scenario"), get(us, "mode"), get(us, "group"));
+    let ratio = |k: &str| them.map(|t| num(us, k) / num(t, k));
+    let ms = |f: &Fields, k: &str| num(f, k) / 1000.0;
+    let (metric, ours_cell, peer_cell, vs, target, met): (_, _, _, _, String, Option<bool>) =
+        match (scenario.as_str(), mode.as_str()) {
+            ("fanout", "sat") => {
+                let r = ratio("per_sec");
+                let want = (group == "cluster").then_some(20.0);
+                (
+                    "deliveries/s",
+                    format!("{:.0}", num(us, "per_sec")),
+                    them.map(|t| format!("{:.0}", num(t, "per_sec"))),
+                    r.map(|r| format!("{r:.1}×")),
+                    want.map(|w| format!("≥ {w}×")).unwrap_or_default(),
+                    want.and_then(|w| r.map(|r| r >= w)),
+                )
+            }
+            ("fanout", _) => {
+                let lat = |f: &Fields| {
+                    format!(
+                        "p50 {:.1} / p99 {:.1} / p99.9 {:.1} ms",
+                        ms(f, "p50_us"),
+                        ms(f, "p99_us"),
+                        ms(f, "p999_us")
+                    )
+                };
+                if group == "redis-cost" {
+                    // What Redis adds: a difference in ms, not a ratio.
+                    let d = |k: &str| them.map(|t| ms(us, k) - ms(t, k));
+                    let (d50, d99) = (d("p50_us"), d("p99_us"));
+                    (
+                        "latency",
+                        lat(us),
+                        them.map(lat),
+                        d50.zip(d99)
+                            .map(|(a, b)| format!("p50 {a:+.1} ms / p99 {b:+.1} ms")),
+                        "p50 ≤ +1 ms, p99 ≤ +5 ms".into(),
+                        d50.zip(d99).map(|(a, b)| a <= 1.0 && b <= 5.0),
+                    )
+                } else {
+                    let (r50, r99) = (ratio("p50_us"), ratio("p99_us"));
+                    (
+                        "latency",
+                        lat(us),
+                        them.map(lat),
+                        r50.zip(r99)
+                            .map(|(a, b)| format!("p50 {a:.2}× / p99 {b:.2}×")),
+                        String::new(),
+                        None,
+                    )
+                }
+            }
+            _ => {
+                let r = ratio("bytes_per_conn");
+                let held = |f: &Fields| {
+                    format!(
+                        "{:.0} B ({}/{} open; files per process {})",
+                        num(f, "bytes_per_conn"),
+                        get(f, "open"),
+                        get(f, "n"),
+                        get(f, "server_fds")
+                    )
+                };
+                let (target, met) = match group.as_str() {
+                    "cluster-idle" => ("≤ 1.10× (within 10 %)".into(), r.map(|r| r <= 1.10)),
+                    "reuse-port" => {
+                        // Every connection held, and no process over its 20,000 files.
+                        let fds_ok = get(us, "server_fds")
+                            .split('/')
+                            .all(|n| n.parse::<u64>().is_ok_and(|n| n < 20_000));
+                        (
+                            "all open, each process < 20,000 files".into(),
+                            Some(fds_ok && num(us, "open") == num(us, "n")),
+                        )
+                    }
+                    _ => (String::new(), None),
+                };
+                (
+                    "RSS per connection",
+                    held(us),
+                    them.map(held),
+                    r.map(|r| format!("{r:.3}×")),
+                    target,
+                    met,
+                )
+            }
+        };
+    let fanout = scenario == "fanout";
+    let target = match (fanout, target.is_empty()) {
+        (false, _) => target,
+        (true, true) => "all delivered, in order".to_string(),
+        (true, false) => format!("{target}; all delivered, in order"),
+    };
+    let met = match met {
+        _ if fanout && !intact(us) => "**no** (lost or reordered)",
+        Some(false) => "**no**",
+        Some(true) => "yes",
+        None if fanout => "yes",
+        None => "",
+    };
+    let pair = |k: &str| match them {
+        Some(t) => format!("{:.0} / {:.0}", num(us, k), num(t, k)),
+        None => format!("{:.0}", num(us, k)),
+    };
+    let both = |cell: &dyn Fn(&Fields) -> String| match them {
+        Some(t) => format!("{} ; {}", cell(us), cell(t)),
+        None => cell(us),
+    };
+    let count = |f: &Fields, k: &str| f.get(k).map_or(0.0, |_| num(f, k));
+    let (delivered, order) = if fanout {
+        (
+            both(&|f| format!("{}/{}", get(f, "deliveries"), get(f, "expected"))),
+            both(&|f| {
+                format!(
+                    "{:.0}/{:.0}/{:.0}",
+                    count(f, "reordered"),
+                    count(f, "order_errors") + count(f, "disagree"),
+                    count(f, "closed")
+                )
+            }),
+        )
+    } else {
+        (String::new(), String::new())
+    };
+    let bound = if fanout && mode == "sat" {
+        both(&|f| cluster_bound(f).to_string())
+    } else {
+        String::new()
+    };
+    format!(
+        "| {name} | {metric} | {ours_cell} | {} | {} | {target} | {met} | {} | {} | {} | \
+         {delivered} | {order} | {bound} |",
+        peer_cell.unwrap_or_default(),
+        vs.unwrap_or_default(),
+        pair("server_cpu"),
+        pair("redis_cpu"),
+        pair("loadgen_cpu"),
+    )
+}
+
+/// What limited a saturated cluster row. The servers and Redis share one core, so it is that
+/// core's busy share that counts: it includes the kernel's softirq time (loopback TCP), which
+/// no process is charged with. Without pinning, the processes' CPU summed.
+fn cluster_bound(f: &Fields) -> String {
+    let busy = 90.0;
+    let cores: Vec<f64> = f
+        .get("cores_busy")
+        .map(|c| c.split('/').filter_map(|v| v.parse().ok()).collect())
+        .unwrap_or_default();
+    let core = |k: &str| {
+        let i: usize = f.get(k)?.parse().ok()?;
+        cores.get(i).copied()
+    };
+    let server = core("server_core").unwrap_or(num(f, "server_cpu") + num(f, "redis_cpu"));
+    let loadgen = core("loadgen_core").unwrap_or(num(f, "loadgen_cpu"));
+    if server >= busy {
+        format!("server core ({server:.0} % busy)")
+    } else if loadgen >= busy {
+        format!("loadgen core ({loadgen:.0} % busy)")
+    } else {
+        format!("neither at 90 % ({server:.0} / {loadgen:.0} % busy)")
     }
 }

@@ -1,5 +1,5 @@
 //! A worker process: up to ~19,000 client connections from one source address, in one mio
-//! loop. It talks to the coordinator over a loopback UDP socket: it says `ready <id>` once
+//! loop, spread over the servers it is given (connection i to server i mod n). It talks to the coordinator over a loopback UDP socket: it says `ready <id>` once
 //! every connection is upgraded and `low <id> <seq>` as subscribers progress; it obeys
 //! `start`, `stop`, `finish <published>` and `quit`, and prints one `RESULT` line on exit.
 
@@ -13,6 +13,7 @@ use mio::{Events, Interest, Poll, Token};
 use wsrelay::proto::OpCode;
 
 use crate::client::{Client, Inflate, Phase, connect_from};
+use crate::dialect::{Delivery, Dialect};
 use crate::stats::{Histogram, now_ns};
 
 const CTL: Token = Token(usize::MAX - 1);
@@ -45,9 +46,12 @@ pub struct WorkerArgs {
     /// This worker's number in the coordinator's list.
     #[arg(long)]
     pub id: usize,
-    /// The server under test.
-    #[arg(long)]
-    pub server: SocketAddrV4,
+    /// The servers under test (comma-separated): connection i goes to server i mod n.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub server: Vec<SocketAddrV4>,
+    /// What the clients speak over their WebSocket.
+    #[arg(long, value_enum, default_value_t = Dialect::Raw)]
+    pub dialect: Dialect,
     /// Source address to connect from (anywhere in 127.0.0.0/8).
     #[arg(long)]
     pub src: Ipv4Addr,
@@ -77,6 +81,30 @@ struct Seen {
     next: u64,
     received: u64,
     reordered: u64,
+    /// The server's sequence number of the last delivery, where the server gives one.
+    last_order: Option<u64>,
+    /// Deliveries whose server sequence number was not above the one before.
+    order_errors: u64,
+}
+
+/// The server's sequence number for each publisher sequence number, as the first receiver in
+/// this worker saw it; every other receiver (on any server) must see the same one.
+struct Orders {
+    ring: Vec<(u64, u64)>,
+    disagree: u64,
+}
+
+impl Orders {
+    fn check(&mut self, d: &Delivery) {
+        let Some(order) = d.order else { return };
+        let slot = &mut self.ring[(d.seq % RING as u64) as usize];
+        // Publisher sequence numbers start at 0: store seq + 1 so an empty slot is (0, _).
+        if slot.0 != d.seq + 1 {
+            *slot = (d.seq + 1, order);
+        } else if slot.1 != order {
+            self.disagree += 1;
+        }
+    }
 }
 
 /// Counts, per sequence number, the receivers that have it; `low` is the first not yet
@@ -129,6 +157,14 @@ pub fn run(args: &WorkerArgs) -> io::Result<()> {
         ring: vec![0; RING],
         overrun: 0,
     };
+    let mut orders = Orders {
+        ring: if args.dialect == Dialect::Chat {
+            vec![(0, 0); RING]
+        } else {
+            Vec::new()
+        },
+        disagree: 0,
+    };
     let mut hist = Histogram::new();
     let mut zlib = Inflate::default();
     let (mut upgraded, mut closed) = (0usize, 0usize);
@@ -149,14 +185,22 @@ pub fn run(args: &WorkerArgs) -> io::Result<()> {
         // Open more connections, a window at a time.
         while clients.len() < args.conns && clients.len() - upgraded - closed < CONNECT_WINDOW {
             let i = clients.len();
-            let mut stream = connect_from(args.src, args.server)
+            let server = args.server[i % args.server.len()];
+            let mut stream = connect_from(args.src, server)
                 .map_err(|e| io::Error::other(format!("connect from {}: {e}", args.src)))?;
             poll.registry().register(
                 &mut stream,
                 Token(i),
                 Interest::READABLE | Interest::WRITABLE,
             )?;
-            clients.push(Client::new(stream, args.server, i as u32 + 1, args.deflate));
+            let seed = i as u32 + 1;
+            clients.push(Client::new(
+                stream,
+                server,
+                seed,
+                args.dialect,
+                args.deflate,
+            ));
         }
         if upgraded + closed < args.conns && now - started > CONNECT_TIMEOUT {
             return Err(io::Error::other(format!(
@@ -184,7 +228,7 @@ pub fn run(args: &WorkerArgs) -> io::Result<()> {
         if let Some(at) = stop_at
             && (outstanding == 0 || now - at > STOP_DRAIN)
         {
-            print_result(args, &clients, &seen, None, &hist, outstanding);
+            print_result(args, &clients, &seen, None, &hist, outstanding, 0);
             return Ok(());
         }
 
@@ -208,11 +252,12 @@ pub fn run(args: &WorkerArgs) -> io::Result<()> {
                     match words.next() {
                         Some("finish") => {
                             let total = words.next().and_then(|w| w.parse().ok());
-                            print_result(args, &clients, &seen, total, &hist, 0);
+                            let disagree = orders.disagree;
+                            print_result(args, &clients, &seen, total, &hist, 0, disagree);
                             return Ok(());
                         }
                         Some("quit") => {
-                            print_result(args, &clients, &seen, None, &hist, 0);
+                            print_result(args, &clients, &seen, None, &hist, 0, 0);
                             return Ok(());
                         }
                         Some("start") if args.role == Role::Echo => {
@@ -241,15 +286,26 @@ pub fn run(args: &WorkerArgs) -> io::Result<()> {
             }
             if result.is_ok() && (event.is_readable() || event.is_read_closed()) {
                 let s = &mut seen[i];
-                let (role, hist, mark) = (args.role, &mut hist, &mut mark);
+                let (role, hist, mark, orders) = (args.role, &mut hist, &mut mark, &mut orders);
                 let mut replies = 0;
                 // One clock read per readiness event: what one event's reads bring arrived
                 // together, and a clock read per message would cost as much as the rest.
                 let arrived = now_ns();
-                result = client.on_readable(&mut buf, &mut zlib, &mut |p| {
-                    let (seq, sent_ns) = decode(p);
+                result = client.on_readable(&mut buf, &mut zlib, &mut |d| {
+                    let Delivery {
+                        seq,
+                        sent_ns,
+                        order,
+                    } = d;
                     hist.record(arrived.saturating_sub(sent_ns) / 1000);
                     s.received += 1;
+                    if let Some(order) = order {
+                        if s.last_order.is_some_and(|last| order <= last) {
+                            s.order_errors += 1;
+                        }
+                        s.last_order = Some(order);
+                        orders.check(&d);
+                    }
                     match role {
                         Role::Sub if seq >= s.next && seq - s.next < RING as u64 => {
                             // A gap is marked too: the run goes on and `lost` reports it.
@@ -313,27 +369,6 @@ pub fn run(args: &WorkerArgs) -> io::Result<()> {
     }
 }
 
-/// The sequence number and send time at the front of a payload: two little-endian words, or
-/// in a JSON message (`--json`), two 16-digit hex strings (see `main.rs`'s `json_payload`).
-pub fn decode(p: &[u8]) -> (u64, u64) {
-    if p.starts_with(b"{\"seq\":\"") {
-        let hex = |r: std::ops::Range<usize>| {
-            p.get(r)
-                .and_then(|b| std::str::from_utf8(b).ok())
-                .and_then(|s| u64::from_str_radix(s, 16).ok())
-                .unwrap_or(0)
-        };
-        return (hex(8..24), hex(32..48));
-    }
-    let word = |r: std::ops::Range<usize>| {
-        p.get(r)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-            .unwrap_or(0)
-    };
-    (word(0..8), word(8..16))
-}
-
 fn print_result(
     args: &WorkerArgs,
     clients: &[Client],
@@ -341,11 +376,13 @@ fn print_result(
     published: Option<u64>,
     hist: &Histogram,
     outstanding: u64,
+    disagree: u64,
 ) {
     let open = clients.iter().filter(|c| c.phase == Phase::Open).count();
     let wire: u64 = clients.iter().map(|c| c.wire_bytes).sum();
     let received: u64 = seen.iter().map(|s| s.received).sum();
     let reordered: u64 = seen.iter().map(|s| s.reordered).sum();
+    let order_errors: u64 = seen.iter().map(|s| s.order_errors).sum();
     let (mut lost, mut missing) = (0, 0);
     if let Some(total) = published {
         for s in seen {
@@ -356,7 +393,8 @@ fn print_result(
     }
     println!(
         "RESULT id={} conns={} open={open} received={received} lost={lost} reordered={reordered} \
-         missing={missing} outstanding={outstanding} wire={wire} hist={}",
+         missing={missing} outstanding={outstanding} order_errors={order_errors} \
+         disagree={disagree} wire={wire} hist={}",
         args.id,
         args.conns,
         hist.encode()

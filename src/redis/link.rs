@@ -135,7 +135,13 @@ impl Link {
                 Err(e) => break Err(format!("bad reply: {e}")),
             }
         };
-        self.input.drain(..pos);
+        if result.is_err() {
+            // Nothing after a reply that does not parse can be read: keep none of it, so a
+            // peer sending more garbage does not grow the buffer until the link is closed.
+            self.input.clear();
+        } else {
+            self.input.drain(..pos);
+        }
         result
     }
 
@@ -218,6 +224,9 @@ mod tests {
         assert_eq!(replies, [Value::Status(b"PONG".to_vec()), Value::Int(1)]);
         assert_eq!(l.deadline(), None);
         assert!(l.feed(b"?", &mut replies).is_err());
+        // Garbage is not kept: more of it costs nothing until the link is closed.
+        assert!(l.feed(&[b'?'; 1000], &mut replies).is_err());
+        assert!(l.input.is_empty());
         // Backoff doubles up to the cap.
         for _ in 0..10 {
             l.down(t0);

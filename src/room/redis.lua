@@ -107,7 +107,9 @@ if op == 'append' then
   redis.call('PUBLISH', ARGV[9], epoch .. '\n' .. int(seq) .. '\n' .. int(replaced) .. '\n' .. json)
   return { epoch, int(seq), json }
 elseif op == 'load' then
-  -- KEYS: meta, log. ARGV: op, since (-1: the newest `max events`), max events, create (1|0).
+  -- KEYS: meta, log. ARGV: op, since (-1: the newest `max events`), max events, create (1|0),
+  -- the epoch `since` counts in ('' if none): in another epoch it means nothing, and the
+  -- whole stream is read.
   -- Returns epoch ('' if none), last seq, lost, and the entries as seq, json, oldest first.
   local meta, log = KEYS[1], KEYS[2]
   local epoch = epoch_of(meta, log, now_ms(), ARGV[4] == '1')
@@ -115,6 +117,9 @@ elseif op == 'load' then
     return { '', '0', '0', {} }
   end
   local since = tonumber(ARGV[2])
+  if since > 0 and epoch ~= ARGV[5] then
+    since = 0
+  end
   local entries
   if since < 0 then
     local newest = redis.call('XREVRANGE', log, '+', '-', 'COUNT', ARGV[3])
@@ -135,9 +140,11 @@ elseif op == 'load' then
   return { epoch, seq, lost, flat }
 elseif op == 'beat' then
   -- KEYS: nodes. ARGV: op, node, ttl ms (0: this node is leaving), prefix.
-  -- Returns room, members for every room a dead node had members in (now forgotten).
+  -- Returns whether this node was known (0: new, or reaped as dead, its counts forgotten),
+  -- and room, members for every room a dead node had members in (now forgotten).
   local nodes, node, prefix = KEYS[1], ARGV[2], ARGV[4]
   local now = now_ms()
+  local known = redis.call('HGET', nodes, node)
   redis.call('HSET', nodes, node, now + tonumber(ARGV[3]))
   local gone = {}
   local all = redis.call('HGETALL', nodes)
@@ -158,18 +165,21 @@ elseif op == 'beat' then
       redis.call('HDEL', nodes, dead)
     end
   end
-  return gone
+  return { known and 1 or 0, gone }
 elseif op == 'here' then
-  -- KEYS: here, noderooms. ARGV: op, node, members, room, ttl ms: sets this node's count
-  -- again (after its link came back), without a notice.
-  local n = tonumber(ARGV[3])
-  if n > 0 then
-    redis.call('HSET', KEYS[1], ARGV[2], n)
-    redis.call('PEXPIRE', KEYS[1], ARGV[5])
-    redis.call('SADD', KEYS[2], ARGV[4])
-  else
-    redis.call('HDEL', KEYS[1], ARGV[2])
-    redis.call('SREM', KEYS[2], ARGV[4])
+  -- KEYS: noderooms. ARGV: op, node, prefix, ttl ms, then room, members for every room this
+  -- node has members in: sets this node's counts to exactly these (after its link came back,
+  -- or it was reaped), without a notice.
+  local node, prefix, ttl = ARGV[2], ARGV[3], ARGV[4]
+  for _, room in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+    redis.call('HDEL', prefix .. '{' .. room .. '}:here', node)
+  end
+  redis.call('DEL', KEYS[1])
+  for i = 5, #ARGV - 1, 2 do
+    local here = prefix .. '{' .. ARGV[i] .. '}:here'
+    redis.call('HSET', here, node, ARGV[i + 1])
+    redis.call('PEXPIRE', here, ttl)
+    redis.call('SADD', KEYS[1], ARGV[i])
   end
   return 1
 end

@@ -45,9 +45,10 @@ pub const BEAT: Duration = Duration::from_secs(3);
 pub const NODE_TTL: Duration = Duration::from_secs(9);
 /// A room's keys live this long after its last event: abandoned rooms cost Redis nothing.
 const ROOM_TTL: Duration = Duration::from_secs(24 * 3600);
-/// Channel messages kept for a room while its stream is being read; past it they are dropped
-/// and read from the stream again.
+/// Channel messages kept for a room while its stream is being read, and their bytes; past
+/// either they are dropped and read from the stream again.
 const MAX_BUFFERED: usize = 10_000;
+const MAX_BUFFERED_BYTES: usize = 16 << 20;
 
 /// Appends awaiting Redis' reply at most; past it a message fails at once ("busy") rather
 /// than queue without bound behind a Redis that cannot keep up.
@@ -70,7 +71,7 @@ enum Pending {
     /// A read of room `room`'s stream (its incarnation, to ignore a reply for a room since
     /// freed and made again).
     Load { room: RoomId, incarnation: u64 },
-    /// A presence count written again.
+    /// This node's presence counts written again.
     Here,
 }
 
@@ -92,6 +93,8 @@ struct Held {
     tail: Option<Copy>,
     /// Channel messages that came while a load was in flight, or after a hole.
     buffer: Vec<Message>,
+    /// The bytes of the events in `buffer`.
+    buffered: usize,
     /// This node's members in the room, as last written to Redis.
     here: usize,
 }
@@ -166,11 +169,14 @@ pub struct RedisLog {
     appends: usize,
     rooms: Vec<Option<Held>>,
     by_channel: HashMap<Rc<[u8]>, RoomId>,
+    /// `SUBSCRIBE`s and `UNSUBSCRIBE`s sent on the subscription link and not yet confirmed,
+    /// by channel: a confirmation says the channel is subscribed only when it answers the
+    /// channel's last request (a room closed and opened again before its first `SUBSCRIBE`
+    /// was confirmed is unsubscribed for a while after that confirmation).
+    unconfirmed: HashMap<Rc<[u8]>, usize>,
     incarnations: u64,
     events: Vec<LogEvent>,
     next_beat: Option<Instant>,
-    /// Presence counts to write again once the command link is back, by room.
-    stale: HashMap<Rc<str>, usize>,
     /// Why the links are not usable, for `/healthz` and the log (one line per episode).
     error: Option<String>,
     /// Whether the current outage was logged.
@@ -206,10 +212,10 @@ impl RedisLog {
             appends: 0,
             rooms: Vec::new(),
             by_channel: HashMap::new(),
+            unconfirmed: HashMap::new(),
             incarnations: 0,
             events: Vec::new(),
             next_beat: None,
-            stale: HashMap::new(),
             error: Some(first_error),
             logged_down: false,
             leaving: false,
@@ -309,6 +315,9 @@ impl RedisLog {
         };
         link.connected();
         self.ready[i] = false;
+        if i == SUB {
+            self.unconfirmed.clear();
+        }
         let mut hello = 0;
         let auth: Vec<&[u8]> = match (&self.target.user, &self.target.password) {
             (Some(user), Some(password)) => vec![b"AUTH", user.as_bytes(), password.as_bytes()],
@@ -371,9 +380,6 @@ impl RedisLog {
             for pending in std::mem::take(&mut self.pending) {
                 match pending {
                     Pending::Append { room, draft } => {
-                        if let Kind::Notice { here, .. } = draft.kind {
-                            self.stale.insert(room.clone(), here);
-                        }
                         self.failed += 1;
                         self.events.push(LogEvent::Failed {
                             room,
@@ -395,6 +401,7 @@ impl RedisLog {
             self.next_beat = None;
         } else {
             // Whatever the channel carried meanwhile is read from the streams once back.
+            self.unconfirmed.clear();
             for h in self.rooms.iter_mut().flatten() {
                 h.subscribed = false;
                 h.needs_load = true;
@@ -447,14 +454,9 @@ impl RedisLog {
         }
         if i == CMD {
             self.beat(now);
-            // Presence as it is here now, for rooms whose count Redis may have lost.
-            let mut here: Vec<(Rc<str>, usize)> = self.stale.drain().collect();
-            for h in self.rooms.iter().flatten() {
-                here.push((h.name.clone(), h.here));
-            }
-            for (room, n) in here {
-                self.write_here(&room, n, now);
-            }
+            // Presence as it is here now: counts of notices that failed meanwhile, or of
+            // rooms freed since, must not stay in Redis.
+            self.write_here(now);
         } else {
             let channels: Vec<Rc<[u8]>> = self
                 .rooms
@@ -469,27 +471,38 @@ impl RedisLog {
                     link.send(&args, now, false);
                 }
             }
+            for channel in channels {
+                *self.unconfirmed.entry(channel).or_default() += 1;
+            }
         }
         self.load_due(now);
     }
 
-    fn write_here(&mut self, room: &str, n: usize, now: Instant) {
-        let here = Self::key(room, "here");
+    /// Sets this node's counts in Redis to those of the rooms held here, and forgets the
+    /// others, at once (one call).
+    fn write_here(&mut self, now: Instant) {
         let node_rooms = self.node_rooms();
-        let n = n.to_string();
         let ttl = ROOM_TTL.as_millis().to_string();
-        let args: [&[u8]; 10] = [
+        let counts: Vec<(Rc<str>, String)> = self
+            .rooms
+            .iter()
+            .flatten()
+            .filter(|h| h.here > 0)
+            .map(|h| (h.name.clone(), h.here.to_string()))
+            .collect();
+        let mut args: Vec<&[u8]> = vec![
             b"EVALSHA",
             self.sha.as_bytes(),
-            b"2",
-            here.as_bytes(),
+            b"1",
             node_rooms.as_bytes(),
             b"here",
             self.node.as_bytes(),
-            n.as_bytes(),
-            room.as_bytes(),
+            PREFIX.as_bytes(),
             ttl.as_bytes(),
         ];
+        for (room, n) in &counts {
+            args.extend([room.as_bytes(), n.as_bytes()]);
+        }
         self.links[CMD].send(&args, now, true);
         self.pending.push_back(Pending::Here);
     }
@@ -516,6 +529,11 @@ impl RedisLog {
         self.links[CMD].send(&args, now, true);
         self.pending.push_back(Pending::Beat);
         self.next_beat = Some(now + BEAT);
+        // The subscription link sends nothing of its own: a PING, answered within the reply
+        // timeout, tells a Redis gone silent (its host down, no reset) from a quiet channel.
+        if self.ready[SUB] {
+            self.links[SUB].send(&[b"PING"], now, true);
+        }
     }
 
     /// The process is stopping: its members stop counting now rather than at its deadline
@@ -534,6 +552,15 @@ impl RedisLog {
             }
             return;
         };
+        if let Value::Error(e) = &reply
+            && e.starts_with(b"NOSCRIPT")
+        {
+            // The script cache was flushed (SCRIPT FLUSH): every call fails until the link's
+            // set-up loads it again.
+            if let Some(link) = self.links.get_mut(CMD) {
+                link.request_close("the script is gone from Redis".into());
+            }
+        }
         match pending {
             Pending::Hello => self.on_hello(CMD, &reply, now),
             Pending::Beat => self.on_beat(&reply, now),
@@ -552,10 +579,18 @@ impl RedisLog {
 
     /// A beat's reply: rooms that lost a dead node's members, announced from here.
     fn on_beat(&mut self, reply: &Value, now: Instant) {
-        let Some(gone) = reply.as_array() else {
+        let Some([known, gone]) = reply.as_array() else {
             if let Value::Error(e) = reply {
                 log!(Warn, "redis: beat: {}", String::from_utf8_lossy(e));
             }
+            return;
+        };
+        if known.as_int() == Some(0) && !self.leaving {
+            // Reaped as dead by another node (a turn longer than NODE_TTL) or new: its
+            // members left the counts, and come back in.
+            self.write_here(now);
+        }
+        let Some(gone) = gone.as_array() else {
             return;
         };
         let mut json = Vec::new();
@@ -591,26 +626,24 @@ impl RedisLog {
     }
 
     fn on_appended(&mut self, room: Rc<str>, draft: Draft, reply: &Value) {
-        match reply {
-            Value::Array(parts) => {
+        let json = reply.as_array().and_then(|parts| parts.get(2)?.as_bytes());
+        match json {
+            Some(json) => {
                 if let Kind::Message {
                     reply: Some(to), ..
                 } = draft.kind
-                    && let Some(json) = parts.get(2).and_then(Value::as_bytes)
                 {
                     let json = String::from_utf8_lossy(json).into();
                     self.events.push(LogEvent::Replied { to, json });
                 }
             }
-            other => {
-                let why = match other {
+            // Not the script's answer: a `POST /send` must hear something all the same.
+            None => {
+                let why = match reply {
                     Value::Error(e) => String::from_utf8_lossy(e).into_owned(),
                     _ => "unexpected reply".to_owned(),
                 };
                 log!(Warn, "redis: append to room {room}: {why}");
-                if let Kind::Notice { here, .. } = draft.kind {
-                    self.stale.insert(room.clone(), here);
-                }
                 self.failed += 1;
                 self.events.push(LogEvent::Failed {
                     room,
@@ -651,7 +684,11 @@ impl RedisLog {
                 Value::Error(e) => String::from_utf8_lossy(e).into_owned(),
                 _ => "unexpected reply".to_owned(),
             };
-            log!(Warn, "redis: load room {}: {why}", h.name);
+            log!(
+                Warn,
+                "redis: load room {}: {why}; retried with the next beat",
+                h.name
+            );
             h.needs_load = true;
             return;
         };
@@ -703,6 +740,8 @@ impl RedisLog {
             }
         }
         self.drain_buffer(room, now);
+        // A load asked for meanwhile (the buffer overflowed) goes now.
+        self.load_due(now);
     }
 
     /// Takes event `seq` of room `name` into its copy and sends it on.
@@ -753,6 +792,7 @@ impl RedisLog {
             return;
         };
         let buffered = std::mem::take(&mut h.buffer);
+        h.buffered = 0;
         for m in buffered {
             self.on_message(room, m, now);
         }
@@ -765,11 +805,14 @@ impl RedisLog {
             return;
         };
         if h.loading || h.needs_load || h.tail.is_none() {
-            if h.buffer.len() < MAX_BUFFERED {
+            if h.buffer.len() < MAX_BUFFERED && h.buffered + m.json.len() <= MAX_BUFFERED_BYTES {
+                h.buffered += m.json.len();
                 h.buffer.push(m);
             } else {
                 h.buffer.clear();
+                h.buffered = 0;
                 h.needs_load = true;
+                self.load_due(now);
             }
             return;
         }
@@ -795,6 +838,7 @@ impl RedisLog {
         }
         if m.seq > copy.last + 1 {
             // A hole: read the stream from the last seq seen; this and later messages wait.
+            h.buffered += m.json.len();
             h.buffer.push(m);
             h.needs_load = true;
             self.load_due(now);
@@ -821,6 +865,19 @@ impl RedisLog {
         };
         let kind = parts.first().and_then(Value::as_bytes).unwrap_or_default();
         let channel = parts.get(1).and_then(Value::as_bytes).unwrap_or_default();
+        if matches!(kind, b"subscribe" | b"unsubscribe") {
+            // Only the answer to the channel's last request says where it stands.
+            match self.unconfirmed.get_mut(channel) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    return;
+                }
+                Some(_) => {
+                    self.unconfirmed.remove(channel);
+                }
+                None => {}
+            }
+        }
         let Some(&room) = self.by_channel.get(channel) else {
             return; // A room freed meanwhile.
         };
@@ -859,15 +916,18 @@ impl RedisLog {
             if h.subscribed && h.needs_load && !h.loading {
                 h.needs_load = false;
                 h.loading = true;
-                let since = h.tail.as_ref().map(|c| c.last);
+                let since = h.tail.as_ref().map(|c| (c.last, c.epoch.clone()));
                 due.push((id, h.name.clone(), h.incarnation, since, h.create));
             }
         }
         for (id, name, incarnation, since, create) in due {
+            let epoch = since
+                .as_ref()
+                .map_or_else(|| Rc::from(""), |(_, e)| e.clone());
             let (meta, log) = (Self::key(&name, "meta"), Self::key(&name, "log"));
-            let since = since.map_or_else(|| "-1".to_owned(), |s| s.to_string());
+            let since = since.map_or_else(|| "-1".to_owned(), |(s, _)| s.to_string());
             let count = self.limits.events.to_string();
-            let args: [&[u8]; 9] = [
+            let args: [&[u8]; 10] = [
                 b"EVALSHA",
                 self.sha.as_bytes(),
                 b"2",
@@ -877,6 +937,7 @@ impl RedisLog {
                 since.as_bytes(),
                 count.as_bytes(),
                 if create { b"1" } else { b"0" },
+                epoch.as_bytes(),
             ];
             self.links[CMD].send(&args, now, true);
             self.pending.push_back(Pending::Load {
@@ -898,9 +959,6 @@ impl RedisLog {
         }
         if !self.ready[CMD] {
             let why = self.error.as_deref().unwrap_or("connecting");
-            if let Kind::Notice { here, .. } = draft.kind {
-                self.stale.insert(room.clone(), here);
-            }
             self.failed += 1;
             self.events.push(LogEvent::Failed {
                 room,
@@ -964,6 +1022,8 @@ impl RedisLog {
         }
         if self.ready[CMD] && self.next_beat.is_some_and(|t| t <= now) {
             self.beat(now);
+            // Loads that failed are tried again.
+            self.load_due(now);
         }
     }
 }
@@ -980,6 +1040,7 @@ impl Log for RedisLog {
             && let Some(link) = self.links.get_mut(SUB)
         {
             link.send(&[b"SUBSCRIBE", &channel], Instant::now(), false);
+            *self.unconfirmed.entry(channel.clone()).or_default() += 1;
         }
         self.rooms[room] = Some(Held {
             name: name.clone(),
@@ -991,6 +1052,7 @@ impl Log for RedisLog {
             create,
             tail: None,
             buffer: Vec::new(),
+            buffered: 0,
             here: 0,
         });
     }
@@ -1004,6 +1066,7 @@ impl Log for RedisLog {
             && let Some(link) = self.links.get_mut(SUB)
         {
             link.send(&[b"UNSUBSCRIBE", &h.channel], Instant::now(), false);
+            *self.unconfirmed.entry(h.channel).or_default() += 1;
         }
     }
 
@@ -1075,6 +1138,360 @@ impl Log for RedisLog {
 mod tests {
     use super::*;
     use crate::chat::Stamp;
+    use crate::redis::link::REPLY_TIMEOUT;
+    use crate::redis::resp::{self, Limits};
+
+    /// A beat's reply: this node was known, no node was reaped.
+    const BEAT_OK: &[u8] = b"*2\r\n:1\r\n*0\r\n";
+
+    const LIMITS: HistoryLimits = HistoryLimits {
+        events: 10,
+        bytes: 10_000,
+    };
+
+    /// The commands queued on link `i` since the last call, each as its arguments.
+    fn sent(log: &mut RedisLog, i: usize) -> Vec<Vec<String>> {
+        let link = log.link_mut(i).unwrap();
+        let out = link.output().to_vec();
+        link.consumed(out.len());
+        let mut buf = &out[..];
+        let mut commands = Vec::new();
+        while let Some((v, used)) = resp::parse(buf, &Limits::default()).unwrap() {
+            let args = v.as_array().unwrap().iter();
+            let args = args.map(|a| String::from_utf8_lossy(a.as_bytes().unwrap()).into());
+            commands.push(args.collect());
+            buf = &buf[used..];
+        }
+        commands
+    }
+
+    /// The operation of every `EVALSHA` in `commands` (its first argument after the keys).
+    fn ops(commands: &[Vec<String>]) -> Vec<String> {
+        commands
+            .iter()
+            .map(|c| match c[0].as_str() {
+                "EVALSHA" => c[3 + c[2].parse::<usize>().unwrap()].clone(),
+                other => other.to_owned(),
+            })
+            .collect()
+    }
+
+    /// An array of bulk strings, as Redis pushes channel messages.
+    fn push(parts: &[&str]) -> Vec<u8> {
+        let parts: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+        let mut out = Vec::new();
+        resp::encode(&parts, &mut out);
+        out
+    }
+
+    /// A load's reply: epoch, last seq, lost mark and the entries.
+    fn loaded(epoch: &str, seq: u64, lost: u64, entries: &[(u64, &str)]) -> Vec<u8> {
+        let bulk = |s: &str| format!("${}\r\n{s}\r\n", s.len());
+        let mut out = format!(
+            "*4\r\n{}{}{}",
+            bulk(epoch),
+            bulk(&seq.to_string()),
+            bulk(&lost.to_string())
+        );
+        out.push_str(&format!("*{}\r\n", entries.len() * 2));
+        for (s, json) in entries {
+            out.push_str(&bulk(&s.to_string()));
+            out.push_str(&bulk(json));
+        }
+        out.into_bytes()
+    }
+
+    /// Event `seq` as the script stamps it.
+    fn event(seq: u64, msg: &str) -> String {
+        format!(r#"{{"type":"message","name":"x","msg":"{msg}","seq":{seq},"ts":1}}"#)
+    }
+
+    /// A channel message of event `seq` in `epoch`.
+    fn message(channel: &str, epoch: &str, seq: u64, msg: &str) -> Vec<u8> {
+        let payload = format!("{epoch}\n{seq}\n0\n{}", event(seq, msg));
+        push(&["message", channel, &payload])
+    }
+
+    /// A log with both links up and set up (the beat answered), its output taken.
+    fn up(now: Instant) -> RedisLog {
+        let target = crate::redis::url::parse("redis://127.0.0.1:6379").unwrap();
+        let mut log = RedisLog::new(target, "n1", LIMITS, now);
+        log.on_connected(CMD, now);
+        log.on_input(CMD, b"+OK\r\n+OK\r\n", now);
+        log.on_connected(SUB, now);
+        log.on_input(SUB, b"+OK\r\n", now);
+        assert!(log.health().is_none());
+        // The beat (this node was known) and its counts written.
+        log.on_input(CMD, &[BEAT_OK, b":1\r\n"].concat(), now);
+        assert!(log.pending.is_empty());
+        sent(&mut log, CMD);
+        sent(&mut log, SUB);
+        log
+    }
+
+    fn events(log: &mut RedisLog) -> Vec<LogEvent> {
+        let mut out = Vec::new();
+        log.take_events(&mut out);
+        out
+    }
+
+    /// The seqs of the events committed in `events`.
+    fn seqs(events: &[LogEvent]) -> Vec<u64> {
+        let committed = events.iter().filter_map(|e| match e {
+            LogEvent::Committed(c) => Some(c.seq),
+            _ => None,
+        });
+        committed.collect()
+    }
+
+    #[test]
+    fn a_room_opened_again_is_loaded_once_its_last_subscribe_is_confirmed() {
+        let now = Instant::now();
+        let mut log = up(now);
+        let name: Rc<str> = "a".into();
+        let channel = String::from_utf8(log.channel("a").to_vec()).unwrap();
+        log.open(0, &name, true);
+        log.close(0);
+        log.open(0, &name, true);
+        assert_eq!(
+            ops(&sent(&mut log, SUB)),
+            ["SUBSCRIBE", "UNSUBSCRIBE", "SUBSCRIBE"]
+        );
+        // The first SUBSCRIBE's confirmation: the UNSUBSCRIBE after it is not answered yet, so
+        // a load now could miss what is published before the second SUBSCRIBE.
+        log.on_input(SUB, &push(&["subscribe", &channel, "1"]), now);
+        assert!(ops(&sent(&mut log, CMD)).is_empty());
+        log.on_input(SUB, &push(&["unsubscribe", &channel, "0"]), now);
+        assert!(ops(&sent(&mut log, CMD)).is_empty());
+        log.on_input(SUB, &push(&["subscribe", &channel, "1"]), now);
+        assert_eq!(ops(&sent(&mut log, CMD)), ["load"]);
+        log.on_input(
+            CMD,
+            &loaded("e1", 2, 0, &[(1, &event(1, "m1")), (2, &event(2, "m2"))]),
+            now,
+        );
+        assert_eq!(events(&mut log), [LogEvent::Ready(name.clone())]);
+        assert_eq!((log.last_seq(0), log.read(0, None).events.len()), (2, 2));
+        log.on_input(SUB, &message(&channel, "e1", 3, "m3"), now);
+        assert_eq!(seqs(&events(&mut log)), [3]);
+    }
+
+    /// `up`, with room "a" open as room 0, subscribed and loaded with `entries`; its channel.
+    fn with_room(now: Instant, epoch: &str, entries: &[(u64, &str)]) -> (RedisLog, String) {
+        let mut log = up(now);
+        let channel = String::from_utf8(log.channel("a").to_vec()).unwrap();
+        log.open(0, &"a".into(), true);
+        log.on_input(SUB, &push(&["subscribe", &channel, "1"]), now);
+        let last = entries.last().map_or(0, |e| e.0);
+        log.on_input(CMD, &loaded(epoch, last, 0, entries), now);
+        sent(&mut log, CMD);
+        sent(&mut log, SUB);
+        events(&mut log);
+        (log, channel)
+    }
+
+    #[test]
+    fn a_load_after_a_link_came_back_names_the_epoch_its_cursor_counts_in() {
+        let now = Instant::now();
+        let (mut log, channel) =
+            with_room(now, "e1", &[(4, &event(4, "m4")), (5, &event(5, "m5"))]);
+        log.on_closed(SUB, now, "cut");
+        log.on_connected(SUB, now);
+        log.on_input(SUB, b"+OK\r\n", now);
+        assert_eq!(ops(&sent(&mut log, SUB)), ["CLIENT", "SUBSCRIBE"]);
+        log.on_input(SUB, &push(&["subscribe", &channel, "1"]), now);
+        let load = sent(&mut log, CMD);
+        assert_eq!(ops(&load), ["load"]);
+        // since 5 in epoch e1: the script reads the whole stream if the room is in another.
+        assert_eq!(load[0][6..], ["5", "10", "1", "e1"]);
+        // Redis came back empty and the room began again, with 2 events so far.
+        log.on_input(
+            CMD,
+            &loaded("e2", 2, 0, &[(1, &event(1, "n1")), (2, &event(2, "n2"))]),
+            now,
+        );
+        let got = events(&mut log);
+        assert_eq!(got[0], LogEvent::Restarted("a".into()));
+        assert_eq!(seqs(&got), [1, 2]);
+        assert_eq!((&*log.epoch(0), log.last_seq(0)), ("e2", 2));
+    }
+
+    #[test]
+    fn a_load_asked_for_while_one_was_in_flight_or_that_failed_goes_later() {
+        let now = Instant::now();
+        let mut log = up(now);
+        let channel = String::from_utf8(log.channel("a").to_vec()).unwrap();
+        log.open(0, &"a".into(), true);
+        log.on_input(SUB, &push(&["subscribe", &channel, "1"]), now);
+        assert_eq!(ops(&sent(&mut log, CMD)), ["load"]);
+        // An error reply: tried again with the next beat, not at once (it may last).
+        log.on_input(CMD, b"-ERR busy\r\n", now);
+        assert!(sent(&mut log, CMD).is_empty());
+        log.handle_timeout(now + BEAT);
+        assert_eq!(ops(&sent(&mut log, CMD)), ["beat", "load"]);
+        log.on_input(CMD, BEAT_OK, now);
+        // More channel messages than are kept while the load is in flight: they are dropped,
+        // and read from the stream by another load once this one is answered.
+        for seq in 3..MAX_BUFFERED as u64 + 4 {
+            log.on_input(SUB, &message(&channel, "e1", seq, "m"), now);
+        }
+        assert!(sent(&mut log, CMD).is_empty());
+        log.on_input(CMD, &loaded("e1", 2, 0, &[(2, &event(2, "m2"))]), now);
+        assert_eq!(events(&mut log), [LogEvent::Ready("a".into())]);
+        let load = sent(&mut log, CMD);
+        assert_eq!(ops(&load), ["load"]);
+        assert_eq!(load[0][6], "2");
+        log.on_input(
+            CMD,
+            &loaded("e1", 4, 0, &[(3, &event(3, "m3")), (4, &event(4, "m4"))]),
+            now,
+        );
+        assert_eq!(seqs(&events(&mut log)), [3, 4]);
+        log.on_input(SUB, &message(&channel, "e1", 5, "m5"), now);
+        assert_eq!(seqs(&events(&mut log)), [5]);
+    }
+
+    #[test]
+    fn a_silent_subscription_link_is_closed() {
+        let now = Instant::now();
+        let (mut log, channel) = with_room(now, "e1", &[]);
+        // Each beat PINGs the subscription link too; a pong or a message answers.
+        let t1 = now + BEAT;
+        log.handle_timeout(t1);
+        assert_eq!(ops(&sent(&mut log, SUB)), ["PING"]);
+        log.on_input(SUB, &push(&["pong", ""]), t1);
+        log.on_input(CMD, BEAT_OK, t1);
+        let t2 = t1 + BEAT;
+        log.handle_timeout(t2);
+        log.on_input(SUB, &message(&channel, "e1", 1, "m1"), t2);
+        log.on_input(CMD, BEAT_OK, t2);
+        // Then nothing comes, not even the answer to the next PING.
+        let t3 = t2 + BEAT;
+        log.handle_timeout(t3);
+        log.on_input(CMD, BEAT_OK, t3);
+        log.handle_timeout(t3 + REPLY_TIMEOUT - Duration::from_millis(1));
+        assert_eq!(log.link(SUB).unwrap().close_requested(), None);
+        log.handle_timeout(t3 + REPLY_TIMEOUT);
+        assert!(log.link(SUB).unwrap().close_requested().is_some());
+    }
+
+    fn notice(here: usize) -> Draft {
+        let mut json = Vec::new();
+        chat::presence_draft(Presence::Join, (1, 0), chat::COUNT_SLOT, &mut json);
+        let body = String::from_utf8(json).unwrap().into();
+        let kind = Kind::Notice {
+            replaces: None,
+            here,
+        };
+        Draft { body, kind }
+    }
+
+    /// The counts of every `here` call in `commands`.
+    fn counts(commands: &[Vec<String>]) -> Vec<Vec<String>> {
+        let calls = commands
+            .iter()
+            .filter(|c| c.get(4).is_some_and(|op| op == "here"));
+        calls.map(|c| c[8..].to_vec()).collect()
+    }
+
+    #[test]
+    fn counts_are_written_again_as_they_are_here_after_an_outage_or_a_reaping() {
+        let now = Instant::now();
+        let mut log = up(now);
+        log.open(0, &"a".into(), true);
+        log.open(1, &"b".into(), true);
+        sent(&mut log, SUB);
+        log.on_closed(CMD, now, "cut");
+        // Notices fail while the command link is down; room b is freed meanwhile.
+        log.append(0, notice(2));
+        log.append(1, notice(0));
+        log.close(1);
+        for i in 0..3 {
+            let name: Rc<str> = format!("c{i}").into();
+            log.open(2, &name, true);
+            log.append(2, notice(0));
+            log.close(2);
+        }
+        let failed = events(&mut log);
+        assert_eq!(failed.len(), 5);
+        assert!(failed.iter().all(|e| matches!(e, LogEvent::Failed { .. })));
+        // Back: one call sets this node's counts to what is here (room a: 2), dropping any
+        // other room's it may have left in Redis.
+        log.on_connected(CMD, now);
+        log.on_input(CMD, b"+OK\r\n+OK\r\n", now);
+        let back = sent(&mut log, CMD);
+        assert_eq!(ops(&back), ["CLIENT", "SCRIPT", "beat", "here"]);
+        assert_eq!(back[3][5..8], ["n1", PREFIX, "86400000"]);
+        assert_eq!(counts(&back), [["a", "2"]]);
+        // The beat says another node reaped this one meanwhile: its counts go in again.
+        log.on_input(CMD, b"*2\r\n:0\r\n*0\r\n", now);
+        assert_eq!(counts(&sent(&mut log, CMD)), [["a", "2"]]);
+        log.on_input(CMD, b":1\r\n:1\r\n", now);
+        assert!(log.pending.is_empty());
+    }
+
+    #[test]
+    fn the_messages_kept_while_a_room_loads_are_bounded_in_bytes() {
+        let now = Instant::now();
+        let mut log = up(now);
+        let channel = String::from_utf8(log.channel("a").to_vec()).unwrap();
+        log.open(0, &"a".into(), true);
+        log.on_input(SUB, &push(&["subscribe", &channel, "1"]), now);
+        assert_eq!(ops(&sent(&mut log, CMD)), ["load"]);
+        let big = "x".repeat(MAX_BUFFERED_BYTES / 3);
+        for seq in 1..=3 {
+            log.on_input(SUB, &message(&channel, "e1", seq, &big), now);
+        }
+        let h = log.held(0).unwrap();
+        assert!(h.buffer.is_empty() && h.buffered == 0 && h.needs_load);
+        log.on_input(CMD, &loaded("e1", 0, 0, &[]), now);
+        assert_eq!(events(&mut log), [LogEvent::Ready("a".into())]);
+        assert_eq!(ops(&sent(&mut log, CMD)), ["load"]);
+    }
+
+    #[test]
+    fn a_flushed_script_is_loaded_again() {
+        let now = Instant::now();
+        let (mut log, _) = with_room(now, "e1", &[]);
+        log.append(0, notice(1));
+        log.on_input(CMD, b"-NOSCRIPT No matching script.\r\n", now);
+        assert!(matches!(events(&mut log)[..], [LogEvent::Failed { .. }]));
+        assert!(log.link(CMD).unwrap().close_requested().is_some());
+    }
+
+    #[test]
+    fn a_send_is_answered_whatever_redis_replies() {
+        let now = Instant::now();
+        let (mut log, _) = with_room(now, "e1", &[]);
+        let to = crate::room::log::Asker { conn: 7, serial: 1 };
+        let body: Rc<str> = r#"{"type":"message","name":"x","msg":"hi"}"#.into();
+        let kind = Kind::Message {
+            reply: Some(to),
+            from: None,
+        };
+        for reply in [
+            &b"*3\r\n$2\r\ne1\r\n$1\r\n1\r\n$2\r\n{}\r\n"[..],
+            b"*0\r\n",
+            b":1\r\n",
+        ] {
+            log.append(
+                0,
+                Draft {
+                    body: body.clone(),
+                    kind,
+                },
+            );
+            log.on_input(CMD, reply, now);
+            let answered = events(&mut log);
+            assert!(
+                matches!(
+                    answered[..],
+                    [LogEvent::Replied { .. } | LogEvent::Failed { .. }]
+                ),
+                "{answered:?}"
+            );
+        }
+    }
 
     #[test]
     fn unstamp_inverts_stamp() {
@@ -1095,5 +1512,47 @@ mod tests {
             ("r1-2", 7, 6, "{\"a\":\"x\ny\"}")
         );
         assert!(Message::parse(b"r1\nx\n0\n{}").is_none());
+    }
+
+    #[test]
+    fn appends_of_one_turn_go_out_together_and_each_reply_answers_its_own() {
+        let now = Instant::now();
+        let (mut log, channel) = with_room(now, "e1", &[]);
+        let draft = |reply| Draft {
+            body: r#"{"type":"message","name":"x","msg":"m"}"#.into(),
+            kind: Kind::Message { reply, from: None },
+        };
+        let asker = |conn| crate::room::log::Asker { conn, serial: 1 };
+        // Three messages read in one turn: three commands in the output before any reply, so
+        // the event loop writes them in one write (one round trip, not three).
+        log.append(0, draft(Some(asker(7))));
+        log.append(0, draft(None));
+        log.append(0, draft(Some(asker(9))));
+        assert_eq!(ops(&sent(&mut log, CMD)), ["append", "append", "append"]);
+        // The replies come in order; the channel carries the events for everyone.
+        let reply = |seq: u64| {
+            let json = event(seq, "m");
+            format!(
+                "*3\r\n$2\r\ne1\r\n${}\r\n{seq}\r\n${}\r\n{json}\r\n",
+                seq.to_string().len(),
+                json.len()
+            )
+        };
+        log.on_input(CMD, [reply(1), reply(2), reply(3)].concat().as_bytes(), now);
+        let replied: Vec<usize> = events(&mut log)
+            .iter()
+            .filter_map(|e| match e {
+                LogEvent::Replied { to, json } => {
+                    assert!(json.contains("\"seq\""), "{json}");
+                    Some(to.conn)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(replied, [7, 9]);
+        for seq in 1..=3 {
+            log.on_input(SUB, &message(&channel, "e1", seq, "m"), now);
+        }
+        assert_eq!(seqs(&events(&mut log)), [1, 2, 3]);
     }
 }
