@@ -235,6 +235,11 @@ def raw(data, size=0):
 
 
 seed(CN, "rfc-upgrade-hello-echo", UPGRADE + client(0x81, b"Hello") + WRITE_ALL)
+DEFLATE_UPGRADE = bytes([3, 0x80])  # the same, offering permessage-deflate, in one read
+seed(CN, "deflate-compressed-hello-echo", DEFLATE_UPGRADE + client(0xC1, rfc_hello) + WRITE_ALL)
+seed(CN, "deflate-bomb-1009", DEFLATE_UPGRADE + client(0xC2, compress(bytes(5000), 9)) + WRITE_ALL)
+seed(CN, "deflate-rsv1-on-ping-1002", DEFLATE_UPGRADE + client(0xC9, b"") + WRITE_ALL)
+seed(CN, "rsv1-without-deflate-1002", UPGRADE + client(0xC1, rfc_hello) + WRITE_ALL)
 seed(CN, "upgrade-byte-by-byte", bytes([3, 1]) + client(0x82, b"\x00\x01", 1) + WRITE_ALL)
 seed(CN, "fragmented-text-ping-between", UPGRADE + client(0x01, b"Hel") + client(0x89, b"ping") + client(0x80, b"lo") + WRITE_ALL)
 seed(CN, "client-close-echoed-then-eof", UPGRADE + WRITE_ALL + client(0x88, b"\x03\xe8bye") + bytes([9]) + WRITE_ALL)

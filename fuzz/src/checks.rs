@@ -714,7 +714,7 @@ pub fn connection_settings() -> Settings {
         pong_timeout: Duration::from_secs(1),
         // RFC_UPGRADE comes from another origin; the target is about what follows the 101.
         origins: OriginPolicy::any(),
-        deflate: false,
+        deflate: true,
     }
 }
 
@@ -730,6 +730,15 @@ pub const RFC_UPGRADE: &[u8] = b"GET /chat HTTP/1.1\r\n\
     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
     Origin: http://example.com\r\n\
     Sec-WebSocket-Protocol: chat, superchat\r\n\
+    Sec-WebSocket-Version: 13\r\n\r\n";
+
+/// [`RFC_UPGRADE`] offering permessage-deflate as Chromium does.
+pub const DEFLATE_UPGRADE: &[u8] = b"GET /chat HTTP/1.1\r\n\
+    Host: server.example.com\r\n\
+    Upgrade: websocket\r\n\
+    Connection: Upgrade\r\n\
+    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+    Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\
     Sec-WebSocket-Version: 13\r\n\r\n";
 
 /// Codes the application closes with (all valid to send, §7.4.1).
@@ -780,7 +789,8 @@ struct Driver {
 ///
 /// Input: a list of ops (first byte of each, mod 11): 0 raw bytes in (length, read size);
 /// 1 a client frame masked here (b0, length, key, payload, read size); 2 that frame again N
-/// times; 3 the §1.3 upgrade request (read size); 4 a timer tick; 5 a partial write; 6 a
+/// times; 3 the §1.3 upgrade request (read size; its high bit: offering permessage-deflate,
+/// which the settings accept); 4 a timer tick; 5 a partial write; 6 a
 /// text/binary frame sent (shared or owned); 7 `close`; 8 `fail`; 9 end of stream; 10 a socket error.
 /// Text and binary messages are echoed with `send`; a plain GET is answered with `respond`.
 ///
@@ -831,8 +841,14 @@ pub fn connection(data: &[u8]) {
                 d.feed(&frames, 0);
             }
             3 => {
-                let size = usize::from(ops.byte());
-                d.feed(RFC_UPGRADE, size);
+                // The high bit: offer permessage-deflate (RFC 7692) with the request.
+                let size = ops.byte();
+                let request = if size & 0x80 != 0 {
+                    DEFLATE_UPGRADE
+                } else {
+                    RFC_UPGRADE
+                };
+                d.feed(request, usize::from(size & 0x7f));
             }
             4 => {
                 d.now += Duration::from_millis(50) * u32::from(ops.byte());
