@@ -1016,11 +1016,20 @@ impl Server {
     /// Runs the app's actions; closing a slow consumer can add more (its leave notice).
     fn apply_actions(&mut self, now: Instant) {
         let mut overflowed = Vec::new();
+        // Consecutive events for one room (what one read from the room store brought, in
+        // order) go to its members as one shared chunk, not one chunk each: one delivery per
+        // member instead of one per event.
+        let mut room_batch: Option<(Rc<str>, Vec<Frame>)> = None;
         while !self.actions.is_empty() || (self.reading.is_none() && !self.batch.is_empty()) {
             for action in std::mem::take(&mut self.actions) {
                 if !matches!(action, Action::Broadcast { .. }) {
                     // Whatever came before goes first.
                     self.flush_batch(now, &mut overflowed);
+                }
+                match &action {
+                    Action::Publish { room, .. }
+                        if room_batch.as_ref().is_some_and(|(r, _)| r == room) => {}
+                    _ => self.flush_room_batch(now, room_batch.take(), &mut overflowed),
                 }
                 match action {
                     Action::Broadcast { frame, except } => {
@@ -1037,7 +1046,7 @@ impl Server {
                     }
                     Action::Publish { room, frame } => {
                         self.metrics.messages_out += 1;
-                        self.fan_out(now, To::Room(&room), &frame, 1, &mut overflowed);
+                        room_batch.get_or_insert_with(|| (room, Vec::new())).1.push(frame);
                     }
                     Action::Respond { to, response } => {
                         if let Some(client) = self.clients.get_mut(to)
@@ -1065,12 +1074,39 @@ impl Server {
                     }
                 }
             }
+            self.flush_room_batch(now, room_batch.take(), &mut overflowed);
             if self.reading.is_none() {
                 self.flush_batch(now, &mut overflowed);
             }
             for id in overflowed.drain(..) {
                 self.sync(now, id);
             }
+        }
+    }
+
+    /// Queues a room's consecutive events to its members: one frame alone, several as one
+    /// chunk (each part still compressed at most once, for receivers that want it so).
+    fn flush_room_batch(
+        &mut self,
+        now: Instant,
+        batch: Option<(Rc<str>, Vec<Frame>)>,
+        changed: &mut Vec<usize>,
+    ) {
+        let Some((room, mut frames)) = batch else {
+            return;
+        };
+        let messages = frames.len() as u64;
+        let frame = if frames.len() == 1 {
+            frames.pop()
+        } else {
+            let mut plain = Vec::with_capacity(frames.iter().map(|f| f.plain().len()).sum());
+            for f in &frames {
+                plain.extend_from_slice(f.plain());
+            }
+            Some(Frame::batch(Rc::from(plain), frames))
+        };
+        if let Some(frame) = frame {
+            self.fan_out(now, To::Room(&room), &frame, messages, changed);
         }
     }
 
