@@ -302,6 +302,7 @@ impl Config {
             ping_interval: Duration::from_secs(self.ping_interval),
             pong_timeout: Duration::from_secs(self.pong_timeout),
             origins: OriginPolicy::new(&self.allow_origins),
+            mount: None,
         }
     }
 }

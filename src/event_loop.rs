@@ -836,6 +836,7 @@ impl Server {
                         path,
                         body,
                         foreign,
+                        ..
                     } => {
                         m.http_requests += 1;
                         let (open, online) = gauges;
@@ -846,7 +847,7 @@ impl Server {
                             foreign,
                         };
                         match app.on_http(id, request, now, actions) {
-                            Reply::Pass if method == Method::Post => {
+                            Reply::Pass if method != Method::Get => {
                                 response = Some(http::method_not_allowed());
                             }
                             Reply::Pass => {

@@ -19,7 +19,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use sha1::{Digest as _, Sha1};
 use wsrelay::chat;
-use wsrelay::conn::{Chunk, Conn, Event, Sent, Settings};
+use wsrelay::conn::{Chunk, Conn, Event, Mount, Sent, Settings};
 use wsrelay::origin::OriginPolicy;
 use wsrelay::proto::ProtoError;
 use wsrelay::proto::close::{self, CloseCode};
@@ -642,6 +642,11 @@ pub fn connection_settings() -> Settings {
         pong_timeout: Duration::from_secs(1),
         // RFC_UPGRADE comes from another origin; the target is about what follows the 101.
         origins: OriginPolicy::any(),
+        // Any method and a body of its own size under the mount, as for Engine.IO.
+        mount: Some(Mount {
+            prefix: "/socket.io/",
+            max_body: 64,
+        }),
     }
 }
 
