@@ -31,6 +31,7 @@
 
 pub mod packet;
 pub mod response;
+pub mod session;
 pub mod sid;
 
 /// The path prefix Engine.IO serves (the reference server's default `path`, matched as a
