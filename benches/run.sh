@@ -269,8 +269,13 @@ cluster_rows() {
     # socket.io process handed 1,024 messages in one read blocks its event loop for seconds
     # broadcasting them, and the `redis` client's default 5 s command timeout then rejects a
     # PUBLISH the adapter does not catch, which ends the process. With 256 it stays up.
-    for size in 32 1024; do
-        cluster cluster "$vs_socketio" fanout --subs "$subs" --size "$size" --secs "$secs" --window 256
+    # Repeated like the latency rows below: on a shared machine one run of a ratio can land
+    # on someone else's build; the table shows each side's median run.
+    for _ in $(seq "$repeats"); do
+        for size in 32 1024; do
+            cluster cluster "$vs_socketio" fanout --subs "$subs" --size "$size" --secs "$secs" \
+                --window 256
+        done
     done
     cluster cluster "$vs_socketio" fanout --subs "$subs" --size 32 --rate 100 --secs "$rate_secs"
     # What Redis adds is a few ms against a p99 that moves by ±10 ms from run to run here:

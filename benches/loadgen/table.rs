@@ -254,9 +254,10 @@ fn cluster_row_key(f: &Fields) -> Option<(u8, String)> {
     })
 }
 
-/// The run of a repeated row to show: the median by the row's metric, with the counts that
-/// must be zero (and deliveries against expected) summed over every run, so a loss in any run
-/// shows. Returns it and the number of runs.
+/// The run of a repeated row to show: the median by the row's metric (for a latency row,
+/// each percentile's median), with the counts that must be zero (and deliveries against
+/// expected) summed over every run, so a loss in any run shows. Returns it and the number of
+/// runs.
 fn median_run(runs: &[Fields]) -> (Fields, usize) {
     let key = |f: &Fields| match (f.get("scenario"), f.get("mode")) {
         (Some(s), Some(m)) if s == "fanout" && m == "sat" => num(f, "per_sec"),
@@ -269,6 +270,19 @@ fn median_run(runs: &[Fields]) -> (Fields, usize) {
         .get(order.len().saturating_sub(1) / 2)
         .map(|f| (*f).clone())
         .unwrap_or_default();
+    let latency = shown.get("scenario").is_some_and(|s| s == "fanout")
+        && shown.get("mode").is_some_and(|m| m != "sat");
+    if runs.len() > 1 && latency {
+        // Each percentile's own median: one run's p50 and another's p99 are both typical,
+        // while the run with the median p99 may have had an unlucky p50 (or the reverse).
+        for k in ["p50_us", "p99_us", "p999_us"] {
+            let mut values: Vec<f64> = runs.iter().map(|f| num(f, k)).collect();
+            values.sort_by(f64::total_cmp);
+            if let Some(v) = values.get(values.len().saturating_sub(1) / 2) {
+                shown.insert(k.to_string(), format!("{v:.0}"));
+            }
+        }
+    }
     if runs.len() > 1 && shown.get("scenario").is_some_and(|s| s == "fanout") {
         for k in [
             "deliveries",
