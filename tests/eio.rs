@@ -2,8 +2,9 @@
 //! tungstenite: the handshake on both transports and the protocol's errors and statuses,
 //! long polling (held polls answered by the server's ping, `POST`ed packets, noop, close,
 //! a second concurrent poll), the heartbeat and its timeout, the upgrade from polling to
-//! WebSocket, `maxPayload`, CORS under the Origin policy, the connection limits, and that a
-//! socket.io client's WebSocket is kept out of the app's broadcasts, in every mode.
+//! WebSocket, `maxPayload`, CORS under the Origin policy, the connection limits, SIGTERM
+//! with a held poll, and that a socket.io client's WebSocket is kept out of the app's
+//! broadcasts, in every mode.
 //!
 //! The Socket.IO layer behind the seam is a stub here, so these tests check what Engine.IO
 //! does on its own; `src/eio/session.rs` drives the rest (the app's frames to sessions)
@@ -456,4 +457,15 @@ fn socketio_websockets_are_not_the_apps_clients_in_any_mode() {
             "{mode}"
         );
     }
+}
+
+#[test]
+fn sigterm_answers_held_polls_with_a_close_packet() {
+    let mut server = start_slow("10000");
+    let sid = open_polling(server.addr);
+    let held = start_poll(server.addr, &sid);
+    thread::sleep(Duration::from_millis(100));
+    server.terminate();
+    assert_eq!(finish_poll(held), (200, "1".to_owned()));
+    assert!(server.wait_exit(Duration::from_secs(10)).success());
 }
