@@ -1014,21 +1014,19 @@ impl Sessions {
                 self.end(key, End::PingTimeout, on, out);
             } else {
                 s.pinged = true;
-                if s.ws != NO_CONN {
-                    out.push(Wire::Frame {
-                        conn: s.ws as usize,
-                        frame: self.ping.clone(),
-                    });
-                } else if let Some(p) = s.polling.as_deref_mut() {
-                    // Outside the budget: three bytes, once an interval.
-                    p.queued += self.ping.len();
-                    p.queue.push_back(self.ping.clone());
-                    if p.held.is_some() && !p.ready {
-                        p.ready = true;
-                        self.ready.push(key);
-                    }
-                }
+                let ws = s.ws;
                 self.set_deadline(key, now + self.config.ping_timeout);
+                let ping = self.ping.clone();
+                if ws != NO_CONN {
+                    out.push(Wire::Frame {
+                        conn: ws as usize,
+                        frame: ping,
+                    });
+                } else {
+                    // Within the budget like any packet: a client that answers by POST but
+                    // never polls cannot pile pings up.
+                    self.send(id_of(key), &ping, on, out);
+                }
             }
         }
     }
@@ -1547,6 +1545,22 @@ mod tests {
         assert_eq!(h.send(ID_BASE, &big), Delivery::Dropped);
         assert_eq!(h.ups(), [format!("Closed {{ id: {ID_BASE} }}")]);
         assert!(body(&h.get(1, 2, &sid)).starts_with("400 "));
+    }
+
+    #[test]
+    fn pings_for_a_session_that_never_polls_stay_within_its_budget() {
+        let mut h = Harness::with_output(9);
+        let sid = h.open_polling();
+        h.ups();
+        // Answered by POST every time, never polled: three 3-byte pings fit, a fourth not.
+        for i in 0..3 {
+            let at = 300 + 301 * i;
+            h.tick(at);
+            assert_eq!(body(&h.post(at + 1, &sid, b"3")), "ok", "ping {i}");
+        }
+        assert!(h.ups().is_empty());
+        h.tick(300 + 301 * 3);
+        assert_eq!(h.ups(), [format!("Closed {{ id: {ID_BASE} }}")]);
     }
 
     #[test]
