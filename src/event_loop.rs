@@ -26,7 +26,7 @@ use slab::Slab;
 
 use crate::admission::{self, Admission, Ticket, Verdict};
 use crate::app::{Action, App, RATE_LIMITED, Reply};
-use crate::conn::{Admit, Chunk, Conn, Event, Expired, Sent, Settings};
+use crate::conn::{Admit, Chunk, Conn, Event, Expired, Frame, Sent, Settings};
 use crate::daemon::{Notifier, Notify};
 use crate::eio::is_eio_target;
 use crate::eio::response::Cors;
@@ -37,6 +37,7 @@ use crate::http;
 use crate::log;
 use crate::metrics::{Limit, Metrics};
 use crate::origin::{Note, OriginPolicy, RefusalLog};
+use crate::proto::deflate::{Deflater, Inflater};
 use crate::proto::handshake::{Forwarded, Method};
 use crate::proto::{CloseCode, HandshakeError};
 use crate::proxy::TrustedProxies;
@@ -184,6 +185,8 @@ pub struct Options {
     pub notifier: Option<Notifier>,
     /// How often to send `WATCHDOG=1` (half of `WATCHDOG_USEC`).
     pub watchdog: Option<Duration>,
+    /// Payloads under this many bytes go uncompressed to permessage-deflate clients.
+    pub deflate_threshold: usize,
 }
 
 /// The server: a listener, its clients and the app.
@@ -224,6 +227,8 @@ pub struct Server {
     /// chunk per read instead of one per message. `batch_skip` holds the reader (it got its
     /// copies one by one, in order with its own output) and the broadcast's `except`.
     batch: Vec<u8>,
+    /// The frames in `batch`, so that each is compressed once for all its receivers.
+    batch_parts: Vec<Frame>,
     batch_skip: [Option<usize>; 2],
     /// Messages in `batch`.
     batch_messages: u64,
@@ -253,6 +258,9 @@ pub struct Server {
     /// Engine.IO sessions (`/socket.io/`), and what they asked of connections, not yet done.
     eio: Sessions,
     eio_wire: Vec<Wire>,
+    /// permessage-deflate, for every connection: no context takeover, so no state per client.
+    inflater: Inflater,
+    deflater: Deflater,
 }
 
 impl Server {
@@ -270,6 +278,8 @@ impl Server {
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        // zlib's default level: a broadcast is compressed once, whatever its receivers.
+        let deflater = Deflater::new(6, options.deflate_threshold);
         let mut signals = Signals::new([libc::SIGINT, libc::SIGTERM])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
@@ -293,6 +303,7 @@ impl Server {
             pushes: 0,
             reading: None,
             batch: Vec::new(),
+            batch_parts: Vec::new(),
             batch_skip: [None; 2],
             batch_messages: 0,
             timers: BinaryHeap::new(),
@@ -317,6 +328,8 @@ impl Server {
             store_again: [false; LINKS],
             eio,
             eio_wire: Vec::new(),
+            inflater: Inflater::new(),
+            deflater,
         })
     }
 
@@ -797,6 +810,7 @@ impl Server {
             // Taken before the client is borrowed, for `/metrics`.
             let gauges = (self.connections(), self.app.online());
             self.metrics.eio_sessions = self.eio.len() as u64;
+            self.metrics.take_zlib(&self.inflater, &self.deflater);
             let client = self.clients.get_mut(id)?;
             let admin = client.admin;
             let app = &mut self.app;
@@ -848,6 +862,7 @@ impl Server {
                 now,
                 rest,
                 &self.settings,
+                &mut self.inflater,
                 &mut admit,
                 &mut |event| match event {
                     Event::Upgraded { path } if is_eio_target(path) => {
@@ -1062,6 +1077,9 @@ impl Server {
             if !open && self.shutdown_deadline.is_none() {
                 self.app.on_leave(id, &mut self.actions);
             }
+            if open && client.conn.deflate().is_some() {
+                self.metrics.deflate_upgrades += 1;
+            }
         }
         if client.conn.wants_write() {
             if !client.dirty && !client.blocked {
@@ -1137,7 +1155,7 @@ impl Server {
                     Action::Broadcast { frame, except } => {
                         self.metrics.messages_out += 1;
                         if let Some(reader) = self.reading
-                            && frame.len() < BATCH_MAX
+                            && frame.plain().len() < BATCH_MAX
                         {
                             self.batch_broadcast(now, reader, frame, except, &mut overflowed);
                             continue;
@@ -1208,11 +1226,13 @@ impl Server {
                     if let Some(client) = self.clients.get_mut(conn)
                         && client.conn.is_open()
                     {
+                        // Engine.IO's own packets (open, pings, 3probe) go uncompressed.
                         let out = Out {
                             dirty: &mut self.dirty,
                             changed: &mut *changed,
                             metrics: &mut self.metrics,
                             messages: 1,
+                            compressed: false,
                         };
                         deliver(now, &self.settings, (conn, client), frame, out);
                     }
@@ -1244,24 +1264,28 @@ impl Server {
         &mut self,
         now: Instant,
         id: usize,
-        frame: &Rc<[u8]>,
+        frame: &Frame,
         messages: u64,
         changed: &mut Vec<usize>,
     ) {
         let (app, actions) = (&mut self.app, &mut self.actions);
         let up = &mut |up: Up<'_>| tell_app(app, actions, now, up);
-        match self.eio.send(id, frame, up, &mut self.eio_wire) {
+        // A polling session keeps the plain frame: its payload is text either way.
+        match self.eio.send(id, frame.plain(), up, &mut self.eio_wire) {
             Delivery::Ws(conn) => {
                 if let Some(client) = self.clients.get_mut(conn)
                     && client.conn.is_open()
                 {
+                    let (bytes, compressed) =
+                        frame.encoded(client.conn.deflate(), &mut self.deflater);
                     let out = Out {
                         dirty: &mut self.dirty,
                         changed,
                         metrics: &mut self.metrics,
                         messages,
+                        compressed,
                     };
-                    deliver(now, &self.settings, (conn, client), frame.clone(), out);
+                    deliver(now, &self.settings, (conn, client), bytes, out);
                     self.pushes += 1;
                 }
             }
@@ -1279,20 +1303,21 @@ impl Server {
         &mut self,
         now: Instant,
         reader: usize,
-        frame: Rc<[u8]>,
+        frame: Frame,
         except: Option<usize>,
         changed: &mut Vec<usize>,
     ) {
         let skip = [Some(reader), except];
-        if skip != self.batch_skip || self.batch.len() + frame.len() > BATCH_MAX {
+        if skip != self.batch_skip || self.batch.len() + frame.plain().len() > BATCH_MAX {
             self.flush_batch(now, changed);
         }
         self.batch_skip = skip;
-        self.batch.extend_from_slice(&frame);
+        self.batch.extend_from_slice(frame.plain());
         self.batch_messages += 1;
         if except != Some(reader) {
             self.fan_out(now, To::One(reader), &frame, 1, changed);
         }
+        self.batch_parts.push(frame);
     }
 
     /// Queues the batched frames, as one shared chunk, to every open client not skipped.
@@ -1300,7 +1325,8 @@ impl Server {
         if self.batch.is_empty() {
             return;
         }
-        let frames: Rc<[u8]> = Rc::from(&self.batch[..]);
+        let parts = std::mem::take(&mut self.batch_parts);
+        let frames = Frame::batch(Rc::from(&self.batch[..]), parts);
         self.batch.clear();
         let messages = std::mem::take(&mut self.batch_messages);
         self.fan_out(now, To::All(self.batch_skip), &frames, messages, changed);
@@ -1311,24 +1337,28 @@ impl Server {
         &mut self,
         now: Instant,
         to: To<'_>,
-        frame: &Rc<[u8]>,
+        frame: &Frame,
         messages: u64,
         changed: &mut Vec<usize>,
     ) {
         let (clients, settings) = (&mut self.clients, &self.settings);
         let (dirty, metrics) = (&mut self.dirty, &mut self.metrics);
-        let pushes = &mut self.pushes;
+        let (pushes, deflater) = (&mut self.pushes, &mut self.deflater);
         // Engine.IO sessions among the receivers, served after the connections.
         let mut sessions = Vec::new();
         let mut queue = |id: usize, client: &mut Client| {
             if client.conn.is_open() {
+                // The plain frame, or the compressed one, made now if this is the first
+                // receiver that needs it.
+                let (bytes, compressed) = frame.encoded(client.conn.deflate(), deflater);
                 let out = Out {
                     dirty: &mut *dirty,
                     changed: &mut *changed,
                     metrics: &mut *metrics,
                     messages,
+                    compressed,
                 };
-                deliver(now, settings, (id, client), frame.clone(), out);
+                deliver(now, settings, (id, client), bytes, out);
                 *pushes += 1;
             }
         };
@@ -1665,6 +1695,8 @@ struct Out<'a> {
     metrics: &'a mut Metrics,
     /// Messages in the chunk, for the deliveries count (a batch holds several).
     messages: u64,
+    /// The chunk is (or holds) compressed frames.
+    compressed: bool,
 }
 
 /// Queues a frame for a client.
@@ -1686,6 +1718,9 @@ fn deliver(
     let sent = client.conn.send(now, Chunk::Shared(frame), settings);
     if sent == Sent::Queued {
         out.metrics.deliveries += out.messages;
+        if out.compressed {
+            out.metrics.deflate_deliveries += out.messages;
+        }
     }
     match sent {
         Sent::Queued if !client.dirty && !client.blocked => {

@@ -119,6 +119,7 @@ fn main() -> ExitCode {
         trusted_proxies: config.trusted_proxies(),
         notifier,
         watchdog: daemon::watchdog_interval(),
+        deflate_threshold: config.deflate_threshold,
     };
     // Engine.IO session ids must not be guessable: without the kernel's randomness, no start.
     let secret = match random_secret() {
