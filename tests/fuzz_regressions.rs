@@ -83,3 +83,8 @@ fn chat() {
 fn resp() {
     replay("resp", checks::resp);
 }
+
+#[test]
+fn eio_payload() {
+    replay("eio_payload", checks::eio_payload);
+}
