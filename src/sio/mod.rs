@@ -17,6 +17,8 @@ use std::time::Instant;
 
 use crate::app::Action;
 
+pub mod packet;
+
 /// The Socket.IO server state: sockets per session and namespace, pending connects, acks.
 #[derive(Debug, Default)]
 pub struct SioServer {}
