@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use crate::app::Action;
 
+pub mod chat;
 pub mod packet;
 
 /// The Socket.IO server state: sockets per session and namespace, pending connects, acks.
