@@ -1104,6 +1104,7 @@ impl App {
                     }
                 }
                 LogEvent::Failed { draft, why, .. } => self.on_failed(&draft, &why, out),
+                LogEvent::Acked { .. } => {}
             }
         }
         // A handler that appends (a deferred join's notice) took what that completed itself.
@@ -1180,7 +1181,7 @@ impl App {
         } = event;
         chat::stamp(&draft.body, Stamp { seq, ts }, false, &mut self.json);
         match draft.kind {
-            Kind::Message { .. } => {}
+            Kind::Message { .. } | Kind::Sio { .. } => {}
             Kind::Notice { .. } => {
                 if let Some(gate) = self.gates.get_mut(&room) {
                     gate.last = Some((epoch, seq));
