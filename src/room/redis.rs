@@ -1521,4 +1521,46 @@ mod tests {
         );
         assert!(Message::parse(b"r1\nx\n0\n{}").is_none());
     }
+
+    #[test]
+    fn appends_of_one_turn_go_out_together_and_each_reply_answers_its_own() {
+        let now = Instant::now();
+        let (mut log, channel) = with_room(now, "e1", &[]);
+        let draft = |reply| Draft {
+            body: r#"{"type":"message","name":"x","msg":"m"}"#.into(),
+            kind: Kind::Message { reply, from: None },
+        };
+        let asker = |conn| crate::room::log::Asker { conn, serial: 1 };
+        // Three messages read in one turn: three commands in the output before any reply, so
+        // the event loop writes them in one write (one round trip, not three).
+        log.append(0, draft(Some(asker(7))));
+        log.append(0, draft(None));
+        log.append(0, draft(Some(asker(9))));
+        assert_eq!(ops(&sent(&mut log, CMD)), ["append", "append", "append"]);
+        // The replies come in order; the channel carries the events for everyone.
+        let reply = |seq: u64| {
+            let json = event(seq, "m");
+            format!(
+                "*3\r\n$2\r\ne1\r\n${}\r\n{seq}\r\n${}\r\n{json}\r\n",
+                seq.to_string().len(),
+                json.len()
+            )
+        };
+        log.on_input(CMD, [reply(1), reply(2), reply(3)].concat().as_bytes(), now);
+        let replied: Vec<usize> = events(&mut log)
+            .iter()
+            .filter_map(|e| match e {
+                LogEvent::Replied { to, json } => {
+                    assert!(json.contains("\"seq\""), "{json}");
+                    Some(to.conn)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(replied, [7, 9]);
+        for seq in 1..=3 {
+            log.on_input(SUB, &message(&channel, "e1", seq, "m"), now);
+        }
+        assert_eq!(seqs(&events(&mut log)), [1, 2, 3]);
+    }
 }
