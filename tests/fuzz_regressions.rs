@@ -83,3 +83,8 @@ fn chat() {
 fn resp() {
     replay("resp", checks::resp);
 }
+
+#[test]
+fn sio() {
+    replay("sio", checks::sio);
+}
