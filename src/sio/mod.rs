@@ -688,6 +688,7 @@ impl SioServer {
         // Frames per namespace index, made when its first receiver is found.
         let mut frames: Vec<Option<Vec<Rc<[u8]>>>> = vec![None; self.config.namespaces.len()];
         for m in members {
+            debug_assert!(self.sessions.contains_key(&(m.session as usize)), "{m:?}");
             let Some(name) = self.config.namespaces.get(usize::from(m.nsp)) else {
                 continue;
             };
@@ -1016,12 +1017,17 @@ impl SioServer {
 
     /// Forgets session `id` and its sockets.
     fn close(&mut self, id: usize, _out: &mut Vec<Action>) {
-        let Some(session) = self.sessions.remove(&id) else {
+        let Some(session) = self.sessions.get(&id) else {
             return;
         };
-        self.release(session.query);
-        for socket in session.sockets() {
-            self.leave(socket);
+        // One at a time, the session still there: a socket leaving a room's list moves
+        // another into its place, maybe this session's next one, whose index must follow.
+        let sockets: Vec<u8> = session.sockets().map(|s| s.nsp).collect();
+        for nsp in sockets {
+            self.remove_socket(id, nsp);
+        }
+        if let Some(session) = self.sessions.remove(&id) {
+            self.release(session.query);
         }
     }
 
@@ -1816,6 +1822,26 @@ mod tests {
             );
             // Disconnected from `/`: further events are an invalid state.
             assert_eq!(send(&mut app, 1, &[r#"2["m"]"#]), [Out::Close(1, 1002)]);
+        }
+
+        #[test]
+        fn a_session_with_two_sockets_in_a_room_leaves_it_whole() {
+            // Found by the `sio` fuzz target: closing the session moved its second socket into
+            // the first one's place in the room's list after the session was forgotten, so
+            // the second stayed listed, and later events went to a closed session.
+            let mut app =
+                app().with_sio(SioConfig::new(Mode::Chat).with_namespaces(&["/admin".into()]));
+            join_lobby(&mut app, 1);
+            send(&mut app, 1, &["0/admin,"]);
+            app.on_eio_close(1, &mut Vec::new());
+            open(&mut app, 2, "room=lobby");
+            // Its arrival is announced on every namespace: to nobody but itself.
+            let got = send(&mut app, 2, &["0"]);
+            assert!(
+                got.iter()
+                    .all(|o| !matches!(o, Out::Text(1, _) | Out::Binary(1, _))),
+                "{got:?}"
+            );
         }
 
         #[test]
