@@ -500,6 +500,10 @@ impl SioServer {
                 reason,
             });
         }
+        // A burst of sessions opening leaves no queue behind once their deadlines are past.
+        if self.deadlines.capacity() > 64 && self.deadlines.len() < self.deadlines.capacity() / 4 {
+            self.deadlines.shrink_to(self.deadlines.len() * 2);
+        }
     }
 
     /// Moves what sockets asked of the chat rooms to `out`, in order.
