@@ -312,6 +312,7 @@ seed(SIO, "chat-rooms-and-namespaces", sio_ops(1, b'0{"room":"q"}', b"T0/a,", b'
 seed(SIO, "chat-recover-unknown-pid", sio_ops(1, b"0", b'T0{"pid":"abc","offset":":0"}', b'2["x"]', b"Oroom=r", b'T0{"pid":"abc","offset":":1"}'))
 seed(SIO, "chat-invalid-room", sio_ops(1, b'0{"room":".."}', b"Oroom=a%20b", b"T0", b"w"))
 seed(SIO, "chat-event-before-join", sio_ops(1, b'2["x"]', b"1"))
+seed(SIO, "chat-number-out-of-serde-range", sio_ops(1, b"0", b'2["x",1e400,-1e400]'))
 
 
 def main():
