@@ -6,7 +6,8 @@
 #   bash benches/run.sh --quick    # smaller sizes and shorter runs, to check the tooling
 #   bash benches/run.sh --cluster  # only the cluster rows (with --quick: smaller)
 #   bash benches/run.sh --scenario "relay fanout --subs 10000 --rate 2"   # just these (repeatable;
-#                                  # server mode, then the load generator's arguments)
+#                                  # server mode, then the load generator's arguments; mode
+#                                  # relay-deflate: wsrelay --deflate, ws with perMessageDeflate)
 #   bash benches/run.sh --baseline old/wsrelay   # also an older wsrelay build, as "before"
 #   WSRELAY_BIN=path/to/wsrelay bash benches/run.sh   # measure this build instead of building
 #
@@ -128,8 +129,9 @@ wait_listening() { # port what
     echo "error: $2 did not start listening on $1" >&2
     return 1
 }
-start_server() { # kind mode
-    local kind=$1 mode=$2
+start_server() { # kind mode (relay-deflate: relay, with permessage-deflate on)
+    local kind=$1 mode=${2%-deflate} zip=()
+    [ "$2" = "$mode" ] || zip=(--deflate)
     next_port
     case "$kind" in
         # The load generator is a few addresses with thousands of sockets each: lift the
@@ -137,10 +139,11 @@ start_server() { # kind mode
         # same two flags (it has had them since before the first baseline) and no newer ones:
         # the benches run relay and echo modes, which --max-message-rate does not limit.
         wsrelay) "${server_cpu[@]}" "$wsrelay" --listen "127.0.0.1:$port" --mode "$mode" \
-            "${lift[@]}" 2>>target/bench/server.log & ;;
+            "${lift[@]}" "${zip[@]}" 2>>target/bench/server.log & ;;
         wsrelay-before) "${server_cpu[@]}" "$baseline" --listen "127.0.0.1:$port" --mode "$mode" \
-            "${lift[@]}" 2>>target/bench/server.log & ;;
-        ws) "${server_cpu[@]}" node "benches/peers/$([ "$mode" = relay ] && echo broadcast || echo echo).js" "$port" 2>>target/bench/server.log & ;;
+            "${lift[@]}" "${zip[@]}" 2>>target/bench/server.log & ;;
+        ws) "${server_cpu[@]}" node "benches/peers/$([ "$mode" = relay ] && echo broadcast || echo echo).js" "$port" \
+            ${zip[@]:+deflate} 2>>target/bench/server.log & ;;
     esac
     pid=$!
     pids=("$pid")
@@ -269,8 +272,13 @@ cluster_rows() {
     # socket.io process handed 1,024 messages in one read blocks its event loop for seconds
     # broadcasting them, and the `redis` client's default 5 s command timeout then rejects a
     # PUBLISH the adapter does not catch, which ends the process. With 256 it stays up.
-    for size in 32 1024; do
-        cluster cluster "$vs_socketio" fanout --subs "$subs" --size "$size" --secs "$secs" --window 256
+    # Repeated like the latency rows below: on a shared machine one run of a ratio can land
+    # on someone else's build; the table shows each side's median run.
+    for _ in $(seq "$repeats"); do
+        for size in 32 1024; do
+            cluster cluster "$vs_socketio" fanout --subs "$subs" --size "$size" --secs "$secs" \
+                --window 256
+        done
     done
     cluster cluster "$vs_socketio" fanout --subs "$subs" --size 32 --rate 100 --secs "$rate_secs"
     # What Redis adds is a few ms against a p99 that moves by ±10 ms from run to run here:
@@ -299,6 +307,8 @@ elif [ "$quick" = 1 ]; then
     both relay fanout --subs 1000 --size 1024 --secs 1
     both relay fanout --subs 1000 --size 32 --rate 2 --secs 3
     both echo echo --conns 100 --secs 1
+    both relay-deflate idle --conns 1000 --settle 1 --deflate
+    both relay-deflate fanout --subs 1000 --size 1024 --dialect json --deflate --secs 1
     cluster_rows
 else
     for n in 1000 10000 19000; do both relay idle --conns "$n"; done
@@ -308,6 +318,9 @@ else
     both relay fanout --subs 10000 --size 32 --rate 2 --secs 15
     both relay fanout --subs 1000 --size 32 --rate 200 --secs 5
     for c in 100 1000; do both echo echo --conns "$c" --secs 5; done
+    # permessage-deflate: every client offers it as Chromium does; ws with its defaults.
+    both relay-deflate idle --conns 19000 --deflate
+    both relay-deflate fanout --subs 1000 --size 1024 --dialect json --deflate --secs 5
     cluster_rows
 fi
 

@@ -20,6 +20,8 @@ check() { # mode "key=value…" loadgen-args...; the RESULT line must hold every
     local extra=()
     # The chat publisher sends as fast as the window allows: lift the per-connection rate.
     if [ "$mode" = chat ]; then extra=(--max-message-rate 1000000); fi
+    # relay-deflate: relay, with permessage-deflate on.
+    if [ "$mode" = relay-deflate ]; then mode=relay extra=(--deflate); fi
     target/release/wsrelay --listen 127.0.0.1:0 --mode "$mode" "${extra[@]}" \
         --max-connections 30000 --max-connections-per-ip 30000 2>>"$log" &
     pid=$!
@@ -45,6 +47,9 @@ check relay "lost=0 reordered=0 missing=0 closed=0 drained=true" fanout --subs 3
 # The chat dialect: JSON in, {"type":"message",…,"seq"} out, the room's seq checked.
 check chat "lost=0 reordered=0 order_errors=0 disagree=0 missing=0 closed=0 drained=true" \
     fanout --dialect chat --subs 300 --secs 1 --max-deliveries 3000000
+# permessage-deflate: compressed broadcasts of chat-like JSON, inflated by every subscriber.
+check relay-deflate "deflate=1 lost=0 reordered=0 missing=0 closed=0 drained=true" \
+    fanout --dialect json --deflate --subs 300 --size 1024 --secs 1 --max-deliveries 3000000
 check echo "lost=0 closed=0" echo --conns 50 --secs 1
 check relay "open=500" idle --conns 500 --warmup 10 --settle 0
 echo "smoke: ok"

@@ -6,6 +6,7 @@ it writes. Files it does not name are left alone, so hand-made seeds may sit bes
 import json
 import os
 import struct
+import zlib
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus")
 KEY = bytes([0x37, 0xFA, 0x21, 0x3D])  # RFC 6455 §5.7's masking key
@@ -115,6 +116,40 @@ seed(MS, "reserved-opcode-b", reads() + frame(0x8B, b"x"))
 seed(MS, "binary-256-bytes", reads(100, 7) + frame(0x82, bytes(range(256))))
 seed(MS, "two-messages-one-read", reads(255) + frame(0x81, b"one") + frame(0x82, b"two") + frame(0x89, b""))
 
+
+def deflated(*sizes):
+    """reads(), with the flag (bit 4) that says permessage-deflate was negotiated."""
+    return bytes([0x10 | len(sizes)] + [s - 1 for s in sizes])
+
+
+def compress(data, level=6):
+    """RFC 7692 §7.2.1: raw DEFLATE, sync flush, the 00 00 ff ff tail removed."""
+    z = zlib.compressobj(level, zlib.DEFLATED, -15)
+    out = z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+rfc_hello = bytes([0xF2, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00])  # RFC 7692 §7.2.3.1
+seed(MS, "deflate-rfc-7.2.3.1-hello", deflated(4) + frame(0xC1, rfc_hello))
+seed(MS, "deflate-rfc-7.2.3.3-stored-block", deflated() + frame(0xC2, bytes.fromhex("000500faff48656c6c6f00")))
+seed(MS, "deflate-rfc-7.2.3.4-bfinal", deflated(3) + frame(0xC1, bytes.fromhex("f348cdc9c90700" + "00")))
+seed(MS, "deflate-rfc-7.2.3.5-two-blocks", deflated(5) + frame(0xC1, bytes.fromhex("f248050000 00ffff cac9c90700".replace(" ", ""))))
+seed(MS, "deflate-rfc-7.2.3.2-shared-window-refused", deflated() + frame(0xC1, rfc_hello) + frame(0xC1, bytes.fromhex("f200110000")))
+seed(
+    MS,
+    "deflate-fragmented-ping-between",
+    deflated(6, 1) + frame(0x41, rfc_hello[:3]) + frame(0x89, b"p") + frame(0x80, rfc_hello[3:]) + frame(0x81, b"plain"),
+)
+seed(MS, "deflate-json-at-4096", deflated(200) + frame(0xC1, compress(b'{"msg":"hi"}' * 341 + b"    ")))
+seed(MS, "deflate-bomb-over-4096", deflated(20) + frame(0xC2, compress(bytes(4097), 9)))
+seed(MS, "deflate-bomb-64k-in-fragments", deflated(9) + frame(0x42, compress(bytes(65536), 9)[:40]) + frame(0x80, compress(bytes(65536), 9)[40:]))
+seed(MS, "deflate-invalid-utf8-inflated", deflated() + frame(0xC1, compress(b"ok \xc0\xaf")))
+seed(MS, "deflate-not-deflate", deflated() + frame(0xC2, b"\xff\xff\xff"))
+seed(MS, "deflate-rsv1-on-continuation", deflated() + frame(0x41, rfc_hello[:3]) + frame(0xC0, rfc_hello[3:]))
+seed(MS, "deflate-rsv1-on-ping", deflated() + frame(0xC9, b""))
+seed(MS, "rsv1-without-deflate", reads(2) + frame(0xC1, rfc_hello))
+
 # ---- utf8: a read-size header, then the text
 U8 = "utf8"
 seed(U8, "autobahn-6.2-hello-utf8", reads() + "Hello-µ@ßöäüàá-UTF-8!!".encode())
@@ -200,6 +235,11 @@ def raw(data, size=0):
 
 
 seed(CN, "rfc-upgrade-hello-echo", UPGRADE + client(0x81, b"Hello") + WRITE_ALL)
+DEFLATE_UPGRADE = bytes([3, 0x80])  # the same, offering permessage-deflate, in one read
+seed(CN, "deflate-compressed-hello-echo", DEFLATE_UPGRADE + client(0xC1, rfc_hello) + WRITE_ALL)
+seed(CN, "deflate-bomb-1009", DEFLATE_UPGRADE + client(0xC2, compress(bytes(5000), 9)) + WRITE_ALL)
+seed(CN, "deflate-rsv1-on-ping-1002", DEFLATE_UPGRADE + client(0xC9, b"") + WRITE_ALL)
+seed(CN, "rsv1-without-deflate-1002", UPGRADE + client(0xC1, rfc_hello) + WRITE_ALL)
 seed(CN, "upgrade-byte-by-byte", bytes([3, 1]) + client(0x82, b"\x00\x01", 1) + WRITE_ALL)
 seed(CN, "fragmented-text-ping-between", UPGRADE + client(0x01, b"Hel") + client(0x89, b"ping") + client(0x80, b"lo") + WRITE_ALL)
 seed(CN, "client-close-echoed-then-eof", UPGRADE + WRITE_ALL + client(0x88, b"\x03\xe8bye") + bytes([9]) + WRITE_ALL)

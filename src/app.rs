@@ -20,6 +20,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::chat::{self, Presence, Stamp};
+use crate::conn::Frame;
 use crate::longpoll::{Waiter, Waiters};
 use crate::proto::handshake::{Method, write_head};
 use crate::proto::{CloseCode, OpCode, frame};
@@ -75,7 +76,7 @@ pub enum Action {
     /// Queue `frame` to every open connection, except `except`.
     Broadcast {
         /// The encoded frame.
-        frame: Rc<[u8]>,
+        frame: Frame,
         /// A connection to skip (the sender, with `--no-echo-sender`).
         except: Option<usize>,
     },
@@ -85,7 +86,7 @@ pub enum Action {
         /// The room's name.
         room: Rc<str>,
         /// The encoded frame.
-        frame: Rc<[u8]>,
+        frame: Frame,
     },
     /// Answer a held HTTP request (a long poll) with a whole response.
     Respond {
@@ -99,7 +100,7 @@ pub enum Action {
         /// The receiver.
         to: usize,
         /// The encoded frame.
-        frame: Rc<[u8]>,
+        frame: Frame,
     },
     /// Close one connection with a code (§7.4.1).
     Close {
@@ -1506,11 +1507,12 @@ impl App {
     }
 }
 
-/// Encodes one server frame into a shared buffer, using `scratch` for the encoding.
-fn encode(scratch: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) -> Rc<[u8]> {
+/// Encodes one server frame into a shared buffer, using `scratch` for the encoding; its
+/// compressed form is made later, once, if a receiver needs it.
+fn encode(scratch: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) -> Frame {
     scratch.clear();
     frame::encode_frame(opcode, payload, scratch);
-    Rc::from(&scratch[..])
+    Frame::new(Rc::from(&scratch[..]))
 }
 
 #[cfg(test)]
@@ -1662,7 +1664,8 @@ mod tests {
         out.drain(..)
             .filter_map(|a| match a {
                 Action::Send { to: t, frame } if t == to => {
-                    let (_, len) = frame::decode_head(&frame, 1 << 20).unwrap().unwrap();
+                    let frame = frame.plain();
+                    let (_, len) = frame::decode_head(frame, 1 << 20).unwrap().unwrap();
                     Some(String::from_utf8(frame[len..].to_vec()).unwrap())
                 }
                 _ => None,

@@ -17,13 +17,15 @@
 //!
 //! A plain connection ([`Conn::new_plain`]) takes the `GET` path for an upgrade request too.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crate::origin::OriginPolicy;
-use crate::proto::handshake::{self, Forwarded, Method, Request};
+use crate::proto::deflate::{Deflater, Inflater};
+use crate::proto::handshake::{self, Forwarded, Method, Request, Upgrade};
 use crate::proto::{
     CloseCode, HandshakeError, Limits, Message, OpCode, ProtoError, Reader, close, frame,
 };
@@ -54,6 +56,85 @@ pub struct Settings {
     pub pong_timeout: Duration,
     /// Which pages may open a WebSocket (§10.2).
     pub origins: OriginPolicy,
+    /// Whether permessage-deflate (RFC 7692) is negotiated with clients that offer it.
+    pub deflate: bool,
+}
+
+/// A server data frame (or several back to back), encoded once for all its receivers: plain,
+/// and compressed (RFC 7692) for receivers that negotiated permessage-deflate, made when the
+/// first of them needs it and shared by the rest. Cloning shares it.
+#[derive(Debug, Clone)]
+pub struct Frame(Rc<Encodings>);
+
+#[derive(Debug)]
+struct Encodings {
+    plain: Rc<[u8]>,
+    /// For a batch, the frames `plain` holds, in order; empty for a single frame.
+    parts: Vec<Frame>,
+    /// Compressed encodings made so far, by window bits; `None`: the plain bytes (nothing in
+    /// it was worth compressing). At most one entry per window size in use.
+    deflated: RefCell<Vec<Deflated>>,
+}
+
+/// One compressed encoding: its window bits, and its bytes (`None`: the plain ones).
+type Deflated = (u8, Option<Rc<[u8]>>);
+
+impl Frame {
+    /// One whole encoded frame.
+    pub fn new(plain: Rc<[u8]>) -> Self {
+        Self::batch(plain, Vec::new())
+    }
+
+    /// `plain`, the frames of `parts` back to back: each part is compressed at most once,
+    /// whether it goes out alone or in batches.
+    pub fn batch(plain: Rc<[u8]>, parts: Vec<Frame>) -> Self {
+        Self(Rc::new(Encodings {
+            plain,
+            parts,
+            deflated: RefCell::new(Vec::new()),
+        }))
+    }
+
+    /// The uncompressed bytes.
+    pub fn plain(&self) -> &Rc<[u8]> {
+        &self.0.plain
+    }
+
+    /// The bytes for a receiver whose [`Conn::deflate`] is `deflate`, and whether any of them
+    /// are compressed; compresses with `deflater` the first time a window size needs it.
+    pub fn encoded(&self, deflate: Option<u8>, deflater: &mut Deflater) -> (Rc<[u8]>, bool) {
+        let plain = || (self.0.plain.clone(), false);
+        let Some(bits) = deflate else {
+            return plain();
+        };
+        let known = self
+            .0
+            .deflated
+            .borrow()
+            .iter()
+            .find(|e| e.0 == bits)
+            .cloned();
+        let made = match known {
+            Some((_, made)) => made,
+            None => {
+                let made = if self.0.parts.is_empty() {
+                    deflater.frame(&self.0.plain, bits).map(Rc::from)
+                } else {
+                    let mut any = false;
+                    let mut out = Vec::with_capacity(self.0.plain.len());
+                    for part in &self.0.parts {
+                        let (bytes, compressed) = part.encoded(deflate, deflater);
+                        any |= compressed;
+                        out.extend_from_slice(&bytes);
+                    }
+                    any.then(|| Rc::from(out))
+                };
+                self.0.deflated.borrow_mut().push((bits, made.clone()));
+                made
+            }
+        };
+        made.map_or_else(plain, |bytes| (bytes, true))
+    }
 }
 
 /// Bytes queued for a peer: shared broadcast frames, static page bodies or owned replies.
@@ -190,11 +271,16 @@ enum State {
     /// A plain HTTP request was read; the application owes a response.
     Responding,
     /// WebSocket messages flow both ways. `pinged`: the peer went silent, was pinged, and has
-    /// sent nothing since; the next deadline drops it. (The flag sits beside the enum's tag,
-    /// where it costs no bytes.)
-    Open { reader: Reader, pinged: bool },
-    /// We sent a close frame; reading until the peer's close (§7.1.2).
-    Closing(Reader),
+    /// sent nothing since; the next deadline drops it. `deflate`: permessage-deflate was
+    /// negotiated, with our window at most 2^this (RFC 7692 §7.1.2.1). (Both sit beside the
+    /// enum's tag, where they cost no bytes.)
+    Open {
+        reader: Reader,
+        pinged: bool,
+        deflate: Option<u8>,
+    },
+    /// We sent a close frame; reading until the peer's close (§7.1.2). `Some`: as in `Open`.
+    Closing(Reader, Option<u8>),
     /// The last bytes are queued; the write half closes once they are written.
     Flushing,
     /// The write half is shut; reading until the peer closes, so no reset loses our last bytes.
@@ -371,6 +457,15 @@ impl Conn {
         matches!(self.state, State::Open { .. })
     }
 
+    /// For a connection that negotiated permessage-deflate, the base-2 logarithm of the
+    /// largest window its messages may be compressed with (8-15, RFC 7692 §7.1.2.1).
+    pub fn deflate(&self) -> Option<u8> {
+        match self.state {
+            State::Open { deflate, .. } => deflate,
+            _ => None,
+        }
+    }
+
     /// Whether the socket can be dropped.
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done)
@@ -400,14 +495,16 @@ impl Conn {
     /// first event for the application; returns how many bytes were used. Call again with the
     /// rest, so that what the application sends in reply is queued before anything the
     /// connection sends later (an echo before the close that a later bad frame causes).
+    /// `inflater`, shared by every connection, inflates compressed messages.
     pub fn handle_bytes(
         &mut self,
         now: Instant,
         input: &mut [u8],
         settings: &Settings,
+        inflater: &mut Inflater,
         on: &mut impl FnMut(Event<'_>),
     ) -> usize {
-        self.handle_bytes_admitting(now, input, settings, &mut |_| Admit::Yes, on)
+        self.handle_bytes_admitting(now, input, settings, inflater, &mut |_| Admit::Yes, on)
     }
 
     /// [`Conn::handle_bytes`], asking `admit` once the request head is complete (before it is
@@ -418,6 +515,7 @@ impl Conn {
         now: Instant,
         input: &mut [u8],
         settings: &Settings,
+        inflater: &mut Inflater,
         admit: &mut impl FnMut(&Forwarded<'_>) -> Admit,
         on: &mut impl FnMut(Event<'_>),
     ) -> usize {
@@ -428,9 +526,9 @@ impl Conn {
                 // the deadline later costs the event loop nothing (its timer is re-armed lazily).
                 *pinged = false;
                 self.deadline = Some(now + settings.ping_interval);
-                self.handle_frames(now, input, settings, on)
+                self.handle_frames(now, input, settings, inflater, on)
             }
-            State::Closing(_) => self.handle_frames(now, input, settings, on),
+            State::Closing(..) => self.handle_frames(now, input, settings, inflater, on),
             State::Body { .. } => self.handle_body(input, on),
             // Bytes after a request and bytes after a close are ignored (§5.5.1: after sending a
             // Close frame the endpoint "MUST NOT send any more data frames"; reads are moot).
@@ -582,9 +680,11 @@ impl Conn {
     /// Starts the closing handshake with `code` (§7.1.2); the peer's close is awaited.
     pub fn close(&mut self, now: Instant, code: CloseCode, reason: &str, settings: &Settings) {
         match std::mem::replace(&mut self.state, State::Done) {
-            State::Open { reader, .. } => {
+            State::Open {
+                reader, deflate, ..
+            } => {
                 self.queue_close(code, reason);
-                self.state = State::Closing(reader);
+                self.state = State::Closing(reader, deflate);
                 self.deadline = Some(now + settings.close_timeout);
             }
             // Not yet a WebSocket: nothing to say goodbye with.
@@ -597,7 +697,7 @@ impl Conn {
 
     /// Fails the WebSocket connection (§7.1.7): a close frame with `code`, then the TCP close.
     pub fn fail(&mut self, now: Instant, code: CloseCode, reason: &str, settings: &Settings) {
-        if let State::Open { .. } | State::Closing(_) = self.state {
+        if let State::Open { .. } | State::Closing(..) = self.state {
             if matches!(self.state, State::Open { .. }) {
                 self.queue_close(code, reason);
             }
@@ -731,13 +831,24 @@ impl Conn {
                     foreign: false,
                 });
             }
+            // RFC 6455 §4.2.1 item 9 and §9.1: a Sec-WebSocket-Extensions that is not an
+            // extension list is a handshake that does not match the description: 400. Only
+            // looked at when the extension is on, as before it was.
+            Request::Upgrade(Upgrade {
+                deflate: Err(_), ..
+            }) if settings.deflate => {
+                let why = HandshakeError::BadRequest("malformed Sec-WebSocket-Extensions");
+                self.refuse(now, &why, None, settings, on);
+            }
             Request::Upgrade(up) => {
-                let mut head = Vec::with_capacity(160);
-                handshake::write_accept(&up.accept, &mut head);
+                let agreed = up.deflate.ok().flatten().filter(|_| settings.deflate);
+                let mut head = Vec::with_capacity(256);
+                handshake::write_accept(&up.accept, agreed.as_ref(), &mut head);
                 self.out.push(Chunk::Head(head.into_boxed_slice()));
                 self.state = State::Open {
                     reader: Reader::new(),
                     pinged: false,
+                    deflate: agreed.map(|a| a.window_bits()),
                 };
                 self.deadline = Some(now + settings.ping_interval);
                 on(Event::Upgraded { path: up.path });
@@ -855,19 +966,26 @@ impl Conn {
         now: Instant,
         input: &mut [u8],
         settings: &Settings,
+        inflater: &mut Inflater,
         on: &mut impl FnMut(Event<'_>),
     ) -> usize {
-        let closing = matches!(self.state, State::Closing(_));
-        let (State::Open { reader, .. } | State::Closing(reader)) = &mut self.state else {
+        let closing = matches!(self.state, State::Closing(..));
+        let (State::Open {
+            reader, deflate, ..
+        }
+        | State::Closing(reader, deflate)) = &mut self.state
+        else {
             return 0;
         };
+        let deflate = deflate.is_some();
         let mut pos = 0;
         let mut failure: Option<ProtoError> = None;
         let mut overflow = false;
         let mut peer_closed = false;
         let mut echoed = None;
         while let Some(rest) = input.get_mut(pos..) {
-            let (used, msg) = match reader.next(rest, &settings.limits) {
+            let zlib = deflate.then_some(&mut *inflater);
+            let (used, msg) = match reader.next(rest, &settings.limits, zlib) {
                 Ok(step) => step,
                 Err(e) => {
                     failure = Some(e);
@@ -964,6 +1082,7 @@ mod tests {
             ping_interval: Duration::from_secs(30),
             pong_timeout: Duration::from_secs(30),
             origins: OriginPolicy::default(),
+            deflate: true,
         }
     }
 
@@ -975,6 +1094,7 @@ mod tests {
         let key = [1, 2, 3, 4];
         let head = frame::FrameHead {
             fin: b0 & 0x80 != 0,
+            rsv1: false,
             opcode: OpCode::from_bits(b0).unwrap(),
             mask: Some(key),
             payload_len: payload.len() as u64,
@@ -1012,9 +1132,10 @@ mod tests {
             let mut piece = piece.to_vec();
             let mut pos = 0;
             while pos < piece.len() {
-                let used = conn.handle_bytes(now, &mut piece[pos..], &s, &mut |e| {
-                    events.push(format!("{e:?}"))
-                });
+                let used =
+                    conn.handle_bytes(now, &mut piece[pos..], &s, &mut Inflater::new(), &mut |e| {
+                        events.push(format!("{e:?}"))
+                    });
                 assert!(used > 0, "no progress");
                 pos += used;
             }
@@ -1044,6 +1165,66 @@ mod tests {
         }
     }
 
+    /// UPGRADE with a `Sec-WebSocket-Extensions` line.
+    fn upgrade_offering(offer: &str) -> Vec<u8> {
+        let head = String::from_utf8(UPGRADE.to_vec()).unwrap();
+        let line = format!("Host: h\r\nSec-WebSocket-Extensions: {offer}\r\n");
+        head.replace("Host: h\r\n", &line).into_bytes()
+    }
+
+    #[test]
+    fn permessage_deflate_is_negotiated_and_inflated() {
+        let mut input = upgrade_offering("permessage-deflate; client_max_window_bits");
+        // RFC 7692 §7.2.3.1: "Hello", compressed.
+        let mut hello = client_frame(0x81, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+        hello[0] |= 0x40;
+        input.extend(&hello);
+        for chunk in [input.len(), 1, 7] {
+            let (conn, events, out) = drive(&input, chunk);
+            assert_eq!(events, ["Upgraded { path: \"/room\" }", "Text(\"Hello\")"]);
+            assert_eq!(conn.deflate(), Some(15));
+            let head = String::from_utf8_lossy(&out);
+            assert!(
+                head.contains(
+                    "\r\nSec-WebSocket-Extensions: permessage-deflate; \
+                     server_no_context_takeover; client_no_context_takeover\r\n\r\n"
+                ),
+                "{head}"
+            );
+        }
+        // The window the client asked for is answered and kept.
+        let input = upgrade_offering("permessage-deflate; server_max_window_bits=10");
+        let (conn, _, out) = drive(&input, input.len());
+        assert!(String::from_utf8_lossy(&out).contains("; server_max_window_bits=10\r\n"));
+        assert_eq!(conn.deflate(), Some(10));
+        // An offer that must be declined: the connection goes uncompressed, and RSV1 from the
+        // client is then a protocol error.
+        let mut input = upgrade_offering("permessage-deflate; unknown_parameter");
+        input.extend(&hello);
+        let (conn, _, out) = drive(&input, input.len());
+        assert!(!String::from_utf8_lossy(&out).contains("Extensions"));
+        assert!(!conn.is_open());
+        assert!(out.ends_with(b"reserved bits set"));
+    }
+
+    #[test]
+    fn malformed_extensions_are_400_only_with_deflate_on() {
+        let input = upgrade_offering("permessage-deflate; a=\"unterminated");
+        let (conn, events, out) = drive(&input, input.len());
+        assert_eq!(events, ["Refused { status: 400, origin: None }"]);
+        assert!(out.starts_with(b"HTTP/1.1 400 "));
+        assert!(!conn.is_open());
+        let mut s = settings();
+        s.deflate = false;
+        let now = Instant::now();
+        let mut conn = Conn::new(now, &s);
+        let mut z = Inflater::new();
+        conn.handle_bytes(now, &mut input.clone(), &s, &mut z, &mut |_| {});
+        assert!(conn.is_open() && conn.deflate().is_none());
+        let out = written(&mut conn);
+        assert!(!String::from_utf8_lossy(&out).contains("Extensions"));
+    }
+
     #[test]
     fn close_is_echoed_then_connection_flushes_and_lingers() {
         let mut input = UPGRADE.to_vec();
@@ -1067,11 +1248,11 @@ mod tests {
         let now = Instant::now();
         let mut conn = Conn::new(now, &s);
         assert_eq!(
-            conn.handle_bytes(now, &mut input, &s, &mut |_| {}),
+            conn.handle_bytes(now, &mut input, &s, &mut Inflater::new(), &mut |_| {}),
             UPGRADE.len()
         );
         let mut rest = input[UPGRADE.len()..].to_vec();
-        conn.handle_bytes(now, &mut rest, &s, &mut |_| {});
+        conn.handle_bytes(now, &mut rest, &s, &mut Inflater::new(), &mut |_| {});
         conn.handle_eof();
         assert!(!conn.wants_read() && !conn.is_done());
         assert!(written(&mut conn).ends_with(&[0x88, 0x02, 0x03, 0xe8]));
@@ -1188,7 +1369,13 @@ mod tests {
         let s = settings();
         let now = Instant::now();
         let mut conn = Conn::new(now, &s);
-        conn.handle_bytes(now, &mut UPGRADE.to_vec(), &s, &mut |_| {});
+        conn.handle_bytes(
+            now,
+            &mut UPGRADE.to_vec(),
+            &s,
+            &mut Inflater::new(),
+            &mut |_| {},
+        );
         let big: Rc<[u8]> = vec![0x82; 40_000].into();
         assert_eq!(conn.send(now, Chunk::Shared(big.clone()), &s), Sent::Queued);
         assert_eq!(conn.send(now, Chunk::Shared(big), &s), Sent::Overflow);
@@ -1279,7 +1466,7 @@ mod tests {
         // Input pushes the deadline later.
         let later = opened + Duration::from_secs(10);
         let mut ping = client_frame(0x8a, b"");
-        conn.handle_bytes(later, &mut ping, &s, &mut |_| {});
+        conn.handle_bytes(later, &mut ping, &s, &mut Inflater::new(), &mut |_| {});
         assert_eq!(conn.poll_timeout(), Some(later + s.ping_interval));
         // Not due yet: nothing happens (the event loop re-arms).
         assert_eq!(conn.handle_timeout(opened, &s), None);
@@ -1289,7 +1476,7 @@ mod tests {
         assert!(conn.is_open());
         // A pong (any input) clears it.
         let mut pong = client_frame(0x8a, b"");
-        conn.handle_bytes(due, &mut pong, &s, &mut |_| {});
+        conn.handle_bytes(due, &mut pong, &s, &mut Inflater::new(), &mut |_| {});
         let next = due + s.ping_interval;
         assert_eq!(conn.handle_timeout(next, &s), Some(Expired::Pinged));
         written(&mut conn);
@@ -1310,6 +1497,7 @@ mod tests {
             now,
             &mut UPGRADE.to_vec(),
             &s,
+            &mut Inflater::new(),
             &mut |f| {
                 seen.push(f.x_forwarded_for.is_empty());
                 Admit::Unavailable("too many connections from your address")
@@ -1328,6 +1516,7 @@ mod tests {
             now,
             &mut UPGRADE.to_vec(),
             &s,
+            &mut Inflater::new(),
             &mut |_| Admit::Close,
             &mut |e| events.push(format!("{e:?}")),
         );
@@ -1344,18 +1533,24 @@ mod tests {
             let now = Instant::now();
             let mut conn = Conn::new(now, &s);
             let mut events = Vec::new();
-            conn.handle_bytes(now, &mut head.into_bytes(), &s, &mut |e| match e {
-                // The refused origin and the Host it was compared with, for the log line.
-                Event::Refused {
-                    status,
-                    origin: Some((origin, host)),
-                } => events.push(format!(
-                    "{status} {} {}",
-                    origin.escape_ascii(),
-                    host.unwrap_or_default().escape_ascii()
-                )),
-                e => events.push(format!("{e:?}")),
-            });
+            conn.handle_bytes(
+                now,
+                &mut head.into_bytes(),
+                &s,
+                &mut Inflater::new(),
+                &mut |e| match e {
+                    // The refused origin and the Host it was compared with, for the log line.
+                    Event::Refused {
+                        status,
+                        origin: Some((origin, host)),
+                    } => events.push(format!(
+                        "{status} {} {}",
+                        origin.escape_ascii(),
+                        host.unwrap_or_default().escape_ascii()
+                    )),
+                    e => events.push(format!("{e:?}")),
+                },
+            );
             (conn, events)
         };
         let (mut conn, events) = with_origin("https://evil.example");
@@ -1374,9 +1569,13 @@ mod tests {
             let mut conn = Conn::new_plain(now, &s);
             let mut events = Vec::new();
             for piece in UPGRADE.chunks(chunk) {
-                let used = conn.handle_bytes(now, &mut piece.to_vec(), &s, &mut |e| {
-                    events.push(format!("{e:?}"))
-                });
+                let used = conn.handle_bytes(
+                    now,
+                    &mut piece.to_vec(),
+                    &s,
+                    &mut Inflater::new(),
+                    &mut |e| events.push(format!("{e:?}")),
+                );
                 assert_eq!(used, piece.len());
             }
             assert_eq!(
@@ -1408,9 +1607,13 @@ mod tests {
         );
         // Whatever the client sends is not read as a request.
         let mut events = Vec::new();
-        conn.handle_bytes(now, &mut UPGRADE.to_vec(), &s, &mut |e| {
-            events.push(format!("{e:?}"))
-        });
+        conn.handle_bytes(
+            now,
+            &mut UPGRADE.to_vec(),
+            &s,
+            &mut Inflater::new(),
+            &mut |e| events.push(format!("{e:?}")),
+        );
         assert!(events.is_empty(), "{events:?}");
         let out = written(&mut conn);
         assert!(out.starts_with(b"HTTP/1.1 503 "));

@@ -26,12 +26,13 @@ use slab::Slab;
 
 use crate::admission::{self, Admission, Ticket, Verdict};
 use crate::app::{Action, App, RATE_LIMITED, Reply};
-use crate::conn::{Admit, Chunk, Conn, Event, Expired, Sent, Settings};
+use crate::conn::{Admit, Chunk, Conn, Event, Expired, Frame, Sent, Settings};
 use crate::daemon::{Notifier, Notify};
 use crate::http;
 use crate::log;
 use crate::metrics::{Limit, Metrics};
 use crate::origin::{Note, OriginPolicy, RefusalLog};
+use crate::proto::deflate::{Deflater, Inflater};
 use crate::proto::handshake::{Forwarded, Method};
 use crate::proto::{CloseCode, HandshakeError};
 use crate::proxy::TrustedProxies;
@@ -173,6 +174,8 @@ pub struct Options {
     pub notifier: Option<Notifier>,
     /// How often to send `WATCHDOG=1` (half of `WATCHDOG_USEC`).
     pub watchdog: Option<Duration>,
+    /// Payloads under this many bytes go uncompressed to permessage-deflate clients.
+    pub deflate_threshold: usize,
 }
 
 /// The server: a listener, its clients and the app.
@@ -213,6 +216,8 @@ pub struct Server {
     /// chunk per read instead of one per message. `batch_skip` holds the reader (it got its
     /// copies one by one, in order with its own output) and the broadcast's `except`.
     batch: Vec<u8>,
+    /// The frames in `batch`, so that each is compressed once for all its receivers.
+    batch_parts: Vec<Frame>,
     batch_skip: [Option<usize>; 2],
     /// Messages in `batch`.
     batch_messages: u64,
@@ -239,6 +244,9 @@ pub struct Server {
     store: [Option<StoreStream>; LINKS],
     /// Links whose reads were cut short for fairness: read again next turn.
     store_again: [bool; LINKS],
+    /// permessage-deflate, for every connection: no context takeover, so no state per client.
+    inflater: Inflater,
+    deflater: Deflater,
 }
 
 impl Server {
@@ -254,6 +262,8 @@ impl Server {
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
+        // zlib's default level: a broadcast is compressed once, whatever its receivers.
+        let deflater = Deflater::new(6, options.deflate_threshold);
         let mut signals = Signals::new([libc::SIGINT, libc::SIGTERM])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
@@ -277,6 +287,7 @@ impl Server {
             pushes: 0,
             reading: None,
             batch: Vec::new(),
+            batch_parts: Vec::new(),
             batch_skip: [None; 2],
             batch_messages: 0,
             timers: BinaryHeap::new(),
@@ -299,6 +310,8 @@ impl Server {
             status_sent: (usize::MAX, usize::MAX),
             store: [None, None],
             store_again: [false; LINKS],
+            inflater: Inflater::new(),
+            deflater,
         })
     }
 
@@ -768,6 +781,7 @@ impl Server {
             }
             // Taken before the client is borrowed, for `/metrics`.
             let gauges = (self.connections(), self.app.online());
+            self.metrics.take_zlib(&self.inflater, &self.deflater);
             let client = self.clients.get_mut(id)?;
             let admin = client.admin;
             let app = &mut self.app;
@@ -814,6 +828,7 @@ impl Server {
                 now,
                 rest,
                 &self.settings,
+                &mut self.inflater,
                 &mut admit,
                 &mut |event| match event {
                     Event::Upgraded { path } => {
@@ -943,6 +958,9 @@ impl Server {
             if !open && self.shutdown_deadline.is_none() {
                 self.app.on_leave(id, &mut self.actions);
             }
+            if open && client.conn.deflate().is_some() {
+                self.metrics.deflate_upgrades += 1;
+            }
         }
         if client.conn.wants_write() {
             if !client.dirty && !client.blocked {
@@ -1008,7 +1026,7 @@ impl Server {
                     Action::Broadcast { frame, except } => {
                         self.metrics.messages_out += 1;
                         if let Some(reader) = self.reading
-                            && frame.len() < BATCH_MAX
+                            && frame.plain().len() < BATCH_MAX
                         {
                             self.batch_broadcast(now, reader, frame, except, &mut overflowed);
                             continue;
@@ -1062,20 +1080,21 @@ impl Server {
         &mut self,
         now: Instant,
         reader: usize,
-        frame: Rc<[u8]>,
+        frame: Frame,
         except: Option<usize>,
         changed: &mut Vec<usize>,
     ) {
         let skip = [Some(reader), except];
-        if skip != self.batch_skip || self.batch.len() + frame.len() > BATCH_MAX {
+        if skip != self.batch_skip || self.batch.len() + frame.plain().len() > BATCH_MAX {
             self.flush_batch(now, changed);
         }
         self.batch_skip = skip;
-        self.batch.extend_from_slice(&frame);
+        self.batch.extend_from_slice(frame.plain());
         self.batch_messages += 1;
         if except != Some(reader) {
             self.fan_out(now, To::One(reader), &frame, 1, changed);
         }
+        self.batch_parts.push(frame);
     }
 
     /// Queues the batched frames, as one shared chunk, to every open client not skipped.
@@ -1083,7 +1102,8 @@ impl Server {
         if self.batch.is_empty() {
             return;
         }
-        let frames: Rc<[u8]> = Rc::from(&self.batch[..]);
+        let parts = std::mem::take(&mut self.batch_parts);
+        let frames = Frame::batch(Rc::from(&self.batch[..]), parts);
         self.batch.clear();
         let messages = std::mem::take(&mut self.batch_messages);
         self.fan_out(now, To::All(self.batch_skip), &frames, messages, changed);
@@ -1094,22 +1114,26 @@ impl Server {
         &mut self,
         now: Instant,
         to: To<'_>,
-        frame: &Rc<[u8]>,
+        frame: &Frame,
         messages: u64,
         changed: &mut Vec<usize>,
     ) {
         let (clients, settings) = (&mut self.clients, &self.settings);
         let (dirty, metrics) = (&mut self.dirty, &mut self.metrics);
-        let pushes = &mut self.pushes;
+        let (pushes, deflater) = (&mut self.pushes, &mut self.deflater);
         let mut queue = |id: usize, client: &mut Client| {
             if client.conn.is_open() {
+                // The plain frame, or the compressed one, made now if this is the first
+                // receiver that needs it.
+                let (bytes, compressed) = frame.encoded(client.conn.deflate(), deflater);
                 let out = Out {
                     dirty: &mut *dirty,
                     changed: &mut *changed,
                     metrics: &mut *metrics,
                     messages,
+                    compressed,
                 };
-                deliver(now, settings, (id, client), frame.clone(), out);
+                deliver(now, settings, (id, client), bytes, out);
                 *pushes += 1;
             }
         };
@@ -1421,6 +1445,8 @@ struct Out<'a> {
     metrics: &'a mut Metrics,
     /// Messages in the chunk, for the deliveries count (a batch holds several).
     messages: u64,
+    /// The chunk is (or holds) compressed frames.
+    compressed: bool,
 }
 
 /// Queues a frame for a client.
@@ -1442,6 +1468,9 @@ fn deliver(
     let sent = client.conn.send(now, Chunk::Shared(frame), settings);
     if sent == Sent::Queued {
         out.metrics.deliveries += out.messages;
+        if out.compressed {
+            out.metrics.deflate_deliveries += out.messages;
+        }
     }
     match sent {
         Sent::Queued if !client.dirty && !client.blocked => {

@@ -119,6 +119,7 @@ fn main() -> ExitCode {
         trusted_proxies: config.trusted_proxies(),
         notifier,
         watchdog: daemon::watchdog_interval(),
+        deflate_threshold: config.deflate_threshold,
     };
     let mut server = match Server::new(listener, app, config.settings(), options) {
         Ok(s) => s,

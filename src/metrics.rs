@@ -6,6 +6,7 @@
 use std::fmt::Write as _;
 
 use crate::proto::CloseCode;
+use crate::proto::deflate::{Deflater, Inflater};
 
 /// The limits whose hits are counted, each a `limit` label value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,9 +102,22 @@ pub struct Metrics {
     /// Server pings sent to silent clients.
     pub pings: u64,
     limits: [u64; Limit::ALL.len()],
+    /// Handshakes that negotiated permessage-deflate.
+    pub deflate_upgrades: u64,
+    /// Deliveries sent compressed.
+    pub deflate_deliveries: u64,
+    /// Compressed messages inflated; frames compressed, and their payload bytes before and
+    /// after (copied from the process's inflater and deflater).
+    deflate: [u64; 4],
 }
 
 impl Metrics {
+    /// Takes the permessage-deflate counts of the process's inflater and deflater.
+    pub fn take_zlib(&mut self, inflater: &Inflater, deflater: &Deflater) {
+        let (frames, plain, compressed) = deflater.counts();
+        self.deflate = [inflater.inflated(), frames, plain, compressed];
+    }
+
     /// Counts a refused request by its status.
     pub fn rejected(&mut self, status: u16) {
         let i = STATUSES
@@ -256,6 +270,40 @@ impl Metrics {
                     &mut Limit::ALL.iter().map(|l| l.as_str().to_owned()),
                     &self.limits,
                 ),
+            ),
+            (
+                "wsrelay_deflate_upgrades_total",
+                "counter",
+                "WebSocket handshakes that negotiated permessage-deflate.",
+                one(self.deflate_upgrades),
+            ),
+            (
+                "wsrelay_deflate_messages_received_total",
+                "counter",
+                "Compressed messages received and inflated.",
+                one(self.deflate[0]),
+            ),
+            (
+                "wsrelay_deflate_compressions_total",
+                "counter",
+                "Frames compressed (once per message, whatever its receivers).",
+                one(self.deflate[1]),
+            ),
+            (
+                "wsrelay_deflate_payload_bytes_total",
+                "counter",
+                "Payload bytes of the frames compressed, before and after.",
+                by(
+                    "form",
+                    &mut ["plain", "compressed"].iter().map(|s| s.to_string()),
+                    self.deflate.get(2..).unwrap_or_default(),
+                ),
+            ),
+            (
+                "wsrelay_deflate_deliveries_total",
+                "counter",
+                "Deliveries sent compressed (included in wsrelay_deliveries_total).",
+                one(self.deflate_deliveries),
             ),
         ];
         for (name, kind, help, samples) in families {

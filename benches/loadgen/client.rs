@@ -1,12 +1,22 @@
 //! One client connection: a connect from a chosen source address, the opening handshake,
 //! masked frames out, server frames in, read in the server's [`Dialect`]. Frames go through
 //! wsrelay's own `proto` codec.
+//!
+//! With `deflate`, a client offers permessage-deflate as Chromium does
+//! (`permessage-deflate; client_max_window_bits`), sends uncompressed, and inflates what
+//! comes compressed: with its own zlib stream if the server keeps context between messages
+//! (Node ws does by default), else through the worker's [`Inflate`], which inflates a given
+//! compressed payload once for all its connections (a server without context takeover sends
+//! every receiver the same bytes for the same message).
 #![allow(unsafe_code)]
 
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 
+use flate2::{Decompress, FlushDecompress};
 use mio::net::TcpStream;
 use socket2::{Domain, Socket, Type};
 
@@ -23,6 +33,102 @@ const KEY: &[u8] = b"dGhlIHNhbXBsZSBub25jZQ==";
 const MAX_FRAME: u64 = 16 << 20;
 /// Largest response head accepted.
 const MAX_HEAD: usize = 8192;
+/// What Chromium offers.
+const OFFER: &str = "permessage-deflate; client_max_window_bits";
+/// Distinct compressed payloads an [`Inflate`] remembers before it starts over.
+const CACHE: usize = 4096;
+
+/// permessage-deflate on one connection.
+enum Deflate {
+    Off,
+    /// Offered; the 101 says whether it was accepted.
+    Offered,
+    /// Accepted with `server_no_context_takeover`: every message inflates on its own.
+    Stateless,
+    /// Accepted with context takeover: this connection's own zlib stream (made on first use).
+    Takeover(Option<Box<Decompress>>),
+}
+
+/// A hasher for byte strings: a multiply-rotate over 8-byte words (the keys are compressed
+/// payloads from the server under test, not chosen to collide).
+#[derive(Default)]
+pub struct WordHasher(u64);
+
+impl Hasher for WordHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes(c.try_into().unwrap_or_default());
+            self.0 = (self.0 ^ w)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                .rotate_left(29);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// Inflates compressed payloads for the connections of one worker: each distinct payload
+/// without context once, and a connection's own stream's into one buffer.
+#[derive(Default)]
+pub struct Inflate {
+    cache: HashMap<Box<[u8]>, Box<[u8]>, BuildHasherDefault<WordHasher>>,
+    out: Vec<u8>,
+    /// Compressed payloads inflated (cache misses and context-takeover messages).
+    pub inflated: u64,
+}
+
+impl Inflate {
+    /// What `payload` inflates to without context (RFC 7692 §7.2.2).
+    fn stateless(&mut self, payload: &[u8]) -> io::Result<&[u8]> {
+        if !self.cache.contains_key(payload) {
+            if self.cache.len() >= CACHE {
+                self.cache.clear();
+            }
+            let mut z = Decompress::new(false);
+            inflate(&mut z, payload, &mut self.out)?;
+            self.inflated += 1;
+            self.cache
+                .insert(payload.into(), self.out.as_slice().into());
+        }
+        Ok(self.cache.get(payload).map(|b| &b[..]).unwrap_or_default())
+    }
+
+    /// What `payload` inflates to in the stream `z` (context takeover).
+    fn with(&mut self, z: &mut Decompress, payload: &[u8]) -> io::Result<&[u8]> {
+        inflate(z, payload, &mut self.out)?;
+        self.inflated += 1;
+        Ok(&self.out)
+    }
+}
+
+/// Inflates one message's payload with `z` (kept as it is after, for context takeover).
+fn inflate(z: &mut Decompress, payload: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+    out.clear();
+    for input in [payload, &[0, 0, 0xff, 0xff][..]] {
+        let mut rest = input;
+        loop {
+            out.reserve(4096);
+            let before = (z.total_in(), z.total_out());
+            z.decompress_vec(rest, out, FlushDecompress::Sync)
+                .map_err(|e| bad(&format!("inflate: {e}")))?;
+            rest = &rest[(z.total_in() - before.0) as usize..];
+            if out.len() as u64 > MAX_FRAME {
+                return Err(bad("inflated message too large"));
+            }
+            let stalled = (z.total_in(), z.total_out()) == before;
+            if (rest.is_empty() && out.len() < out.capacity()) || stalled {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
 
 /// Where a client is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +160,9 @@ pub struct Client {
     /// An incomplete response head or frame carried over to the next read.
     partial: Vec<u8>,
     mask_seed: u32,
+    deflate: Deflate,
+    /// Bytes read from the socket.
+    pub wire_bytes: u64,
 }
 
 /// Opens a non-blocking TCP connection from `src` (any port) to `dst`.
@@ -84,8 +193,15 @@ pub fn connect_from(src: Ipv4Addr, dst: SocketAddrV4) -> io::Result<TcpStream> {
 }
 
 impl Client {
-    /// Wraps a socket from [`connect_from`]; the handshake goes out once it is connected.
-    pub fn new(stream: TcpStream, dst: SocketAddrV4, seed: u32, dialect: Dialect) -> Self {
+    /// Wraps a socket from [`connect_from`]; the handshake goes out once it is connected,
+    /// offering permessage-deflate if `deflate`.
+    pub fn new(
+        stream: TcpStream,
+        dst: SocketAddrV4,
+        seed: u32,
+        dialect: Dialect,
+        deflate: bool,
+    ) -> Self {
         Self {
             stream,
             phase: Phase::Connecting,
@@ -95,6 +211,12 @@ impl Client {
             out_pos: 0,
             partial: Vec::new(),
             mask_seed: seed | 1,
+            deflate: if deflate {
+                Deflate::Offered
+            } else {
+                Deflate::Off
+            },
+            wire_bytes: 0,
         }
     }
 
@@ -109,9 +231,13 @@ impl Client {
                 return Ok(());
             }
             let _ = self.stream.set_nodelay(true);
+            let offer = match self.deflate {
+                Deflate::Off => String::new(),
+                _ => format!("Sec-WebSocket-Extensions: {OFFER}\r\n"),
+            };
             let req = format!(
                 "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                 Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                 Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n",
                 self.dialect.path(),
                 self.host,
                 std::str::from_utf8(KEY).unwrap_or_default()
@@ -133,6 +259,7 @@ impl Client {
         let key = x.to_ne_bytes();
         let head = FrameHead {
             fin: true,
+            rsv1: false,
             opcode,
             mask: Some(key),
             payload_len: payload.len() as u64,
@@ -163,14 +290,25 @@ impl Client {
     }
 
     /// Reads until `WouldBlock`, handing each delivery to `on` and answering pings (the
-    /// WebSocket's and the dialect's). Returns an error on EOF, a socket error, a bad response,
-    /// a bad frame or a delivery that is not the publisher's; a close frame ends in `Closed`.
-    pub fn on_readable(&mut self, buf: &mut [u8], on: &mut impl FnMut(Delivery)) -> io::Result<()> {
-        self.read_frames(buf, on)?;
+    /// WebSocket's and the dialect's); compressed messages are inflated with `zlib` first.
+    /// Returns an error on EOF, a socket error, a bad response, a bad frame or a delivery that
+    /// is not the publisher's; a close frame ends in `Closed`.
+    pub fn on_readable(
+        &mut self,
+        buf: &mut [u8],
+        zlib: &mut Inflate,
+        on: &mut impl FnMut(Delivery),
+    ) -> io::Result<()> {
+        self.read_frames(buf, zlib, on)?;
         self.flush()
     }
 
-    fn read_frames(&mut self, buf: &mut [u8], on: &mut impl FnMut(Delivery)) -> io::Result<()> {
+    fn read_frames(
+        &mut self,
+        buf: &mut [u8],
+        zlib: &mut Inflate,
+        on: &mut impl FnMut(Delivery),
+    ) -> io::Result<()> {
         loop {
             if self.phase == Phase::Closed || self.phase == Phase::Connecting {
                 return Ok(());
@@ -182,13 +320,14 @@ impl Client {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
+            self.wire_bytes += n as u64;
             if self.partial.is_empty() {
-                let used = self.consume(&buf[..n], on)?;
+                let used = self.consume(&buf[..n], zlib, on)?;
                 self.partial.extend_from_slice(&buf[used..n]);
             } else {
                 let mut data = std::mem::take(&mut self.partial);
                 data.extend_from_slice(&buf[..n]);
-                let used = self.consume(&data, on)?;
+                let used = self.consume(&data, zlib, on)?;
                 data.drain(..used);
                 self.partial = data;
                 if self.partial.is_empty() {
@@ -200,7 +339,12 @@ impl Client {
     }
 
     /// Processes whole units (the response head, then frames) from `data`; returns bytes used.
-    fn consume(&mut self, data: &[u8], on: &mut impl FnMut(Delivery)) -> io::Result<usize> {
+    fn consume(
+        &mut self,
+        data: &[u8],
+        zlib: &mut Inflate,
+        on: &mut impl FnMut(Delivery),
+    ) -> io::Result<usize> {
         let mut pos = 0;
         if self.phase == Phase::Upgrading {
             let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
@@ -209,7 +353,18 @@ impl Client {
                 }
                 return Ok(0);
             };
-            check_response(&data[..end])?;
+            let extensions = check_response(&data[..end])?;
+            self.deflate = match (&self.deflate, extensions) {
+                (Deflate::Offered, Some(ext)) if ext.contains("permessage-deflate") => {
+                    if ext.contains("server_no_context_takeover") {
+                        Deflate::Stateless
+                    } else {
+                        Deflate::Takeover(None)
+                    }
+                }
+                (_, Some(_)) => return Err(bad("an extension that was not offered")),
+                _ => Deflate::Off,
+            };
             self.phase = if self.dialect.open_at_upgrade() {
                 Phase::Open
             } else {
@@ -228,6 +383,19 @@ impl Client {
             if head.mask.is_some() {
                 return Err(bad("masked server frame"));
             }
+            if head.rsv1 && (!head.fin || head.opcode.is_control()) {
+                return Err(bad("RSV1 on a fragment or control frame"));
+            }
+            // RFC 7692 §6: RSV1 marks a compressed message.
+            let payload = match (head.rsv1, &mut self.deflate) {
+                (false, _) => payload,
+                (true, Deflate::Stateless) => zlib.stateless(payload)?,
+                (true, Deflate::Takeover(z)) => zlib.with(
+                    z.get_or_insert_with(|| Box::new(Decompress::new(false))),
+                    payload,
+                )?,
+                (true, _) => return Err(bad("RSV1 without permessage-deflate")),
+            };
             match head.opcode {
                 OpCode::Close => self.phase = Phase::Closed,
                 // §5.5.2: a server that checks idle clients with pings gets its pongs.
@@ -246,24 +414,23 @@ impl Client {
     }
 }
 
-fn check_response(head: &[u8]) -> io::Result<()> {
+/// Checks the 101 and its accept value; returns the `Sec-WebSocket-Extensions` value, if any.
+fn check_response(head: &[u8]) -> io::Result<Option<String>> {
     if !head.starts_with(b"HTTP/1.1 101") {
         return Err(bad("no 101 response"));
     }
-    let accept = accept_key(KEY);
-    let found = head
-        .split(|&b| b == b'\n')
-        .filter_map(|line| {
+    let field = |want: &[u8]| {
+        head.split(|&b| b == b'\n').find_map(|line| {
             let (name, value) = line.split_at(line.iter().position(|&b| b == b':')?);
-            name.eq_ignore_ascii_case(b"sec-websocket-accept")
-                .then(|| value[1..].trim_ascii())
+            name.eq_ignore_ascii_case(want)
+                .then(|| String::from_utf8_lossy(value[1..].trim_ascii()).into_owned())
         })
-        .any(|v| v == accept);
-    if found {
-        Ok(())
-    } else {
-        Err(bad("wrong Sec-WebSocket-Accept"))
+    };
+    let accept = accept_key(KEY);
+    if field(b"sec-websocket-accept").as_deref().map(str::as_bytes) != Some(&accept[..]) {
+        return Err(bad("wrong Sec-WebSocket-Accept"));
     }
+    Ok(field(b"sec-websocket-extensions"))
 }
 
 fn bad(what: &str) -> io::Error {
@@ -284,7 +451,9 @@ mod tests {
         while !done(client) {
             assert!(Instant::now() < deadline, "timed out in {:?}", client.phase);
             client.on_writable().unwrap();
-            client.on_readable(&mut buf, &mut |_| {}).unwrap();
+            client
+                .on_readable(&mut buf, &mut Inflate::default(), &mut |_| {})
+                .unwrap();
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -301,7 +470,7 @@ mod tests {
         server
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
-        let mut client = Client::new(stream, addr, 1, Dialect::Raw);
+        let mut client = Client::new(stream, addr, 1, Dialect::Raw, false);
         drive(&mut client, |c| c.phase == Phase::Upgrading);
 
         let mut request = Vec::new();

@@ -5,6 +5,8 @@
 //! - `chat`: wsrelay `--mode chat`: `{"name":"b","msg":BODY}` out; `{"type":"message",…,
 //!   "msg":BODY,"seq":N,"ts":T}` in, after a `welcome`. `seq` is the room's: it must rise
 //!   strictly at every receiver, and be the same number for one message everywhere.
+//! - `json`: relay servers too, with chat-like JSON text (`{"seq":"HEX","ts":"HEX",…,"msg":
+//!   "words…"}`), compressible as chat is: for the permessage-deflate rows.
 //! - `socketio`: socket.io 4 over WebSocket only (Engine.IO 4): the server opens with
 //!   `0{…}`, the client joins the main namespace with `40` and is in once `40{…}` comes back;
 //!   events are `42["message",BODY]`; a server ping `2` is answered `3`.
@@ -27,7 +29,13 @@ pub enum Dialect {
     Chat,
     /// socket.io 4 events over Engine.IO 4, WebSocket transport only.
     Socketio,
+    /// Chat-like JSON text relayed as it is (relay servers), sequence number and send time as
+    /// hex at fixed places.
+    Json,
 }
+
+/// The shortest `json` message: its fixed front and a few words.
+const JSON_MIN: usize = 128;
 
 /// A message the publisher sent, as one receiver read it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,14 +66,14 @@ impl Dialect {
     pub fn path(self) -> &'static str {
         match self {
             // The chat room `main` (README: `ws://HOST/` joins the default room).
-            Self::Raw | Self::Chat => "/",
+            Self::Raw | Self::Chat | Self::Json => "/",
             Self::Socketio => "/socket.io/?EIO=4&transport=websocket",
         }
     }
 
     /// Whether the client can take part as soon as the server answers 101.
     pub fn open_at_upgrade(self) -> bool {
-        self == Self::Raw
+        matches!(self, Self::Raw | Self::Json)
     }
 
     /// Smallest message size this dialect can carry its counter and timestamp in.
@@ -73,6 +81,7 @@ impl Dialect {
         match self {
             Self::Raw => 16,
             Self::Chat | Self::Socketio => TEXT_MIN,
+            Self::Json => JSON_MIN,
         }
     }
 
@@ -80,7 +89,7 @@ impl Dialect {
     /// the in-flight window only.
     pub fn overhead(self) -> u64 {
         match self {
-            Self::Raw => 4,
+            Self::Raw | Self::Json => 4,
             // {"type":"message","name":"b","msg":"…","seq":N,"ts":T}
             Self::Chat => 80,
             // 42["message","…"]
@@ -98,6 +107,10 @@ impl Dialect {
                 out.extend_from_slice(&sent_ns.to_le_bytes());
                 out.resize(size.max(16), 0);
                 return OpCode::Binary;
+            }
+            Self::Json => {
+                json_message(seq, sent_ns, size.max(JSON_MIN), out);
+                return OpCode::Text;
             }
             Self::Chat => out.extend_from_slice(br#"{"name":"b","msg":""#),
             Self::Socketio => out.extend_from_slice(br#"42["message",""#),
@@ -126,8 +139,49 @@ impl Dialect {
             }
             Self::Chat => read_chat(payload),
             Self::Socketio => read_socketio(payload),
+            Self::Json => {
+                // {"seq":"<16 hex>","ts":"<16 hex>",…
+                let front = payload.strip_prefix(br#"{"seq":""#).ok_or("not our JSON")?;
+                let (seq, ts) = (front.get(..16), front.get(24..40));
+                let both = [seq.unwrap_or_default(), ts.unwrap_or_default()].concat();
+                let (seq, sent_ns) = decode_text(&both).ok_or("JSON without our counter")?;
+                Ok(Inbound::Delivery(Delivery {
+                    seq,
+                    sent_ns,
+                    order: None,
+                }))
+            }
         }
     }
+}
+
+/// A chat message as JSON, `size` bytes: the sequence number and send time as 16 hex digits at
+/// fixed places (`{"seq":"…","ts":"…",`), then a chat line of words picked by `seq`, so that
+/// messages differ as chat lines do but share a vocabulary (and compress as chat does).
+fn json_message(seq: u64, sent_ns: u64, size: usize, out: &mut Vec<u8>) {
+    const WORDS: [&str; 24] = [
+        "ok", "the", "build", "is", "green", "again", "see", "you", "at", "noon", "who", "is",
+        "on", "call", "tonight", "deploy", "stuck", "retrying", "thanks", "lunch", "review",
+        "please", "merged", "done",
+    ];
+    out.extend_from_slice(
+        format!(
+            "{{\"seq\":\"{seq:016x}\",\"ts\":\"{sent_ns:016x}\",\"type\":\"message\",\
+             \"name\":\"user{}\",\"room\":\"lobby\",\"msg\":\"",
+            seq % 97
+        )
+        .as_bytes(),
+    );
+    let mut x = seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    while out.len() + 3 < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(WORDS[(x % WORDS.len() as u64) as usize].as_bytes());
+        out.push(b' ');
+    }
+    out.truncate(size.saturating_sub(2));
+    out.extend_from_slice(b"\"}");
 }
 
 /// The sequence number and send time at the front of a raw payload.

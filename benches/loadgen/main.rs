@@ -30,7 +30,7 @@ use clap::{Parser, Subcommand};
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
-use client::{Client, Phase, connect_from};
+use client::{Client, Inflate, Phase, connect_from};
 use dialect::Dialect;
 use stats::{Histogram, core_ticks, cpu_secs, now_ns, open_files, pinned_core, rss_bytes};
 use worker::{Role, WorkerArgs};
@@ -147,6 +147,9 @@ struct Common {
     /// Fewest worker processes.
     #[arg(long, default_value_t = 2)]
     min_procs: usize,
+    /// Every client offers permessage-deflate, as Chromium does.
+    #[arg(long)]
+    deflate: bool,
 }
 
 fn main() -> ExitCode {
@@ -247,7 +250,8 @@ impl Workers {
         for i in 0..procs {
             let conns = total / procs + usize::from(i < total % procs);
             let src = Ipv4Addr::new(127, 0, 0, first_src.wrapping_add(i as u8));
-            let mut child = Command::new(&exe)
+            let mut command = Command::new(&exe);
+            command
                 .arg("worker")
                 .args(["--id", &(start + i).to_string()])
                 .args(["--server", &servers.join(",")])
@@ -256,7 +260,11 @@ impl Workers {
                 .args(["--conns", &conns.to_string()])
                 .args(["--role", &format!("{role:?}").to_lowercase()])
                 .args(["--ctl", &ctl.to_string()])
-                .args(["--size", &size.to_string()])
+                .args(["--size", &size.to_string()]);
+            if common.deflate {
+                command.arg("--deflate");
+            }
+            let mut child = command
                 .stdin(Stdio::null())
                 .stdout(Stdio::piped())
                 .spawn()?;
@@ -392,6 +400,7 @@ impl Workers {
                     "order_errors" => totals.order_errors += n,
                     "disagree" => totals.disagree += n,
                     "outstanding" => totals.outstanding += n,
+                    "wire" => totals.wire += n,
                     "hist" => totals.hist.merge_encoded(v),
                     _ => {}
                 }
@@ -421,6 +430,8 @@ struct Totals {
     reordered: u64,
     missing: u64,
     outstanding: u64,
+    /// Bytes the workers' connections read.
+    wire: u64,
     order_errors: u64,
     disagree: u64,
     unfinished: u64,
@@ -511,12 +522,13 @@ impl CpuUse {
 /// The RESULT fields every scenario has: who, what layout, which dialect.
 fn setup_fields(common: &Common) -> String {
     let mut s = format!(
-        "label={} nodes={} addrs={} redis={} dialect={}",
+        "label={} nodes={} addrs={} redis={} dialect={} deflate={}",
         common.label,
         common.pid.len(),
         common.server.len(),
         u8::from(common.redis_pid.is_some()),
         format!("{:?}", common.dialect).to_lowercase(),
+        u8::from(common.deflate),
     );
     if let Some(group) = &common.group {
         s.push_str(&format!(" group={group}"));
@@ -589,7 +601,8 @@ fn fanout(common: &Common, plan: &FanoutPlan) -> io::Result<()> {
         .poll
         .registry()
         .register(&mut stream, PUB, Interest::READABLE | Interest::WRITABLE)?;
-    let mut publisher = Client::new(stream, common.server[0], 7, dialect);
+    let mut publisher = Client::new(stream, common.server[0], 7, dialect, common.deflate);
+    let mut zlib = Inflate::default();
     let mut buf = vec![0u8; 256 * 1024];
     let mut pump_pub = |workers: &mut Workers, publisher: &mut Client, timeout| {
         let mut failed = None;
@@ -600,7 +613,7 @@ fn fanout(common: &Common, plan: &FanoutPlan) -> io::Result<()> {
             }
             if r.is_ok() && (event.is_readable() || event.is_read_closed()) {
                 // Its own copies (the tutorial server sends to the sender too) are just read.
-                r = publisher.on_readable(&mut buf, &mut |_| {});
+                r = publisher.on_readable(&mut buf, &mut zlib, &mut |_| {});
             }
             failed = r.err();
         })?;
@@ -679,15 +692,16 @@ fn fanout(common: &Common, plan: &FanoutPlan) -> io::Result<()> {
     let rate = plan.rate.map_or(String::new(), |r| format!(" rate={r}"));
     println!(
         "RESULT {} scenario=fanout mode={mode}{rate} n={} size={} published={sent} \
-         deliveries={} expected={} secs={secs:.3} per_sec={:.0} p50_us={} p99_us={} \
-         p999_us={} lost={} reordered={} order_errors={} disagree={} missing={} closed={} \
-         drained={} window={window} {}",
+         deliveries={} expected={} secs={secs:.3} per_sec={:.0} wire_per_delivery={:.1} \
+         p50_us={} p99_us={} p999_us={} lost={} reordered={} order_errors={} disagree={} \
+         missing={} closed={} drained={} window={window} {}",
         setup_fields(common),
         plan.subs,
         plan.size,
         totals.received,
         sent * plan.subs as u64,
         totals.received as f64 / secs.max(1e-9),
+        totals.wire as f64 / totals.received.max(1) as f64,
         totals.hist.quantile(0.50),
         totals.hist.quantile(0.99),
         totals.hist.quantile(0.999),

@@ -12,7 +12,7 @@ use mio::{Events, Interest, Poll, Token};
 
 use wsrelay::proto::OpCode;
 
-use crate::client::{Client, Phase, connect_from};
+use crate::client::{Client, Inflate, Phase, connect_from};
 use crate::dialect::{Delivery, Dialect};
 use crate::stats::{Histogram, now_ns};
 
@@ -70,6 +70,9 @@ pub struct WorkerArgs {
     /// The worker exits after this long whatever happens.
     #[arg(long, default_value_t = 600)]
     pub max_secs: u64,
+    /// Offer permessage-deflate, as Chromium does.
+    #[arg(long)]
+    pub deflate: bool,
 }
 
 /// One subscriber's view of the sequence.
@@ -163,6 +166,7 @@ pub fn run(args: &WorkerArgs) -> io::Result<()> {
         disagree: 0,
     };
     let mut hist = Histogram::new();
+    let mut zlib = Inflate::default();
     let (mut upgraded, mut closed) = (0usize, 0usize);
     let (mut commanded, mut last_ready) = (false, None::<Instant>);
     let (mut reported_low, mut last_report) = (u64::MAX, started);
@@ -189,7 +193,14 @@ pub fn run(args: &WorkerArgs) -> io::Result<()> {
                 Token(i),
                 Interest::READABLE | Interest::WRITABLE,
             )?;
-            clients.push(Client::new(stream, server, i as u32 + 1, args.dialect));
+            let seed = i as u32 + 1;
+            clients.push(Client::new(
+                stream,
+                server,
+                seed,
+                args.dialect,
+                args.deflate,
+            ));
         }
         if upgraded + closed < args.conns && now - started > CONNECT_TIMEOUT {
             return Err(io::Error::other(format!(
@@ -280,7 +291,7 @@ pub fn run(args: &WorkerArgs) -> io::Result<()> {
                 // One clock read per readiness event: what one event's reads bring arrived
                 // together, and a clock read per message would cost as much as the rest.
                 let arrived = now_ns();
-                result = client.on_readable(&mut buf, &mut |d| {
+                result = client.on_readable(&mut buf, &mut zlib, &mut |d| {
                     let Delivery {
                         seq,
                         sent_ns,
@@ -368,6 +379,7 @@ fn print_result(
     disagree: u64,
 ) {
     let open = clients.iter().filter(|c| c.phase == Phase::Open).count();
+    let wire: u64 = clients.iter().map(|c| c.wire_bytes).sum();
     let received: u64 = seen.iter().map(|s| s.received).sum();
     let reordered: u64 = seen.iter().map(|s| s.reordered).sum();
     let order_errors: u64 = seen.iter().map(|s| s.order_errors).sum();
@@ -382,7 +394,7 @@ fn print_result(
     println!(
         "RESULT id={} conns={} open={open} received={received} lost={lost} reordered={reordered} \
          missing={missing} outstanding={outstanding} order_errors={order_errors} \
-         disagree={disagree} hist={}",
+         disagree={disagree} wire={wire} hist={}",
         args.id,
         args.conns,
         hist.encode()

@@ -4,8 +4,8 @@
 //! The targets in `fuzz/fuzz_targets/` are one-line calls to these; `tests/fuzz_regressions.rs`
 //! includes this file with `#[path]` and replays the committed seeds and regressions through the
 //! same functions under a plain `cargo test`. So this file uses nothing but `std`, `wsrelay` and
-//! the crates wsrelay itself depends on (`sha1`, `base64`, `serde`, `serde_json`), which are
-//! there for its integration tests too.
+//! the crates wsrelay itself depends on (`sha1`, `base64`, `serde`, `serde_json`, `flate2`),
+//! which are there for its integration tests too.
 //!
 //! Several targets start their input with a read-size header (see [`read_sizes`]), the way uWS'
 //! `makeChunked` takes each chunk size from the input: the fuzzer chooses where reads split.
@@ -23,6 +23,7 @@ use wsrelay::conn::{Chunk, Conn, Event, Sent, Settings};
 use wsrelay::origin::OriginPolicy;
 use wsrelay::proto::ProtoError;
 use wsrelay::proto::close::{self, CloseCode};
+use wsrelay::proto::deflate::{Inflater, TAIL};
 use wsrelay::proto::frame::{self, FrameHead, MAX_HEAD_LEN, OpCode, decode_head, encode_head};
 use wsrelay::proto::handshake::{self, Request, Upgrade};
 use wsrelay::proto::mask::{apply_mask, apply_mask_scalar};
@@ -75,7 +76,7 @@ const HEAD_LIMITS: [u64; 6] = [0, 125, 126, 0xffff, 0x1_0000, 1 << 20];
 /// `frame_head`: RFC 6455 §5.2 header decoding.
 ///
 /// Whatever decodes re-encodes to the same bytes (the decoder accepts only minimal lengths and
-/// clear RSV bits, so the encoding is unique); every prefix of a decodable header is "need
+/// clear RSV2 and RSV3, so the encoding is unique); every prefix of a decodable header is "need
 /// more" (`Ok(None)`, which consumes nothing); nothing past the 14-byte maximum is looked at;
 /// a payload limit only ever turns a result into `MessageTooBig`. Then the other direction:
 /// a header built from the input encodes and decodes back to itself.
@@ -150,6 +151,7 @@ fn head_from(data: &[u8]) -> Option<FrameHead> {
     };
     Some(FrameHead {
         fin: b0 & 0x80 != 0 || opcode.is_control(),
+        rsv1: b0 & 0x40 != 0,
         opcode,
         mask: (b1 & 0x80 != 0).then_some([k0, k1, k2, k3]),
         payload_len,
@@ -178,24 +180,28 @@ enum Out {
     Idle(bool),
 }
 
-/// `message`: RFC 6455 §5.4-5.6 reassembly of client frames.
+/// `message`: RFC 6455 §5.4-5.6 reassembly of client frames, and RFC 7692 §6-7 when bit 4 of
+/// the first byte says permessage-deflate was negotiated.
 ///
 /// Input: a read-size header, then the client's byte stream. The stream fed whole, in the
-/// fuzzer's reads and one byte at a time gives the same messages and the same error; no
-/// message exceeds [`MESSAGE_LIMITS`], no control payload exceeds 125 bytes, and a reader that
-/// says "need more" has consumed its whole input.
+/// fuzzer's reads and one byte at a time gives the same messages and the same error, the
+/// same as the model; no message exceeds [`MESSAGE_LIMITS`] once inflated, and the inflater's
+/// buffer never holds more than that limit plus one byte, however much the input would
+/// inflate to; no control payload exceeds 125 bytes, and a reader that says "need more" has
+/// consumed its whole input.
 pub fn message(data: &[u8]) {
+    let deflate = data.first().is_some_and(|b| b & 0x10 != 0);
     let (sizes, stream) = read_sizes(data);
-    let whole = read_messages(stream, &[0], false);
-    assert_eq!(whole, model_messages(stream), "whole vs the model");
+    let whole = read_messages(stream, &[0], false, deflate);
+    assert_eq!(whole, model_messages(stream, deflate), "whole vs the model");
     assert_eq!(
-        read_messages(stream, &sizes, true),
+        read_messages(stream, &sizes, true, deflate),
         whole,
         "reads {sizes:?}"
     );
     if stream.len() <= 2048 {
         assert_eq!(
-            read_messages(stream, &[1], false),
+            read_messages(stream, &[1], false, deflate),
             whole,
             "one byte per read"
         );
@@ -204,8 +210,10 @@ pub fn message(data: &[u8]) {
 
 /// The stream read with a fresh [`Reader`] in reads of `sizes`; `reclaim`: free each message's
 /// buffer as soon as it has been looked at, as the connection does.
-fn read_messages(stream: &[u8], sizes: &[usize], reclaim: bool) -> Vec<Out> {
+fn read_messages(stream: &[u8], sizes: &[usize], reclaim: bool, deflate: bool) -> Vec<Out> {
     let mut reader = Reader::new();
+    let mut inflater = Inflater::new();
+    let limit = MESSAGE_LIMITS.max_message as usize;
     let mut out = Vec::new();
     for read in reads(stream, sizes) {
         let mut buf = read.to_vec();
@@ -213,9 +221,11 @@ fn read_messages(stream: &[u8], sizes: &[usize], reclaim: bool) -> Vec<Out> {
         loop {
             let rest = buf.get_mut(pos..).unwrap_or_default();
             let len = rest.len();
-            let (used, msg) = match reader.next(rest, &MESSAGE_LIMITS) {
+            let zlib = deflate.then_some(&mut inflater);
+            let (used, msg) = match reader.next(rest, &MESSAGE_LIMITS, zlib) {
                 Ok(step) => step,
                 Err(e) => {
+                    assert!(inflater.capacity() <= limit + 1, "inflated past the limit");
                     out.push(Out::Err(e));
                     return out;
                 }
@@ -227,7 +237,14 @@ fn read_messages(stream: &[u8], sizes: &[usize], reclaim: bool) -> Vec<Out> {
                 break;
             };
             assert!(used > 0, "a message from no input");
+            let len = match &msg {
+                Message::Text(t) => t.len(),
+                Message::Binary(b) => b.len(),
+                _ => 0,
+            };
+            assert!(len <= limit, "a {len}-byte message");
             out.push(record(msg));
+            assert!(inflater.capacity() <= limit + 1, "inflated past the limit");
             if reclaim {
                 reader.reclaim();
             }
@@ -240,11 +257,15 @@ fn read_messages(stream: &[u8], sizes: &[usize], reclaim: bool) -> Vec<Out> {
 /// What RFC 6455 §5.4-5.6 and §10.4 say a server reads from `stream`, written plainly over the
 /// whole stream: frames in order, each checked, then its payload; a text message fails on the
 /// first byte that makes it invalid UTF-8, even before the message is complete (§8.1).
-fn model_messages(stream: &[u8]) -> Vec<Out> {
+///
+/// With `deflate`: RSV1 marks the first frame of a compressed message (RFC 7692 §6), and is
+/// an error anywhere else; a compressed message is inflated whole when it ends (§7.2.2), into
+/// at most the message limit.
+fn model_messages(stream: &[u8], deflate: bool) -> Vec<Out> {
     let limits = MESSAGE_LIMITS;
     let mut out = Vec::new();
-    // The data message being assembled: opcode, bytes so far, frames so far.
-    let mut msg: Option<(OpCode, Vec<u8>, u32)> = None;
+    // The data message being assembled: opcode, bytes so far, frames so far, compressed.
+    let mut msg: Option<(OpCode, Vec<u8>, u32, bool)> = None;
     let mut rest = stream;
     loop {
         let (head, len) = match decode_head(rest, limits.max_message) {
@@ -252,6 +273,14 @@ fn model_messages(stream: &[u8]) -> Vec<Out> {
             Ok(None) => break,
             Err(e) => return fail(out, e),
         };
+        // RFC 6455 §5.2: RSV1 is reserved unless an extension defines it; RFC 7692 §6.1: not
+        // on control frames or non-first fragments.
+        if head.rsv1 && !deflate {
+            return fail(out, ProtoError::ReservedBits);
+        }
+        if head.rsv1 && (head.opcode.is_control() || head.opcode == OpCode::Continuation) {
+            return fail(out, ProtoError::MisplacedRsv1);
+        }
         // §5.1: a server MUST fail on an unmasked client frame.
         let Some(key) = head.mask else {
             return fail(out, ProtoError::UnmaskedFrame);
@@ -261,7 +290,7 @@ fn model_messages(stream: &[u8]) -> Vec<Out> {
                 (OpCode::Continuation, None) => {
                     return fail(out, ProtoError::UnexpectedContinuation);
                 }
-                (OpCode::Continuation, Some((_, buf, frames))) => {
+                (OpCode::Continuation, Some((_, buf, frames, _))) => {
                     if buf.len() as u64 + head.payload_len > limits.max_message {
                         return fail(out, ProtoError::MessageTooBig);
                     }
@@ -271,7 +300,7 @@ fn model_messages(stream: &[u8]) -> Vec<Out> {
                     }
                 }
                 (_, Some(_)) => return fail(out, ProtoError::ExpectedContinuation),
-                (op, None) => msg = Some((op, Vec::new(), 1)),
+                (op, None) => msg = Some((op, Vec::new(), 1, head.rsv1)),
             }
         }
         rest = &rest[len..];
@@ -294,18 +323,28 @@ fn model_messages(stream: &[u8]) -> Vec<Out> {
             });
             continue;
         }
-        let Some((op, buf, _)) = &mut msg else {
+        let Some((op, buf, _, compressed)) = &mut msg else {
             unreachable!("a data frame always has a message");
         };
         buf.extend_from_slice(&payload);
-        if *op == OpCode::Text && doomed_at(buf).is_some() {
+        // §8.1 fails fast on text as it arrives; compressed text is checked once inflated.
+        if *op == OpCode::Text && !*compressed && doomed_at(buf).is_some() {
             return fail(out, ProtoError::InvalidUtf8);
         }
         if !whole {
             return partial(out);
         }
         if head.fin {
-            let (op, buf, _) = msg.take().unwrap_or((OpCode::Binary, Vec::new(), 0));
+            let (op, buf, _, compressed) =
+                msg.take().unwrap_or((OpCode::Binary, Vec::new(), 0, false));
+            let buf = if compressed {
+                match model_inflate(&buf) {
+                    Ok(inflated) => inflated,
+                    Err(e) => return fail(out, e),
+                }
+            } else {
+                buf
+            };
             out.push(match String::from_utf8(buf) {
                 Ok(text) if op == OpCode::Text => Out::Text(text),
                 Err(_) if op == OpCode::Text => return fail(out, ProtoError::InvalidUtf8),
@@ -316,6 +355,39 @@ fn model_messages(stream: &[u8]) -> Vec<Out> {
     }
     out.push(Out::Idle(rest.is_empty() && msg.is_none()));
     out
+}
+
+/// RFC 7692 §7.2.2 as plainly as flate2 allows: the payload, then the tail, inflated into a
+/// buffer of the limit plus one byte; filling it is "too big", and data zlib refuses first is
+/// invalid. The two are fed one after the other, as the server does: zlib may find a bad block
+/// only once the tail is there, after the payload alone filled the buffer.
+fn model_inflate(payload: &[u8]) -> Result<Vec<u8>, ProtoError> {
+    let cap = MESSAGE_LIMITS.max_message as usize + 1;
+    let mut z = flate2::Decompress::new(false);
+    let mut out = Vec::with_capacity(cap);
+    for input in [payload, &TAIL[..]] {
+        let start = z.total_in();
+        loop {
+            let seen = (z.total_in(), z.total_out());
+            let rest = input
+                .get((z.total_in() - start) as usize..)
+                .unwrap_or_default();
+            let status = z
+                .decompress_vec(rest, &mut out, flate2::FlushDecompress::Sync)
+                .map_err(|_| ProtoError::InvalidDeflate)?;
+            if out.len() >= cap {
+                return Err(ProtoError::MessageTooBig);
+            }
+            if status == flate2::Status::StreamEnd {
+                return Ok(out);
+            }
+            let all_in = (z.total_in() - start) as usize == input.len();
+            if all_in || (z.total_in(), z.total_out()) == seen {
+                break;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The stream ended inside a frame's payload.
@@ -643,6 +715,7 @@ pub fn connection_settings() -> Settings {
         pong_timeout: Duration::from_secs(1),
         // RFC_UPGRADE comes from another origin; the target is about what follows the 101.
         origins: OriginPolicy::any(),
+        deflate: true,
     }
 }
 
@@ -658,6 +731,15 @@ pub const RFC_UPGRADE: &[u8] = b"GET /chat HTTP/1.1\r\n\
     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
     Origin: http://example.com\r\n\
     Sec-WebSocket-Protocol: chat, superchat\r\n\
+    Sec-WebSocket-Version: 13\r\n\r\n";
+
+/// [`RFC_UPGRADE`] offering permessage-deflate as Chromium does.
+pub const DEFLATE_UPGRADE: &[u8] = b"GET /chat HTTP/1.1\r\n\
+    Host: server.example.com\r\n\
+    Upgrade: websocket\r\n\
+    Connection: Upgrade\r\n\
+    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+    Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\
     Sec-WebSocket-Version: 13\r\n\r\n";
 
 /// Codes the application closes with (all valid to send, §7.4.1).
@@ -690,6 +772,7 @@ impl<'a> Ops<'a> {
 struct Driver {
     conn: Conn,
     settings: Settings,
+    inflater: Inflater,
     now: Instant,
     /// Every byte written to the socket.
     wire: Vec<u8>,
@@ -707,7 +790,8 @@ struct Driver {
 ///
 /// Input: a list of ops (first byte of each, mod 11): 0 raw bytes in (length, read size);
 /// 1 a client frame masked here (b0, length, key, payload, read size); 2 that frame again N
-/// times; 3 the §1.3 upgrade request (read size); 4 a timer tick; 5 a partial write; 6 a
+/// times; 3 the §1.3 upgrade request (read size; its high bit: offering permessage-deflate,
+/// which the settings accept); 4 a timer tick; 5 a partial write; 6 a
 /// text/binary frame sent (shared or owned); 7 `close`; 8 `fail`; 9 end of stream; 10 a socket error.
 /// Text and binary messages are echoed with `send`; a plain GET is answered with `respond`.
 ///
@@ -723,6 +807,7 @@ pub fn connection(data: &[u8]) {
     let mut d = Driver {
         conn: Conn::new(start, &settings),
         settings,
+        inflater: Inflater::new(),
         now: start,
         wire: Vec::new(),
         shut: false,
@@ -757,8 +842,14 @@ pub fn connection(data: &[u8]) {
                 d.feed(&frames, 0);
             }
             3 => {
-                let size = usize::from(ops.byte());
-                d.feed(RFC_UPGRADE, size);
+                // The high bit: offer permessage-deflate (RFC 7692) with the request.
+                let size = ops.byte();
+                let request = if size & 0x80 != 0 {
+                    DEFLATE_UPGRADE
+                } else {
+                    RFC_UPGRADE
+                };
+                d.feed(request, usize::from(size & 0x7f));
             }
             4 => {
                 d.now += Duration::from_millis(50) * u32::from(ops.byte());
@@ -825,9 +916,12 @@ impl Driver {
                 let mut events = Vec::new();
                 let rest = &mut buf[pos..];
                 let len = rest.len();
-                let used = self
-                    .conn
-                    .handle_bytes(self.now, rest, &self.settings, &mut |e| {
+                let used = self.conn.handle_bytes(
+                    self.now,
+                    rest,
+                    &self.settings,
+                    &mut self.inflater,
+                    &mut |e| {
                         events.push(match e {
                             Event::Upgraded { .. } => Seen::Upgraded,
                             Event::Request { .. } => Seen::Request,
@@ -836,7 +930,8 @@ impl Driver {
                             Event::Refused { .. } => Seen::Refused,
                             Event::CloseSent(_) => Seen::CloseSent,
                         });
-                    });
+                    },
+                );
                 assert!(used > 0 && used <= len, "used {used} of {len}");
                 assert!(
                     events.len() <= 1,
@@ -999,6 +1094,7 @@ enum Seen {
 fn client_frame(b0: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
     let head = FrameHead {
         fin: true,
+        rsv1: false,
         opcode: OpCode::Text,
         mask: Some(key),
         payload_len: payload.len() as u64,
@@ -1371,7 +1467,8 @@ impl SioWire {
                 Action::Send { to, frame } => {
                     assert!(to == 1 || to == 2, "to {to}");
                     assert!(!self.closed[to], "sent to {to} after closing it");
-                    let payload = whole_frame(&frame);
+                    let frame = frame.plain();
+                    let payload = whole_frame(frame);
                     if frame[0] & 0x0f == 0x2 {
                         assert!(self.owed[to] > 0, "an attachment nobody announced");
                         self.owed[to] -= 1;
@@ -1398,7 +1495,7 @@ impl SioWire {
                     assert!(wsrelay::room::valid_name(&room), "{room:?}");
                     // JSON's grammar, not serde's number range: a client's 1e400 is passed on
                     // as written (JavaScript reads it as Infinity).
-                    let text = std::str::from_utf8(whole_frame(&frame)).expect("UTF-8");
+                    let text = std::str::from_utf8(whole_frame(frame.plain())).expect("UTF-8");
                     let raw: &serde_json::value::RawValue =
                         serde_json::from_str(text).expect("a chat frame is JSON");
                     assert!(raw.get().starts_with(r#"{"type":""#), "{text}");

@@ -35,6 +35,12 @@ pub enum ProtoError {
     ClosePayloadTooShort,
     /// §7.4: the close code is not one an endpoint may send.
     InvalidCloseCode,
+    /// RFC 7692 §6.1: "An endpoint MUST NOT set the "Per-Message Compressed" bit of control
+    /// frames and non-first fragments of a data message."
+    MisplacedRsv1,
+    /// RFC 7692 §7.2.2: a compressed message whose payload is not DEFLATE data (or refers back
+    /// past its own start, which no context takeover forbids).
+    InvalidDeflate,
 }
 
 impl ProtoError {
@@ -42,8 +48,10 @@ impl ProtoError {
     pub fn close_code(&self) -> CloseCode {
         match self {
             Self::InvalidUtf8 => CloseCode::INVALID_PAYLOAD, // 1007, §8.1
+            // 1007 as Node ws answers it: the payload is not what its frame says it is.
+            Self::InvalidDeflate => CloseCode::INVALID_PAYLOAD,
             Self::MessageTooBig | Self::TooManyFragments => CloseCode::TOO_BIG, // 1009, §10.4
-            _ => CloseCode::PROTOCOL,                        // 1002
+            _ => CloseCode::PROTOCOL,                                           // 1002
         }
     }
 
@@ -64,6 +72,8 @@ impl ProtoError {
             Self::TooManyFragments => "too many fragments",
             Self::ClosePayloadTooShort => "close payload of 1 byte",
             Self::InvalidCloseCode => "invalid close code",
+            Self::MisplacedRsv1 => "rsv1 on a control or continuation frame",
+            Self::InvalidDeflate => "invalid deflate data",
         }
     }
 }

@@ -70,6 +70,9 @@ impl OpCode {
 pub struct FrameHead {
     /// Whether this is the final fragment of a message.
     pub fin: bool,
+    /// RSV1: with permessage-deflate, "Per-Message Compressed" (RFC 7692 §6); the caller
+    /// decides whether it may be set (RSV2 and RSV3 never may).
+    pub rsv1: bool,
     /// The frame's opcode.
     pub opcode: OpCode,
     /// The masking key, present on every client-to-server frame (§5.3).
@@ -87,11 +90,13 @@ pub fn decode_head(buf: &[u8], max_payload: u64) -> Result<Option<(FrameHead, us
     let Some((&[b0, b1], rest)) = buf.split_first_chunk::<2>() else {
         return Ok(None);
     };
-    // §5.2: RSV1-3 "MUST be 0 unless an extension is negotiated"; we negotiate none.
-    if b0 & 0x70 != 0 {
+    // §5.2: RSV1-3 "MUST be 0 unless an extension is negotiated"; the only one we negotiate,
+    // permessage-deflate, defines RSV1 alone (RFC 7692 §6), which the caller checks.
+    if b0 & 0x30 != 0 {
         return Err(ProtoError::ReservedBits);
     }
     let fin = b0 & 0x80 != 0;
+    let rsv1 = b0 & 0x40 != 0;
     let opcode = OpCode::from_bits(b0)?;
     let len7 = b1 & 0x7f;
     if opcode.is_control() {
@@ -146,6 +151,7 @@ pub fn decode_head(buf: &[u8], max_payload: u64) -> Result<Option<(FrameHead, us
     Ok(Some((
         FrameHead {
             fin,
+            rsv1,
             opcode,
             mask,
             payload_len,
@@ -156,7 +162,8 @@ pub fn decode_head(buf: &[u8], max_payload: u64) -> Result<Option<(FrameHead, us
 
 /// Appends the encoded header to `out`, with the shortest length encoding (§5.2).
 pub fn encode_head(head: &FrameHead, out: &mut Vec<u8>) {
-    let b0 = if head.fin { 0x80 } else { 0 } | head.opcode.bits();
+    let b0 =
+        if head.fin { 0x80 } else { 0 } | if head.rsv1 { 0x40 } else { 0 } | head.opcode.bits();
     let mask_bit = if head.mask.is_some() { 0x80 } else { 0 };
     match head.payload_len {
         n @ 0..=125 => out.extend_from_slice(&[b0, mask_bit | n as u8]),
@@ -178,6 +185,7 @@ pub fn encode_head(head: &FrameHead, out: &mut Vec<u8>) {
 pub fn encode_frame(opcode: OpCode, payload: &[u8], out: &mut Vec<u8>) {
     let head = FrameHead {
         fin: true,
+        rsv1: false,
         opcode,
         mask: None,
         payload_len: payload.len() as u64,
@@ -257,8 +265,8 @@ mod tests {
     #[test]
     fn violations() {
         let cases: &[(&[u8], ProtoError)] = &[
-            (&[0xc1, 0x80], ProtoError::ReservedBits),
             (&[0xa1, 0x80], ProtoError::ReservedBits),
+            (&[0xe1, 0x80], ProtoError::ReservedBits),
             (&[0x91, 0x80], ProtoError::ReservedBits),
             (&[0x83, 0x80], ProtoError::ReservedOpcode),
             (&[0x8b, 0x80], ProtoError::ReservedOpcode),
@@ -295,6 +303,7 @@ mod tests {
                 for opcode in [OpCode::Text, OpCode::Binary, OpCode::Continuation] {
                     let head = FrameHead {
                         fin: len % 2 == 0,
+                        rsv1: len % 3 == 0,
                         opcode,
                         mask,
                         payload_len: len,

@@ -8,6 +8,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use sha1::{Digest as _, Sha1};
 
+use super::deflate::{self, Agreed, Malformed};
 use super::error::HandshakeError;
 
 /// §1.3: the GUID appended to the client's key.
@@ -131,6 +132,9 @@ pub struct Upgrade<'a> {
     pub accept: [u8; 28],
     /// What a proxy said about its client, if it said anything.
     pub forwarded: Forwarded<'a>,
+    /// The first `permessage-deflate` offer this server can honour (RFC 7692 §5), or a
+    /// `Sec-WebSocket-Extensions` field that is not an extension list (RFC 6455 §9.1).
+    pub deflate: Result<Option<Agreed>, Malformed>,
 }
 
 /// Parses a request head from the front of `buf`.
@@ -237,6 +241,8 @@ pub fn parse(buf: &[u8], max_len: usize) -> Result<Option<(Request<'_>, usize)>,
     }
     let origin = field("origin").next().map(|h| trim(h.value));
     let host = field("host").next().map(|h| trim(h.value));
+    // §9.1: "this header field MAY be split or combined across multiple lines".
+    let deflate = deflate::negotiate(field("sec-websocket-extensions").map(|h| h.value));
     Ok(Some((
         Request::Upgrade(Upgrade {
             path,
@@ -244,6 +250,7 @@ pub fn parse(buf: &[u8], max_len: usize) -> Result<Option<(Request<'_>, usize)>,
             host,
             accept: accept_key(key),
             forwarded,
+            deflate,
         }),
         len,
     )))
@@ -275,14 +282,19 @@ fn post_body_len(
     Ok(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
-/// Appends the 101 response that completes a handshake (§4.2.2 item 5).
-pub fn write_accept(accept: &[u8; 28], out: &mut Vec<u8>) {
+/// Appends the 101 response that completes a handshake (§4.2.2 item 5), with the extension
+/// accepted, if any (§4.2.2 item 5.6, RFC 7692 §5).
+pub fn write_accept(accept: &[u8; 28], deflate: Option<&Agreed>, out: &mut Vec<u8>) {
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
           Sec-WebSocket-Accept: ",
     );
     out.extend_from_slice(accept);
-    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(b"\r\n");
+    if let Some(agreed) = deflate {
+        agreed.write_response(out);
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Appends an HTTP/1.1 response head that ends the connection; `extra` is zero or more
@@ -392,6 +404,7 @@ mod tests {
             host: Some(b"server.example.com"),
             accept: *b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
             forwarded: Forwarded::default(),
+            deflate: Ok(None),
         });
         assert_eq!(
             parse(RFC_REQUEST, 8192),

@@ -4,8 +4,14 @@
 //! at a time. A message that arrives whole in one read is unmasked in place and handed out
 //! without a copy; only a message split across reads or fragments is buffered, and that buffer
 //! is freed once the message is delivered, so an idle reader holds no heap memory.
+//!
+//! With permessage-deflate negotiated (RFC 7692), a message whose first frame has RSV1 set is
+//! reassembled as it came, then inflated whole by the process's one [`Inflater`] into its own
+//! buffer, bounded by the same message limit (and its text checked as UTF-8 then): a reader
+//! holds no zlib state between reads.
 
 use super::close::{self, ClosePayload};
+use super::deflate::Inflater;
 use super::error::ProtoError;
 use super::frame::{self, FrameHead, MAX_HEAD_LEN, OpCode};
 use super::mask::apply_mask;
@@ -40,6 +46,8 @@ pub enum Message<'a> {
 struct Frame {
     opcode: OpCode,
     fin: bool,
+    /// RSV1 on the first frame of a message (RFC 7692 §6).
+    compressed: bool,
     mask: [u8; 4],
     /// Payload bytes still to come.
     remaining: u64,
@@ -57,6 +65,8 @@ struct Assembly {
     fragments: u32,
     /// Set once the message's final frame has begun.
     fin: bool,
+    /// The payload is DEFLATE data, to inflate once whole (RFC 7692 §6.2).
+    compressed: bool,
     utf8: Utf8Validator,
 }
 
@@ -65,7 +75,11 @@ enum Step {
     /// All input consumed, no message complete.
     NeedMore,
     /// A whole message unmasked in place at `input[start..used]`.
-    InPlace { opcode: OpCode, start: usize },
+    InPlace {
+        opcode: OpCode,
+        start: usize,
+        compressed: bool,
+    },
     /// A control frame complete in `control`.
     Control(OpCode),
     /// A data message complete in `msg`.
@@ -108,15 +122,31 @@ impl Reader {
     /// Returns the bytes consumed and, if one completed, a message. `(n, None)` means all of
     /// `input` was consumed (`n == input.len()`) and more bytes are needed. Call again with the
     /// rest of the input until it returns `None`. After an error the stream is unusable.
+    ///
+    /// `inflater` is `Some` when permessage-deflate was negotiated: RSV1 may then mark a message
+    /// compressed (RFC 7692 §6), which `inflater` inflates; the message borrows its buffer.
     pub fn next<'a>(
         &'a mut self,
         input: &'a mut [u8],
         limits: &Limits,
+        inflater: Option<&'a mut Inflater>,
     ) -> Result<(usize, Option<Message<'a>>), ProtoError> {
-        let (used, step) = self.advance(input, limits)?;
+        let (used, step) = self.advance(input, limits, inflater.is_some())?;
         let msg = match step {
             Step::NeedMore => None,
-            Step::InPlace { opcode, start } => Some(complete(
+            Step::InPlace {
+                opcode,
+                start,
+                compressed: true,
+            } => {
+                let payload = input.get(start..used).unwrap_or_default();
+                let inflater = inflater.ok_or(ProtoError::ReservedBits)?;
+                Some(complete(
+                    opcode,
+                    inflater.inflate(payload, limits.max_message)?,
+                )?)
+            }
+            Step::InPlace { opcode, start, .. } => Some(complete(
                 opcode,
                 input.get(start..used).unwrap_or_default(),
             )?),
@@ -126,6 +156,13 @@ impl Reader {
                 Some(complete(opcode, payload.unwrap_or_default())?)
             }
             Step::Data => match self.msg.as_deref() {
+                Some(m) if m.compressed => {
+                    let inflater = inflater.ok_or(ProtoError::ReservedBits)?;
+                    Some(complete(
+                        m.opcode,
+                        inflater.inflate(&m.buf, limits.max_message)?,
+                    )?)
+                }
                 Some(m) if m.opcode == OpCode::Text => Some(Message::Text(as_str(&m.buf)?)),
                 Some(m) => Some(Message::Binary(&m.buf)),
                 None => None,
@@ -146,7 +183,12 @@ impl Reader {
     }
 
     /// Consumes input until a message completes or the input runs out.
-    fn advance(&mut self, input: &mut [u8], limits: &Limits) -> Result<(usize, Step), ProtoError> {
+    fn advance(
+        &mut self,
+        input: &mut [u8],
+        limits: &Limits,
+        deflate: bool,
+    ) -> Result<(usize, Step), ProtoError> {
         self.reclaim();
         let mut pos = 0;
         loop {
@@ -158,7 +200,7 @@ impl Reader {
                         return Ok((input.len(), Step::NeedMore));
                     };
                     pos += used;
-                    self.start_frame(head, limits)?
+                    self.start_frame(head, limits, deflate)?
                 }
             };
             let rest = input.get_mut(pos..).unwrap_or_default();
@@ -179,6 +221,7 @@ impl Reader {
                     Step::InPlace {
                         opcode: frame.opcode,
                         start: pos,
+                        compressed: frame.compressed,
                     },
                 ));
             }
@@ -213,10 +256,12 @@ impl Reader {
                         buf: Vec::new(),
                         fragments: 1,
                         fin: frame.fin,
+                        compressed: frame.compressed,
                         utf8: Utf8Validator::new(),
                     })
                 });
-                if msg.opcode == OpCode::Text {
+                // Compressed text is checked once inflated (RFC 7692 §6.2 then RFC 6455 §8.1).
+                if msg.opcode == OpCode::Text && !msg.compressed {
                     // §8.1, fail fast: invalid bytes are rejected as soon as they arrive.
                     msg.utf8.feed(chunk).map_err(|_| ProtoError::InvalidUtf8)?;
                 }
@@ -233,6 +278,7 @@ impl Reader {
             if frame.fin {
                 if let Some(msg) = self.msg.as_deref_mut()
                     && msg.opcode == OpCode::Text
+                    && !msg.compressed
                 {
                     msg.utf8.finish().map_err(|_| ProtoError::InvalidUtf8)?;
                 }
@@ -286,9 +332,25 @@ impl Reader {
     }
 
     /// Checks a new frame against the message in progress (§5.4) and the limits (§10.4).
-    fn start_frame(&mut self, head: FrameHead, limits: &Limits) -> Result<Frame, ProtoError> {
+    fn start_frame(
+        &mut self,
+        head: FrameHead,
+        limits: &Limits,
+        deflate: bool,
+    ) -> Result<Frame, ProtoError> {
+        if head.rsv1 {
+            // §5.2: RSV1 "MUST be 0 unless an extension is negotiated that defines meanings".
+            if !deflate {
+                return Err(ProtoError::ReservedBits);
+            }
+            // RFC 7692 §6.1: never on control frames or non-first fragments.
+            if head.opcode.is_control() || head.opcode == OpCode::Continuation {
+                return Err(ProtoError::MisplacedRsv1);
+            }
+        }
         // §5.1: "The server MUST close the connection upon receiving a frame that is not masked."
         let mask = head.mask.ok_or(ProtoError::UnmaskedFrame)?;
+        let mut compressed = head.rsv1;
         match (head.opcode, self.msg.as_deref_mut()) {
             (op, _) if op.is_control() => {}
             (OpCode::Continuation, None) => return Err(ProtoError::UnexpectedContinuation),
@@ -301,6 +363,7 @@ impl Reader {
                     return Err(ProtoError::TooManyFragments);
                 }
                 msg.fin = head.fin;
+                compressed = msg.compressed;
             }
             (_, Some(_)) => return Err(ProtoError::ExpectedContinuation),
             (op, None) => {
@@ -310,6 +373,7 @@ impl Reader {
                         buf: Vec::new(),
                         fragments: 1,
                         fin: false,
+                        compressed,
                         utf8: Utf8Validator::new(),
                     }));
                 }
@@ -318,6 +382,7 @@ impl Reader {
         let frame = Frame {
             opcode: head.opcode,
             fin: head.fin,
+            compressed,
             mask,
             remaining: head.payload_len,
             mask_offset: 0,
@@ -357,6 +422,7 @@ mod tests {
         let key = [0xa1, 0x22, 0x03, 0x94];
         let head = FrameHead {
             fin: b0 & 0x80 != 0,
+            rsv1: false,
             opcode: OpCode::from_bits(b0).unwrap(),
             mask: Some(key),
             payload_len: payload.len() as u64,
@@ -382,13 +448,18 @@ mod tests {
     }
 
     fn run(input: &[u8], chunk: usize) -> Vec<Out> {
+        run_with(input, chunk, None)
+    }
+
+    /// [`run`], with permessage-deflate negotiated when `inflater` is given.
+    fn run_with(input: &[u8], chunk: usize, mut inflater: Option<&mut Inflater>) -> Vec<Out> {
         let mut reader = Reader::new();
         let mut out = Vec::new();
         for piece in input.chunks(chunk.max(1)) {
             let mut piece = piece.to_vec();
             let mut pos = 0;
             loop {
-                match reader.next(&mut piece[pos..], &LIMITS) {
+                match reader.next(&mut piece[pos..], &LIMITS, inflater.as_deref_mut()) {
                     Err(e) => {
                         out.push(Out::Err(e));
                         return out;
@@ -415,6 +486,92 @@ mod tests {
         for chunk in [input.len(), 1, 2, 3, 7, 13] {
             assert_eq!(run(input, chunk), expected, "chunk {chunk}");
         }
+    }
+
+    /// Feeds whole and in splits with permessage-deflate negotiated; all must agree.
+    fn check_deflate(input: &[u8], expected: &[Out]) {
+        let mut z = Inflater::new();
+        for chunk in [input.len(), 1, 2, 3, 7, 13] {
+            assert_eq!(
+                run_with(input, chunk, Some(&mut z)),
+                expected,
+                "chunk {chunk}"
+            );
+        }
+    }
+
+    #[test]
+    fn rfc_7692_compressed_messages() {
+        // §7.2.3.1 "Hello" in one frame, then §7.2.3.3's stored block, as binary.
+        let mut input = frame(0xc1, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00]);
+        let stored = [
+            0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
+        ];
+        input.extend(frame(0xc2, &stored));
+        // §7.2.1's fragmented example, with a ping between the fragments; then a plain one.
+        input.extend(frame(0x41, &[0xf2, 0x48, 0xcd]));
+        input.extend(frame(0x89, b"p"));
+        input.extend(frame(0x80, &[0xc9, 0xc9, 0x07, 0x00]));
+        input.extend(frame(0x81, b"plain"));
+        check_deflate(
+            &input,
+            &[
+                Out::Text("Hello".into()),
+                Out::Binary(b"Hello".to_vec()),
+                Out::Ping(b"p".to_vec()),
+                Out::Text("Hello".into()),
+                Out::Text("plain".into()),
+            ],
+        );
+        // Without the extension, RSV1 is a reserved bit (RFC 6455 §5.2).
+        check(&input, &[Out::Err(ProtoError::ReservedBits)]);
+    }
+
+    #[test]
+    fn rfc_7692_violations() {
+        let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        let cases: Vec<(Vec<u8>, ProtoError)> = vec![
+            // §6.1: not on control frames, not on a non-first fragment.
+            (frame(0xc9, b""), ProtoError::MisplacedRsv1),
+            (
+                [frame(0x41, &hello[..3]), frame(0xc0, &hello[3..])].concat(),
+                ProtoError::MisplacedRsv1,
+            ),
+            // Not DEFLATE data.
+            (frame(0xc2, &[0xff, 0xff, 0xff]), ProtoError::InvalidDeflate),
+            // Valid DEFLATE, invalid UTF-8 once inflated: checked on the inflated text.
+            (frame(0xc1, &[0xfa, 0x0f, 0x00]), ProtoError::InvalidUtf8),
+            // RSV2 and RSV3 stay reserved.
+            (frame(0xe1, &hello), ProtoError::ReservedBits),
+        ];
+        for (input, err) in cases {
+            check_deflate(&input, &[Out::Err(err)]);
+        }
+    }
+
+    #[test]
+    fn a_small_frame_that_inflates_past_the_limit_is_too_big() {
+        // 64 KiB + 1 zero bytes in a few hundred bytes of DEFLATE: over LIMITS.max_message.
+        let mut d = crate::proto::deflate::Deflater::new(9, 0);
+        let mut plain = Vec::new();
+        frame::encode_frame(OpCode::Binary, &vec![0; (1 << 16) + 1], &mut plain);
+        let bomb = d.frame(&plain, 15).unwrap();
+        let (_, head_len) = frame::decode_head(&bomb, u64::MAX).unwrap().unwrap();
+        let payload = &bomb[head_len..];
+        assert!(payload.len() < 200, "{}", payload.len());
+        check_deflate(
+            &frame(0xc2, payload),
+            &[Out::Err(ProtoError::MessageTooBig)],
+        );
+        // At exactly the limit it passes.
+        plain.clear();
+        frame::encode_frame(OpCode::Binary, &vec![0; 1 << 16], &mut plain);
+        let ok = d.frame(&plain, 15).unwrap();
+        let (_, head_len) = frame::decode_head(&ok, u64::MAX).unwrap().unwrap();
+        check_deflate(
+            &frame(0xc2, &ok[head_len..]),
+            &[Out::Binary(vec![0; 1 << 16])],
+        );
     }
 
     #[test]
@@ -506,8 +663,8 @@ mod tests {
         let mut reader = Reader::new();
         let mut input = frame(0x82, &[7; 3000]);
         let (head, body) = input.split_at_mut(100);
-        assert_eq!(reader.next(head, &LIMITS).unwrap(), (100, None));
-        let (n, msg) = reader.next(body, &LIMITS).unwrap();
+        assert_eq!(reader.next(head, &LIMITS, None).unwrap(), (100, None));
+        let (n, msg) = reader.next(body, &LIMITS, None).unwrap();
         assert_eq!(
             (
                 n,
@@ -526,10 +683,10 @@ mod tests {
         let mut input = frame(0x01, b"ab");
         input.extend(frame(0x80, b"cd"));
         let mut pos = 0;
-        let (n, msg) = reader.next(&mut input[pos..], &LIMITS).unwrap();
+        let (n, msg) = reader.next(&mut input[pos..], &LIMITS, None).unwrap();
         pos += n;
         assert_eq!(msg, Some(Message::Text("abcd")));
-        let (n, msg) = reader.next(&mut input[pos..], &LIMITS).unwrap();
+        let (n, msg) = reader.next(&mut input[pos..], &LIMITS, None).unwrap();
         assert_eq!((n, msg), (0, None));
         assert!(reader.is_idle());
     }

@@ -55,7 +55,8 @@ end
 
 if op == 'append' then
   -- KEYS: meta, log, here, nodes, noderooms. ARGV: op, draft, kind (m|n), replaces, node,
-  -- here, max events, max bytes, channel, ttl ms, room.
+  -- here, max events, max bytes, channel, ttl ms, room, whether the reply carries the event
+  -- (1: a `POST /send` waits for it; else the channel brings it, and the reply stays small).
   local meta, log, here = KEYS[1], KEYS[2], KEYS[3]
   local now = now_ms()
   local epoch = epoch_of(meta, log, now, true)
@@ -105,6 +106,9 @@ if op == 'append' then
   redis.call('PEXPIRE', log, ttl)
   redis.call('PEXPIRE', here, ttl)
   redis.call('PUBLISH', ARGV[9], epoch .. '\n' .. int(seq) .. '\n' .. int(replaced) .. '\n' .. json)
+  if ARGV[12] ~= '1' then
+    json = ''
+  end
   return { epoch, int(seq), json }
 elseif op == 'load' then
   -- KEYS: meta, log. ARGV: op, since (-1: the newest `max events`), max events, create (1|0),

@@ -1007,6 +1007,11 @@ impl RedisLog {
             &channel,
             ttl.as_bytes(),
             room.as_bytes(),
+            if matches!(draft.kind, Kind::Message { reply: Some(_), .. }) {
+                b"1"
+            } else {
+                b"0"
+            },
         ]);
         self.links[CMD].send(&args, now, true);
         self.appends += 1;

@@ -56,6 +56,7 @@ use slab::Slab;
 use self::chat::Rendered;
 use self::packet::{Assembly, Data, MAX_ATTACHMENTS, Packet, PacketError, PacketType};
 use crate::app::{Action, Mode, query_param};
+use crate::conn::Frame;
 use crate::proto::{CloseCode, OpCode, frame};
 use crate::room::log::Log;
 use crate::room::{DEFAULT_ROOM, MAX_ROOM_NAME, RoomId};
@@ -690,7 +691,7 @@ impl SioServer {
             return;
         };
         // Frames per namespace index, made when its first receiver is found.
-        let mut frames: Vec<Option<Vec<Rc<[u8]>>>> = vec![None; self.config.namespaces.len()];
+        let mut frames: Vec<Option<Vec<Frame>>> = vec![None; self.config.namespaces.len()];
         for m in members {
             debug_assert!(self.sessions.contains_key(&(m.session as usize)), "{m:?}");
             let Some(name) = self.config.namespaces.get(usize::from(m.nsp)) else {
@@ -1171,11 +1172,11 @@ fn valid_token(pid: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
 }
 
-/// Encodes one server frame into a shared buffer, using `scratch` for the encoding.
-fn frame(scratch: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) -> Rc<[u8]> {
+/// Encodes one server frame, shared by its receivers, using `scratch` for the encoding.
+fn frame(scratch: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) -> Frame {
     scratch.clear();
     frame::encode_frame(opcode, payload, scratch);
-    Rc::from(&scratch[..])
+    Frame::new(Rc::from(&scratch[..]))
 }
 
 #[cfg(test)]
@@ -1197,7 +1198,8 @@ mod tests {
         out.drain(..)
             .map(|action| match action {
                 Action::Send { to, frame } => {
-                    let (head, len) = decode_head(&frame, u64::MAX >> 1).unwrap().unwrap();
+                    let frame = frame.plain();
+                    let (head, len) = decode_head(frame, u64::MAX >> 1).unwrap().unwrap();
                     let payload = frame[len..].to_vec();
                     assert_eq!(payload.len() as u64, head.payload_len);
                     assert!(head.fin && head.mask.is_none());
@@ -1624,6 +1626,7 @@ mod tests {
                 panic!("{out:?}")
             };
             assert_eq!(&**room, "lobby");
+            let frame = frame.plain();
             let (_, len) = decode_head(frame, 1 << 20).unwrap().unwrap();
             let v: serde_json::Value = serde_json::from_slice(&frame[len..]).unwrap();
             assert_eq!(
@@ -1863,6 +1866,7 @@ mod tests {
             let Some(Action::Publish { frame, .. }) = out.last() else {
                 panic!("{out:?}")
             };
+            let frame = frame.plain();
             let (_, len) = decode_head(frame, 1 << 20).unwrap().unwrap();
             let v: serde_json::Value = serde_json::from_slice(&frame[len..]).unwrap();
             assert_eq!((&v["event"], &v["count"]), (&"join".into(), &1.into()));

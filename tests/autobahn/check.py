@@ -8,19 +8,20 @@ A case fails when
     missing from the run or from the expectations (the case set must not drift).
 
 Usage:
-  check.py INDEX_JSON EXPECTED_JSON                  check a run
-  check.py INDEX_JSON EXPECTED_JSON --write-expected  record a clean run
+  check.py INDEX_JSON EXPECTED_JSON [--config FUZZINGCLIENT_JSON]   check a run
+  check.py INDEX_JSON EXPECTED_JSON --write-expected                 record a clean run
+
+With --config, only the expectations for the cases that config ran (its "cases"
+patterns, matched as wstest matches them, with fnmatch) are looked for.
 
 Ends with the line `autobahn: N passed, M failed`; exits 1 if M > 0.
 """
 import argparse
+import fnmatch
 import json
 import sys
 
 GOOD = {"OK", "INFORMATIONAL"}
-# permessage-deflate sections: wsrelay has no such extension, and run.sh
-# excludes them; ignore them if a report has them anyway.
-EXCLUDED_SECTIONS = {"12", "13"}
 # Key of the committed file before the first clean wsrelay run recorded it.
 PLACEHOLDER_KEY = "_placeholder"
 
@@ -36,10 +37,16 @@ def load_run(path):
     if len(index) != 1:
         sys.exit(f"autobahn: {path}: expected exactly one agent, found {sorted(index)}")
     (agent, cases), = index.items()
-    return agent, {
-        cid: r for cid, r in cases.items()
-        if cid.split(".")[0] not in EXCLUDED_SECTIONS
-    }
+    return agent, cases
+
+
+def ran_by(config_path):
+    """A predicate: whether the fuzzingclient config at `config_path` runs a case."""
+    with open(config_path) as f:
+        config = json.load(f)
+    cases, excluded = config.get("cases", []), config.get("exclude-cases", [])
+    return lambda cid: (any(fnmatch.fnmatch(cid, p) for p in cases)
+                        and not any(fnmatch.fnmatch(cid, p) for p in excluded))
 
 
 def load_expected(path):
@@ -73,6 +80,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("index")
     ap.add_argument("expected")
+    ap.add_argument("--config", help="the fuzzingclient config the run used")
     ap.add_argument("--write-expected", action="store_true",
                     help="record this run as the expectations (refused unless every case is OK/INFORMATIONAL)")
     args = ap.parse_args()
@@ -95,6 +103,9 @@ def main():
             print(f"autobahn: wrote {len(run)} cases to {args.expected}")
     else:
         expected, note = load_expected(args.expected)
+        if args.config:
+            ran = ran_by(args.config)
+            expected = {cid: v for cid, v in expected.items() if ran(cid)}
         if note:
             # Every case is unexpected; say so once rather than once per case.
             print(f"autobahn: no expectations to compare with: {note}")

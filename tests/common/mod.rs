@@ -554,6 +554,8 @@ pub struct RawClient {
     buf: Vec<u8>,
     /// xorshift32 state for masking keys, so each frame gets a different non-zero key.
     mask_state: u32,
+    /// RSV bits server frames may carry (RSV1 = 4 once permessage-deflate is negotiated).
+    pub rsv_allowed: u8,
 }
 
 impl RawClient {
@@ -570,6 +572,7 @@ impl RawClient {
             stream,
             buf: Vec::new(),
             mask_state: 0x37FA_213D,
+            rsv_allowed: 0,
         }
     }
 
@@ -662,7 +665,11 @@ impl RawClient {
                     !frame.masked,
                     "RFC 6455 §5.1: server frame is masked: {frame:?}"
                 );
-                assert_eq!(frame.rsv, 0, "RSV bits set without an extension: {frame:?}");
+                assert_eq!(
+                    frame.rsv & !self.rsv_allowed,
+                    0,
+                    "RSV bits set without an extension: {frame:?}"
+                );
                 return Ok(Some(frame));
             }
             if self.fill()? == 0 {
