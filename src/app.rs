@@ -1252,10 +1252,6 @@ impl App {
                 LogEvent::Lost { room, from, to } => {
                     chat::gap(Some((from, to)), &mut self.json);
                     let frame = encode(&mut self.frame, OpCode::Text, &self.json);
-                    if let Some(id) = self.rooms.find(&room) {
-                        let json = std::str::from_utf8(&self.json).unwrap_or_default();
-                        self.sio.notify(id, json, out);
-                    }
                     out.push(Action::Publish { room, frame });
                 }
                 LogEvent::Acked { to, nsp, ack } => {
@@ -1340,9 +1336,6 @@ impl App {
             room: name.clone(),
             frame,
         });
-        // Socket.IO sockets hear it too; their offsets from before name nothing now.
-        let json = std::str::from_utf8(&self.json).unwrap_or_default();
-        self.sio.notify(room, json, out);
         let mut woken = Vec::new();
         self.waiters.take_room(name, &mut woken);
         if !woken.is_empty() {
@@ -1376,7 +1369,8 @@ impl App {
             room: room.clone(),
             frame,
         });
-        // Socket.IO sockets get it rendered for them (see `crate::sio::chat`), with its offset.
+        // Socket.IO sockets get a socket.io event, rendered for them (see `crate::sio::chat`)
+        // with its offset; the chat's own messages and notices are not for them.
         if let Some(id) = self.rooms.find(&room) {
             let json = std::str::from_utf8(&self.json).unwrap_or_default();
             self.sio.publish(id, &epoch, seq, json, out);
@@ -1713,10 +1707,7 @@ mod tests {
         let channel = message(1, notice) + &message(2, event);
         app.redis().unwrap().on_input(1, channel.as_bytes(), now);
         app.on_store(&mut out);
-        let got = texts_to(1, &mut out);
-        assert_eq!(got.len(), 2, "{got:?}");
-        assert!(got[0].starts_with(r#"42["chat",{"type":"notification""#));
-        assert!(got[0].ends_with(r#","r1-1:1"]"#));
-        assert_eq!(got[1], r#"42["m","r1-1:2"]"#);
+        // The notice is for plain members only.
+        assert_eq!(texts_to(1, &mut out), [r#"42["m","r1-1:2"]"#]);
     }
 }

@@ -19,9 +19,11 @@
 //!
 //! Socket.IO receivers get the event as emitted, on its namespace, with its offset appended:
 //! `42["chat message","hi","<offset>"]`, or for a binary event `451-[…,"<offset>"]` and the
-//! attachments as binary frames. The room's other events (chat messages and presence notices)
-//! reach socket.io sockets of every namespace as one event, `chat`, whose argument is the
-//! object a plain client gets: `42["chat",{"type":"message","name":"ann",…},"<offset>"]`.
+//! attachments as binary frames. They get nothing else from the room: a socket.io client of
+//! the tutorial chat listens to the events its peers emit, and an extra event for the chat's
+//! messages and presence notices would reach every handler `onAny` installs, under a name
+//! that may be one of its own (`chat`, `message`). Their sequence numbers are skipped, as the
+//! events of other namespaces are: an offset orders, it does not count.
 //!
 //! The offset is the event's place in its room, `EPOCH:SEQ` (e.g. `19aeb3c2f10-1:42`): what the
 //! reference server appends as the last argument of every stored event when
@@ -49,9 +51,6 @@ pub const MAX_EVENT: usize = 16 << 10;
 pub const WELCOME_EVENT: &str = "connected";
 /// See [`WELCOME_EVENT`].
 pub const WELCOME_TEXT: &str = "Welcome to the chat";
-
-/// The event that carries the chat protocol's own objects to socket.io sockets.
-pub const CHAT_EVENT: &str = "chat";
 
 /// A room event's offset: `EPOCH:SEQ`.
 pub fn offset(epoch: &str, seq: u64, out: &mut Vec<u8>) {
@@ -119,36 +118,30 @@ struct Kept<'a> {
     attachments: Option<Vec<&'a RawValue>>,
 }
 
-/// A room event as socket.io sockets get it: on one namespace, or on every one.
+/// A socket.io event of a room as its sockets get it.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Rendered {
-    /// An event emitted on this namespace: the packet after its head, and the attachments.
-    Event {
-        /// The namespace it was emitted on.
-        nsp: String,
-        /// The JSON array: its elements, then the offset.
-        array: Vec<u8>,
-        /// Decoded binary attachments.
-        attachments: Vec<Vec<u8>>,
-    },
-    /// A chat message or notice, as a `chat` event on every namespace: the JSON array.
-    Chat(Vec<u8>),
+pub struct Rendered {
+    /// The namespace it was emitted on.
+    pub nsp: String,
+    /// The JSON array: its elements, then the offset.
+    pub array: Vec<u8>,
+    /// Decoded binary attachments.
+    pub attachments: Vec<Vec<u8>>,
 }
 
 /// How a committed room event (`json`, as the log keeps it) reaches socket.io sockets, with
-/// its offset appended. `None` for an entry this server did not write (skipped, like a
-/// plain client would skip an unknown type).
+/// its offset appended: `None` for the chat's own messages and notices (see the module
+/// documentation), and for an entry this server did not write.
 pub fn render(json: &str, epoch: &str, seq: u64) -> Option<Rendered> {
-    let kept: Kept<'_> = serde_json::from_str(json).ok()?;
-    let mut array = Vec::with_capacity(json.len() + 32);
-    if kept.kind.map(RawValue::get) != Some(r#""event""#) {
-        array.extend_from_slice(br#"[""#);
-        array.extend_from_slice(CHAT_EVENT.as_bytes());
-        array.extend_from_slice(br#"","#);
-        array.extend_from_slice(json.as_bytes());
-        push_offset(epoch, seq, &mut array);
-        return Some(Rendered::Chat(array));
+    // The chat's objects are never parsed: only the log entries of events are rendered.
+    if !json.starts_with(r#"{"type":"event""#) {
+        return None;
     }
+    let kept: Kept<'_> = serde_json::from_str(json).ok()?;
+    if kept.kind.map(RawValue::get) != Some(r#""event""#) {
+        return None;
+    }
+    let mut array = Vec::with_capacity(json.len() + 32);
     let nsp: String = serde_json::from_str(kept.nsp?.get()).ok()?;
     array.push(b'[');
     array.extend_from_slice(kept.event?.get().as_bytes());
@@ -162,7 +155,7 @@ pub fn render(json: &str, epoch: &str, seq: u64) -> Option<Rendered> {
         let text: &str = serde_json::from_str(a.get()).ok()?;
         attachments.push(STANDARD.decode(text).ok()?);
     }
-    Some(Rendered::Event {
+    Some(Rendered {
         nsp,
         array,
         attachments,
@@ -176,26 +169,17 @@ fn push_offset(epoch: &str, seq: u64, array: &mut Vec<u8>) {
     array.extend_from_slice(br#""]"#);
 }
 
-/// Appends a whole packet's text for socket.io (after the Engine.IO `4`): its head for `nsp`
-/// and the rendered array.
+/// Appends a whole packet's text (after the Engine.IO `4`): its head for namespace `nsp` and
+/// the rendered array.
 pub fn packet_text(rendered: &Rendered, nsp: &str, out: &mut Vec<u8>) {
-    match rendered {
-        Rendered::Event {
-            array, attachments, ..
-        } => {
-            let kind = if attachments.is_empty() {
-                PacketType::Event
-            } else {
-                PacketType::BinaryEvent
-            };
-            packet::encode_head(kind, attachments.len(), nsp, None, out);
-            out.extend_from_slice(array);
-        }
-        Rendered::Chat(array) => {
-            packet::encode_head(PacketType::Event, 0, nsp, None, out);
-            out.extend_from_slice(array);
-        }
-    }
+    let n = rendered.attachments.len();
+    let kind = if n == 0 {
+        PacketType::Event
+    } else {
+        PacketType::BinaryEvent
+    };
+    packet::encode_head(kind, n, nsp, None, out);
+    out.extend_from_slice(&rendered.array);
 }
 
 #[cfg(test)]
@@ -248,12 +232,9 @@ mod tests {
         let body = std::str::from_utf8(&json).unwrap();
         assert!(body.ends_with(r#""attachments":["AQID",""]}"#), "{body}");
         let r = render(body, "e", 1).unwrap();
-        let Rendered::Event {
+        let Rendered {
             nsp, attachments, ..
-        } = &r
-        else {
-            panic!("{r:?}")
-        };
+        } = &r;
         assert_eq!(
             (&**nsp, attachments),
             ("/admin", &vec![vec![1, 2, 3], vec![]])
@@ -265,12 +246,13 @@ mod tests {
     }
 
     #[test]
-    fn chat_objects_become_chat_events() {
+    fn only_events_are_rendered() {
         let json = r#"{"type":"message","name":"a","msg":"b","seq":3,"ts":4}"#;
-        let r = render(json, "x-1", 3).unwrap();
-        assert_eq!(text(&r, "/"), format!(r#"2["chat",{json},"x-1:3"]"#));
-        assert_eq!(text(&r, "/n"), format!(r#"2/n,["chat",{json},"x-1:3"]"#));
+        assert_eq!(render(json, "x-1", 3), None);
+        let notice = r#"{"type":"notification","event":"join","count":1,"msg":"x","seq":1,"ts":2}"#;
+        assert_eq!(render(notice, "x-1", 1), None);
         assert_eq!(render("not json", "e", 1), None);
+        assert_eq!(render(r#"{"type":"event" "#, "e", 1), None);
         assert_eq!(render(r#"{"type":"event"}"#, "e", 1), None);
     }
 

@@ -670,21 +670,6 @@ impl SioServer {
         self.fan_out(room, &rendered, out);
     }
 
-    /// Sends a chat object that is not a room event (a gap notice) to the room's sockets, as a
-    /// `chat` event without an offset.
-    pub fn notify(&mut self, room: RoomId, json: &str, out: &mut Vec<Action>) {
-        if !self.members.contains_key(&room) {
-            return;
-        }
-        let mut array = Vec::with_capacity(json.len() + 10);
-        array.extend_from_slice(br#"[""#);
-        array.extend_from_slice(chat::CHAT_EVENT.as_bytes());
-        array.extend_from_slice(br#"","#);
-        array.extend_from_slice(json.as_bytes());
-        array.push(b']');
-        self.fan_out(room, &Rendered::Chat(array), out);
-    }
-
     /// Queues `rendered` to every socket of the room it is for.
     fn fan_out(&mut self, room: RoomId, rendered: &Rendered, out: &mut Vec<Action>) {
         let Some(members) = self.members.get(&room) else {
@@ -697,9 +682,7 @@ impl SioServer {
             let Some(name) = self.config.namespaces.get(usize::from(m.nsp)) else {
                 continue;
             };
-            if let Rendered::Event { nsp, .. } = rendered
-                && **nsp != **name
-            {
+            if *rendered.nsp != **name {
                 continue;
             }
             let Some(slot) = frames.get_mut(usize::from(m.nsp)) else {
@@ -709,10 +692,8 @@ impl SioServer {
                 let mut text = vec![b'4'];
                 chat::packet_text(rendered, name, &mut text);
                 let mut all = vec![frame(&mut self.frame, OpCode::Text, &text)];
-                if let Rendered::Event { attachments, .. } = rendered {
-                    for a in attachments {
-                        all.push(frame(&mut self.frame, OpCode::Binary, a));
-                    }
+                for a in &rendered.attachments {
+                    all.push(frame(&mut self.frame, OpCode::Binary, a));
                 }
                 all
             });
@@ -737,8 +718,8 @@ impl SioServer {
         self.send_text(session, out);
     }
 
-    /// Tells a socket its event was not sent, as the chat tells its clients: a `chat` event
-    /// `{"type":"error","msg":…}` (no offset: it is no room event).
+    /// Tells a socket its event was not sent: an `error` event `{"message":…}`, the shape of
+    /// socket.io's own errors (no offset: it is no room event).
     pub fn error(
         &mut self,
         session: usize,
@@ -752,13 +733,9 @@ impl SioServer {
         }
         let name = self.namespace_name(nsp);
         self.start(PacketType::Event, 0, &name, None);
-        self.text.extend_from_slice(br#"[""#);
-        self.text.extend_from_slice(chat::CHAT_EVENT.as_bytes());
-        self.text.extend_from_slice(br#"","#);
-        let mut json = Vec::new();
-        crate::chat::error(msg, &mut json);
-        self.text.extend_from_slice(&json);
-        self.text.push(b']');
+        self.text.extend_from_slice(br#"["error",{"message":"#);
+        let _ = serde_json::to_writer(&mut self.text, msg);
+        self.text.extend_from_slice(b"}]");
         self.send_text(session, out);
     }
 
@@ -1081,20 +1058,16 @@ impl SioServer {
 
     /// Queues a room event to one socket on namespace `nsp`, if it is for that namespace.
     fn send_rendered(&mut self, to: usize, nsp: &str, rendered: &Rendered, out: &mut Vec<Action>) {
-        if let Rendered::Event { nsp: of, .. } = rendered
-            && **of != *nsp
-        {
+        if *rendered.nsp != *nsp {
             return;
         }
         self.text.clear();
         self.text.push(b'4');
         chat::packet_text(rendered, nsp, &mut self.text);
         self.send_text(to, out);
-        if let Rendered::Event { attachments, .. } = rendered {
-            for a in attachments {
-                let frame = frame(&mut self.frame, OpCode::Binary, a);
-                out.push(Action::Send { to, frame });
-            }
+        for a in &rendered.attachments {
+            let frame = frame(&mut self.frame, OpCode::Binary, a);
+            out.push(Action::Send { to, frame });
         }
     }
 
@@ -1569,22 +1542,17 @@ mod tests {
             let (_, offset) = join_lobby(&mut app, 1);
             let (epoch, seq) = chat::parse_offset(&offset).unwrap();
             assert_eq!(seq, 0, "a new room");
-            // The second arrival is announced to the first (the first heard its own).
+            // The second arrival is announced to plain members (seq 2), not to sockets.
             open(&mut app, 2, "room=lobby");
             let mut out = Vec::new();
             app.on_eio_text(2, "0", Instant::now(), &mut out);
             let got = read(&mut out);
-            let notice = got
-                .iter()
-                .find(|o| matches!(o, Out::Text(1, _)))
-                .expect("session 1 hears of session 2");
-            let Out::Text(_, t) = notice else { panic!() };
+            assert!(got.iter().all(|o| !matches!(o, Out::Text(1, _))), "{got:?}");
             assert!(
-                t.starts_with(r#"42["chat",{"type":"notification","event":"join","count":2"#),
-                "{t}"
+                got.contains(&Out::Other),
+                "the notice is published: {got:?}"
             );
-            assert_eq!(offset_of(notice), format!("{epoch}:2"));
-            // A plain WebSocket member of the room.
+            // A plain WebSocket member of the room (seq 3 announces it).
             app.on_join(9, "/lobby", &mut out);
             out.clear();
             // An event with an ack: everyone gets it (the sender too), then the sender the ack.
@@ -1600,17 +1568,13 @@ mod tests {
                 ]
             );
             assert_eq!(app.members("lobby"), [9]);
-            // Plain chat clients read it as a typed object with its seq.
+            // A plain member's message is not for the sockets; the next event's offset skips it.
             let mut out = Vec::new();
             app.on_text(9, r#"{"name":"ann","msg":"yo"}"#, Instant::now(), &mut out);
-            let got = read(&mut out);
-            let Out::Text(1, t) = &got[1] else {
-                panic!("{got:?}")
-            };
-            assert!(
-                t.starts_with(r#"42["chat",{"type":"message","name":"ann","msg":"yo","seq":5,"#)
-            );
-            assert!(t.ends_with(&format!(r#"}},"{epoch}:5"]"#)), "{t}");
+            assert_eq!(read(&mut out), [Out::Other]);
+            let got = send(&mut app, 2, &[r#"2["chat message","back"]"#]);
+            let event = format!(r#"42["chat message","back","{epoch}:6"]"#);
+            assert_eq!(got, [Out::Other, text(1, &event), text(2, &event)]);
         }
 
         #[test]
@@ -1665,14 +1629,12 @@ mod tests {
                 })
                 .collect();
             let (epoch, n) = chat::parse_offset(&seen).unwrap();
-            // Its own leave notice, the two events, the answer with the same pid, then (live)
-            // its arrival.
-            assert_eq!(texts.len(), 5, "{texts:?}");
-            assert!(texts[4].starts_with(r#"42["chat",{"type":"notification","event":"join""#));
-            assert!(texts[0].starts_with(r#"42["chat",{"type":"notification","event":"leave""#));
-            assert_eq!(texts[1], format!(r#"42["m","three","{epoch}:{}"]"#, n + 2));
-            assert_eq!(texts[2], format!(r#"42["m","four","{epoch}:{}"]"#, n + 3));
-            let (sid, again) = answer(&got[3], "40");
+            // The two events (its leave notice, seq n + 1, is skipped), then the answer with
+            // the same pid.
+            assert_eq!(texts.len(), 3, "{texts:?}");
+            assert_eq!(texts[0], format!(r#"42["m","three","{epoch}:{}"]"#, n + 2));
+            assert_eq!(texts[1], format!(r#"42["m","four","{epoch}:{}"]"#, n + 3));
+            let (sid, again) = answer(&text(3, texts[2]), "40");
             assert_eq!(again, pid);
             assert_eq!(sid.len(), 20);
             // An offset from elsewhere, or gone from the history, is a new start.
@@ -1757,9 +1719,9 @@ mod tests {
                 .collect();
             assert_eq!(to, [2]);
             assert!(matches!(&got[1], Out::Text(2, t) if t.starts_with(r#"42/admin,["x","#)));
-            // Chat objects reach every namespace.
-            let got = send(&mut app, 1, &["1"]);
-            assert!(got.iter().any(|o| matches!(o, Out::Text(2, t) if t.starts_with(r#"42/admin,["chat",{"type":"notification","event":"leave""#))), "{got:?}");
+            // And `/`'s events stay on `/`.
+            let got = send(&mut app, 1, &[r#"2["y"]"#]);
+            assert!(got.iter().all(|o| !matches!(o, Out::Text(2, _))), "{got:?}");
         }
 
         #[test]
@@ -1813,7 +1775,7 @@ mod tests {
             let big = format!(r#"2["m","{}"]"#, "x".repeat(chat::MAX_EVENT));
             let got = send(&mut app, 1, &[&big]);
             assert!(
-                matches!(&got[..], [Out::Text(1, t)] if t.starts_with(r#"42["chat",{"type":"error","msg":"not sent: events are at most"#)),
+                matches!(&got[..], [Out::Text(1, t)] if t.starts_with(r#"42["error",{"message":"not sent: events are at most"#)),
                 "{got:?}"
             );
             let got = send(&mut app, 1, &[r#"2["m"]"#, r#"2["m"]"#]);
@@ -1824,7 +1786,7 @@ mod tests {
             );
             let got = send(&mut app, 1, &[r#"21["m"]"#]);
             assert!(
-                matches!(&got[..], [Out::Text(1, e), Out::Text(1, d), ..] if e.starts_with(r#"42["chat",{"type":"error","msg":"too many messages"#) && d == "41"),
+                matches!(&got[..], [Out::Text(1, e), Out::Text(1, d), ..] if e.starts_with(r#"42["error",{"message":"too many messages"#) && d == "41"),
                 "{got:?}"
             );
             // Disconnected from `/`: further events are an invalid state.
@@ -1842,8 +1804,8 @@ mod tests {
             send(&mut app, 1, &["0/admin,"]);
             app.on_eio_close(1, &mut Vec::new());
             open(&mut app, 2, "room=lobby");
-            // Its arrival is announced on every namespace: to nobody but itself.
-            let got = send(&mut app, 2, &["0"]);
+            send(&mut app, 2, &["0/admin,"]);
+            let got = send(&mut app, 2, &[r#"2/admin,["x"]"#]);
             assert!(
                 got.iter()
                     .all(|o| !matches!(o, Out::Text(1, _) | Out::Binary(1, _))),
