@@ -71,6 +71,16 @@ pub const MAX_NAMESPACES: usize = 32;
 /// `maxHttpBufferSize` (1 MB) for one Engine.IO message, here for all of a packet's.
 pub const MAX_ATTACHMENT_BYTES: usize = 1 << 20;
 
+/// How long echo mode holds the `auth` event after the CONNECT answer. The reference server
+/// writes it separately: socket.io emits it in the same tick as the answer, but engine.io sends
+/// what comes while a write is in flight once that write drains. A client that handles one
+/// message per read, as the official test suite's `waitFor` does (a promise resolved by the
+/// first of two messages that came in one TCP segment registers its next listener too late),
+/// needs them apart: a millisecond, when the answer is long written (writes only microseconds
+/// apart still reach it in one read). What echo mode sends that session meanwhile waits behind
+/// it, in order.
+const ECHO_AUTH_DELAY: Duration = Duration::from_millis(1);
+
 /// The close reasons (RFC 6455 §7.4.1: 1008 for a policy, 1002 for a protocol violation).
 const CONNECT_TIMEOUT_REASON: &str = "no socket.io CONNECT in time";
 const ATTACHMENT_TIMEOUT_REASON: &str = "socket.io attachments did not come in time";
@@ -324,6 +334,9 @@ pub struct SioServer {
     /// Connect and attachment deadlines in the order they fall (one timeout for all, so
     /// they are pushed in order); one whose session or packet is gone is dropped when due.
     deadlines: VecDeque<Deadline>,
+    /// Echo mode's `auth` events held after their CONNECT answer (see [`ECHO_AUTH_DELAY`]),
+    /// in order: for session (and serial), namespace.
+    held: VecDeque<(Instant, usize, u32, u8, Frame)>,
     /// Counts sessions, to tell them apart (see [`Session::serial`]).
     serial: u32,
     /// What the app has to do for sockets, in order.
@@ -355,6 +368,7 @@ impl SioServer {
             sessions: HashMap::new(),
             members: HashMap::new(),
             deadlines: VecDeque::new(),
+            held: VecDeque::new(),
             serial: 0,
             requests: Vec::new(),
             names: Slab::new(),
@@ -421,11 +435,11 @@ impl SioServer {
             });
             return;
         }
-        self.handle(id, packet, &[], out);
+        self.handle(id, packet, &[], now, out);
     }
 
     /// A binary `message` packet from session `id`.
-    pub fn on_binary(&mut self, id: usize, data: &[u8], _now: Instant, out: &mut Vec<Action>) {
+    pub fn on_binary(&mut self, id: usize, data: &[u8], now: Instant, out: &mut Vec<Action>) {
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -451,7 +465,7 @@ impl SioServer {
         {
             return self.fail(id, e, out);
         }
-        self.handle(id, packet, assembly.attachments(), out);
+        self.handle(id, packet, assembly.attachments(), now, out);
     }
 
     /// Session `id` closed (any reason); its sockets are gone.
@@ -461,11 +475,26 @@ impl SioServer {
 
     /// The earliest time [`SioServer::handle_timeout`] has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadlines.front().map(|d| d.at)
+        let held = self.held.front().map(|h| h.0);
+        [self.deadlines.front().map(|d| d.at), held]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Sessions that never sent a CONNECT in time are closed, and the like.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<Action>) {
+        while self.held.front().is_some_and(|h| h.0 <= now) {
+            let Some((_, to, serial, nsp, frame)) = self.held.pop_front() else {
+                break;
+            };
+            // Its socket is still there (the session's other output is sent anyway).
+            if self.sessions.get(&to).is_some_and(|s| s.serial == serial)
+                && (nsp == NO_SOCKET || self.connected(to, serial, nsp))
+            {
+                out.push(Action::Send { to, frame });
+            }
+        }
         while let Some(d) = self.deadlines.front() {
             if d.at > now {
                 break;
@@ -766,6 +795,7 @@ impl SioServer {
         id: usize,
         packet: Packet<'_>,
         attachments: &[Box<[u8]>],
+        now: Instant,
         out: &mut Vec<Action>,
     ) {
         let nsp = self.namespace(packet.nsp);
@@ -784,7 +814,7 @@ impl SioServer {
                     Data::Object(auth) => auth,
                     _ => "{}",
                 };
-                self.connect(id, n, auth, out);
+                self.connect(id, n, auth, now, out);
             }
             // A CONNECT for a namespace it is on, any other packet for one it is not on, and a
             // CONNECT_ERROR (the server's to send) are an "invalid state" to the reference.
@@ -808,7 +838,7 @@ impl SioServer {
     }
 
     /// CONNECT to namespace `nsp` with payload `auth` (a JSON object).
-    fn connect(&mut self, id: usize, nsp: u8, auth: &str, out: &mut Vec<Action>) {
+    fn connect(&mut self, id: usize, nsp: u8, auth: &str, now: Instant, out: &mut Vec<Action>) {
         let Some(session) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -827,10 +857,14 @@ impl SioServer {
             self.text.extend_from_slice(sid.as_bytes());
             self.text.extend_from_slice(br#""}"#);
             self.send_text(id, out);
-            // The reference server's `socket.emit("auth", socket.handshake.auth)`.
+            // The reference server's `socket.emit("auth", socket.handshake.auth)`, written
+            // after the answer (see `ECHO_AUTH_DELAY`).
             self.start(PacketType::Event, 0, &name, None);
             packet::write_array([r#""auth""#, auth], &mut self.text);
-            self.send_text(id, out);
+            let frame = frame(&mut self.frame, OpCode::Text, &self.text);
+            let serial = self.sessions.get(&id).map_or(0, |s| s.serial);
+            self.held
+                .push_back((now + ECHO_AUTH_DELAY, id, serial, nsp, frame));
             return;
         }
         // Fields as JavaScript reads them: the last of a repeated key; only strings count.
@@ -912,7 +946,7 @@ impl SioServer {
         self.send_text(id, out);
         for a in attachments {
             let frame = frame(&mut self.frame, OpCode::Binary, a);
-            out.push(Action::Send { to: id, frame });
+            self.send(id, frame, out);
         }
     }
 
@@ -1053,7 +1087,17 @@ impl SioServer {
     /// Queues the packet in `self.text` to session `to`, as one text frame.
     fn send_text(&mut self, to: usize, out: &mut Vec<Action>) {
         let frame = frame(&mut self.frame, OpCode::Text, &self.text);
-        out.push(Action::Send { to, frame });
+        self.send(to, frame, out);
+    }
+
+    /// Queues a frame to session `to`, behind an `auth` event held for it (echo mode).
+    fn send(&mut self, to: usize, frame: Frame, out: &mut Vec<Action>) {
+        match self.held.iter().rev().find(|h| h.1 == to) {
+            Some(&(at, _, serial, ..)) => {
+                self.held.push_back((at, to, serial, NO_SOCKET, frame));
+            }
+            None => out.push(Action::Send { to, frame }),
+        }
     }
 
     /// Queues a room event to one socket on namespace `nsp`, if it is for that namespace.
@@ -1199,12 +1243,14 @@ mod tests {
         sio
     }
 
-    /// Sends `packets` as session 1's text messages; what came back.
+    /// Sends `packets` as session 1's text messages; what came back, held `auth` events
+    /// included (their millisecond passes).
     fn talk(sio: &mut SioServer, now: Instant, packets: &[&str]) -> Vec<Out> {
         let mut out = Vec::new();
         for p in packets {
             sio.on_text(1, p, now, &mut out);
         }
+        sio.handle_timeout(now + ECHO_AUTH_DELAY, &mut out);
         read(&mut out)
     }
 
@@ -1266,6 +1312,39 @@ mod tests {
         assert_eq!(talk(&mut sio, now, &["abc"]), [Out::Close(1, 1002)]);
         // Gone: what it sends next is not read.
         assert_eq!(talk(&mut sio, now, &["0"]), []);
+    }
+
+    #[test]
+    fn the_auth_event_is_written_apart_from_the_connect_answer() {
+        let now = Instant::now();
+        let mut sio = echo(now);
+        let mut out = Vec::new();
+        sio.on_text(1, "0", now, &mut out);
+        sio.on_text(1, r#"2["message","early"]"#, now, &mut out);
+        let got = read(&mut out);
+        assert!(
+            matches!(&got[..], [Out::Text(1, t)] if t.starts_with("40")),
+            "{got:?}"
+        );
+        assert_eq!(sio.poll_timeout(), Some(now + ECHO_AUTH_DELAY));
+        sio.handle_timeout(now, &mut out);
+        assert!(out.is_empty());
+        // Then the auth event, and what came meanwhile behind it.
+        sio.handle_timeout(now + ECHO_AUTH_DELAY, &mut out);
+        assert_eq!(
+            read(&mut out),
+            [
+                text(1, r#"42["auth",{}]"#),
+                text(1, r#"42["message-back","early"]"#)
+            ]
+        );
+        // A socket gone meanwhile gets no auth event.
+        let mut sio = echo(now);
+        sio.on_text(1, "0", now, &mut out);
+        sio.on_text(1, "1", now, &mut out);
+        out.clear();
+        sio.handle_timeout(now + ECHO_AUTH_DELAY, &mut out);
+        assert!(out.is_empty(), "{out:?}");
     }
 
     #[test]
@@ -1372,6 +1451,7 @@ mod tests {
             sio.on_binary(1, &[1, 2, 3], now, &mut out);
             assert!(out.is_empty(), "nothing before the last attachment");
             sio.on_binary(1, &[4, 5, 6], now, &mut out);
+            sio.handle_timeout(now + ECHO_AUTH_DELAY, &mut out);
             assert_eq!(
                 read(&mut out),
                 [
@@ -1443,6 +1523,7 @@ mod tests {
         sio.on_open(2, "", now, &mut Vec::new());
         let mut out = Vec::new();
         sio.on_text(2, "0/custom,", now, &mut out);
+        sio.handle_timeout(now + ECHO_AUTH_DELAY, &mut out);
         let got = read(&mut out);
         assert!(
             matches!(&got[..], [Out::Text(2, _), Out::Text(2, _)]),
