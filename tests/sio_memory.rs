@@ -82,8 +82,9 @@ fn per_client(join: impl Fn(&mut App, usize, &mut Vec<wsrelay::app::Action>)) ->
 #[test]
 fn an_idle_socket_io_session_costs_at_most_64_bytes_more_than_a_chat_member() {
     let plain = per_client(|app, id, out| app.on_join(id, "/lobby", out));
+    // Engine.IO numbers its sessions from 2^62 up in the app's id space.
     let sio = per_client(|app, id, out| {
-        let now = Instant::now();
+        let (now, id) = (Instant::now(), (1 << (usize::BITS - 2)) + id);
         app.on_eio_open(id, "EIO=4&transport=websocket&room=lobby", now, out);
         app.on_eio_text(id, "0", now, out);
     });

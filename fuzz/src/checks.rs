@@ -1387,6 +1387,7 @@ fn write_resp(value: &Value, out: &mut Vec<u8>) {
 /// `b`/`B` a binary message from session 1/2 (the rest), `T` a text message from session 2,
 /// `o`/`O` session 1/2 closes and opens again (the rest as its query), `w` the connect timeout
 /// passes; anything else is a text message from session 1, the whole op (lossy UTF-8).
+/// Sessions have ids high in the app's id space, as the Engine.IO layer gives them.
 ///
 /// Every text message also goes through the codec: what decodes re-encodes (head, minified
 /// payload) to text that decodes to the same packet, whose payload is the same JSON, and
@@ -1415,7 +1416,7 @@ pub fn sio(data: &[u8]) {
     let mut out = Vec::new();
     let mut wire = SioWire::default();
     for id in [1, 2] {
-        app.on_eio_open(id, "EIO=4&room=r", now, &mut out);
+        app.on_eio_open(SIO_BASE + id, "EIO=4&room=r", now, &mut out);
     }
     wire.check(&mut out);
     for op in ops.split(|&b| b == 0) {
@@ -1423,12 +1424,13 @@ pub fn sio(data: &[u8]) {
         match kind {
             b'b' | b'B' => {
                 let id = if kind == b'b' { 1 } else { 2 };
-                app.on_eio_binary(id, rest, now, &mut out);
+                app.on_eio_binary(SIO_BASE + id, rest, now, &mut out);
             }
             b'o' | b'O' => {
                 let id = if kind == b'o' { 1 } else { 2 };
-                app.on_eio_close(id, &mut out);
-                app.on_eio_open(id, &String::from_utf8_lossy(rest), now, &mut out);
+                app.on_eio_close(SIO_BASE + id, &mut out);
+                let query = String::from_utf8_lossy(rest);
+                app.on_eio_open(SIO_BASE + id, &query, now, &mut out);
                 wire.closed[id] = false;
             }
             b'w' => {
@@ -1438,17 +1440,20 @@ pub fn sio(data: &[u8]) {
             b'T' => {
                 let text = String::from_utf8_lossy(rest);
                 sio_codec(&text);
-                app.on_eio_text(2, &text, now, &mut out);
+                app.on_eio_text(SIO_BASE + 2, &text, now, &mut out);
             }
             _ => {
                 let text = String::from_utf8_lossy(op);
                 sio_codec(&text);
-                app.on_eio_text(1, &text, now, &mut out);
+                app.on_eio_text(SIO_BASE + 1, &text, now, &mut out);
             }
         }
         wire.check(&mut out);
     }
 }
+
+/// Where the fuzzed sessions' ids start: Engine.IO's first id (`eio::session::ID_BASE`).
+const SIO_BASE: usize = 1 << (usize::BITS - 2);
 
 /// What the sessions were sent so far.
 #[derive(Default)]
@@ -1465,6 +1470,7 @@ impl SioWire {
         for action in out.drain(..) {
             match action {
                 Action::Send { to, frame } => {
+                    let to = to.wrapping_sub(SIO_BASE);
                     assert!(to == 1 || to == 2, "to {to}");
                     assert!(!self.closed[to], "sent to {to} after closing it");
                     let frame = frame.plain();
@@ -1487,6 +1493,7 @@ impl SioWire {
                     }
                 }
                 Action::Close { to, .. } => {
+                    let to = to.wrapping_sub(SIO_BASE);
                     assert!(to == 1 || to == 2, "close {to}");
                     self.closed[to] = true;
                     self.owed[to] = 0;

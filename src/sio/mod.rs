@@ -36,7 +36,7 @@
 //!   [`SioServer::joined`], [`SioServer::publish`], [`SioServer::ack`] and the like.
 //!
 //! Memory: one [`Session`] entry per session (32 bytes, with the first socket inline), a
-//! member entry (8 bytes) per socket in a chat room, and nothing else while it is idle; more
+//! member entry (16 bytes) per socket in a chat room, and nothing else while it is idle; more
 //! sockets, and a binary packet being collected, live in a box only sessions that need them
 //! have.
 
@@ -303,7 +303,8 @@ impl Session {
 /// A socket in a chat room's member list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Member {
-    session: u32,
+    /// Any id of the app's space: Engine.IO sessions are numbered high in it.
+    session: usize,
     nsp: u8,
 }
 
@@ -611,7 +612,7 @@ impl SioServer {
         recover: Option<&Recover>,
         out: &mut Vec<Action>,
     ) -> bool {
-        let (Ok(room32), Ok(session32)) = (u32::try_from(room), u32::try_from(session)) else {
+        let Ok(room32) = u32::try_from(room) else {
             return false;
         };
         let Some(s) = self
@@ -627,10 +628,7 @@ impl SioServer {
         let members = self.members.entry(room).or_default();
         socket.joined = true;
         socket.index = u32::try_from(members.len()).unwrap_or(u32::MAX);
-        members.push(Member {
-            session: session32,
-            nsp,
-        });
+        members.push(Member { session, nsp });
         s.connected_once = true;
         let (epoch, last) = (log.epoch(room), log.last_seq(room));
         // The client's offset is in this epoch of the room (or is "nothing yet" in a room the
@@ -707,7 +705,7 @@ impl SioServer {
         // Frames per namespace index, made when its first receiver is found.
         let mut frames: Vec<Option<Vec<Frame>>> = vec![None; self.config.namespaces.len()];
         for m in members {
-            debug_assert!(self.sessions.contains_key(&(m.session as usize)), "{m:?}");
+            debug_assert!(self.sessions.contains_key(&m.session), "{m:?}");
             let Some(name) = self.config.namespaces.get(usize::from(m.nsp)) else {
                 continue;
             };
@@ -728,7 +726,7 @@ impl SioServer {
             });
             for f in encoded.iter() {
                 out.push(Action::Send {
-                    to: m.session as usize,
+                    to: m.session,
                     frame: f.clone(),
                 });
             }
@@ -1015,7 +1013,7 @@ impl SioServer {
                 if let Some(&moved) = members.get(index)
                     && let Some(k) = self
                         .sessions
-                        .get_mut(&(moved.session as usize))
+                        .get_mut(&moved.session)
                         .and_then(|s| s.socket_mut(moved.nsp))
                 {
                     k.index = socket.index;
@@ -1656,6 +1654,27 @@ mod tests {
             let got = send(&mut app, 2, &[r#"2["chat message","back"]"#]);
             let event = format!(r#"42["chat message","back","{epoch}:6"]"#);
             assert_eq!(got, [Out::Other, text(1, &event), text(2, &event)]);
+        }
+
+        #[test]
+        fn engine_io_session_ids_are_any_ids() {
+            // The Engine.IO layer numbers its sessions from 2^62 up in the app's id space.
+            let mut app = app();
+            let (a, b) = (1 << (usize::BITS - 2), (1 << (usize::BITS - 2)) + 7);
+            for id in [a, b] {
+                open(&mut app, id, "room=lobby");
+                let got = send(&mut app, id, &["0"]);
+                assert!(matches!(&got[0], Out::Text(to, t) if *to == id && t.starts_with("40{")));
+            }
+            let got = send(&mut app, a, &[r#"21["x"]"#]);
+            let to: Vec<usize> = got
+                .iter()
+                .filter_map(|o| match o {
+                    Out::Text(to, _) => Some(*to),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(to, [a, b, a]);
         }
 
         #[test]
