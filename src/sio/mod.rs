@@ -25,13 +25,18 @@
 //!   socket on, close the session (the reference's `Client.ondata` and `ondecoded` close the
 //!   Engine.IO connection for each). `DISCONNECT` ends one socket; the session stays.
 //! - `--mode echo` is the official test suite's reference server (socket.io-protocol's
-//!   README): a new socket gets `auth` with its CONNECT payload; on `/`, `message` comes back
-//!   as `message-back` and `message-with-ack` is acknowledged, with the same arguments (and
-//!   attachments); `/custom` exists. `--mode relay` behaves the same.
+//!   README): a new socket gets `auth` with its CONNECT payload (written apart from the
+//!   CONNECT answer, see [`ECHO_AUTH_DELAY`]); on `/`, `message` comes back as `message-back`
+//!   and `message-with-ack` is acknowledged, with the same arguments (and attachments);
+//!   `/custom` exists. `--mode relay` behaves the same. With the Engine.IO layer, the suite
+//!   passes whole (32 of 32) against `--mode echo --sio-connect-timeout 1000` and its ping
+//!   timings.
 //! - `--mode chat` is the tutorial chat over the chat's rooms: see [`chat`] for how events go
 //!   through a room's log and come back, with their offsets for connection-state recovery.
 //!   The room is the CONNECT payload's `room`, else the handshake query's (`io(url, {query:
-//!   {room}})`), else `main`. What needs the rooms (joins, leaves, events to commit) is handed
+//!   {room}})`), else `main`. A session's events count against `--max-message-rate` like a
+//!   chat connection's messages; over it, the socket gets an `error` event and a DISCONNECT.
+//!   What needs the rooms (joins, leaves, events to commit) is handed
 //!   to the app as [`Request`]s, which it answers through [`SioServer::placed`],
 //!   [`SioServer::joined`], [`SioServer::publish`], [`SioServer::ack`] and the like.
 //!
