@@ -26,7 +26,7 @@
 //!   Engine.IO connection for each). `DISCONNECT` ends one socket; the session stays.
 //! - `--mode echo` is the official test suite's reference server (socket.io-protocol's
 //!   README): a new socket gets `auth` with its CONNECT payload (written apart from the
-//!   CONNECT answer, see [`ECHO_AUTH_DELAY`]); on `/`, `message` comes back as `message-back`
+//!   CONNECT answer, see `ECHO_AUTH_DELAY`); on `/`, `message` comes back as `message-back`
 //!   and `message-with-ack` is acknowledged, with the same arguments (and attachments);
 //!   `/custom` exists. `--mode relay` behaves the same. With the Engine.IO layer, the suite
 //!   passes whole (32 of 32) against `--mode echo --sio-connect-timeout 1000` and its ping
@@ -40,7 +40,7 @@
 //!   to the app as [`Request`]s, which it answers through [`SioServer::placed`],
 //!   [`SioServer::joined`], [`SioServer::publish`], [`SioServer::ack`] and the like.
 //!
-//! Memory: one [`Session`] entry per session (32 bytes, with the first socket inline), a
+//! Memory: one `Session` entry per session (32 bytes, with the first socket inline), a
 //! member entry (16 bytes) per socket in a chat room, and nothing else while it is idle; more
 //! sockets, and a binary packet being collected, live in a box only sessions that need them
 //! have.
