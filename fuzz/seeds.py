@@ -354,6 +354,32 @@ seed(SIO, "chat-invalid-room", sio_ops(1, b'0{"room":".."}', b"Oroom=a%20b", b"T
 seed(SIO, "chat-event-before-join", sio_ops(1, b'2["x"]', b"1"))
 seed(SIO, "chat-number-out-of-serde-range", sio_ops(1, b"0", b'2["x",1e400,-1e400]'))
 
+# ---- eio_payload: an Engine.IO long-polling POST body (also read as a query and a sid)
+EP = "eio_payload"
+seed(EP, "protocol-example-payload", "4hello\x1e4€\x1ebAQIDBA==".encode())
+seed(EP, "pong", b"3")
+seed(EP, "probe-ping", b"2probe")
+seed(EP, "close", b"1")
+seed(EP, "every-type", b"0\x1e1\x1e2\x1e3\x1e4\x1e5\x1e6")
+seed(EP, "empty-body", b"")
+seed(EP, "empty-records", b"\x1e\x1e")
+seed(EP, "unknown-type", b"4a\x1e9")
+seed(EP, "binary-empty", b"b")
+seed(EP, "binary-unpadded", b"bAQ")
+seed(EP, "binary-short-padding", b"bAQ=")
+seed(EP, "binary-over-padded", b"bAQ===")
+seed(EP, "binary-trailing-bits", b"bAR==")
+seed(EP, "binary-not-base64", b"b!!")
+seed(EP, "invalid-utf8", b"4\xff")
+seed(EP, "utf8-split-by-separator", b"4\xe2\x1e\x82\xac")
+seed(EP, "long-message", b"4" + b"x" * 3000)
+seed(EP, "socketio-event", b'42["message",1,"2",{"3":[true]}]')
+seed(EP, "socketio-binary-attachments", b'452-["m",{"_placeholder":true,"num":0}]\x1ebAQID\x1ebBAUG')
+seed(EP, "query", b"/socket.io/?EIO=4&transport=polling&t=N8hyd6w&sid=AAAAAErOdgnnPk3s&EIO=3")
+seed(EP, "query-bare-keys", b"/socket.io/?EIO&transport&sid")
+seed(EP, "sid", b"AAAAAErOdgnnPk3s")
+seed(EP, "sid-with-padding", b"AAAAAErOdgnnPk3=")
+
 
 def main():
     for (target, name), data in sorted(SEEDS.items()):

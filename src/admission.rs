@@ -186,6 +186,24 @@ impl Admission {
         self.decide(ip, over, refusing)
     }
 
+    /// One more admitted client from the address `like` is counted under, holding no socket:
+    /// an Engine.IO long-polling session between its requests. Both limits apply (the
+    /// per-address one unless `like` is a trusted proxy's that named no client); over one,
+    /// nothing is counted. Released with [`Self::release`] like a socket's ticket.
+    pub fn add(&mut self, like: Ticket) -> Result<Ticket, Limit> {
+        let Some(ip) = self.ip(like).filter(|_| !like.is_refused()) else {
+            return Err(Limit::MaxConnections);
+        };
+        if self.open >= self.limits.max_connections {
+            return Err(Limit::MaxConnections);
+        }
+        let (open, _) = self.counts(ip);
+        if !like.is_proxied() && open >= self.limits.max_per_ip {
+            return Err(Limit::MaxConnectionsPerIp);
+        }
+        Ok(self.count(ip, false))
+    }
+
     /// The socket closed: its address forgets it.
     pub fn release(&mut self, ticket: Ticket) {
         if ticket.is_refused() {
@@ -444,5 +462,29 @@ mod tests {
         }
         assert_eq!(a.counts(proxy), (0, 0));
         assert_eq!(a.counts(ip("203.0.113.9")), (0, 1));
+    }
+
+    #[test]
+    fn sessions_without_sockets_count_under_their_address() {
+        let mut a = admission(4, 2);
+        let client = ip("192.0.2.1");
+        let (_, socket) = a.accept(client);
+        let socket = socket.unwrap();
+        let session = a.add(socket).unwrap();
+        assert_eq!(a.ip(session), Some(client));
+        assert_eq!(a.counts(client), (2, 0));
+        // Both limits apply; a refusal counts nothing.
+        assert_eq!(a.add(socket), Err(Limit::MaxConnectionsPerIp));
+        a.release(socket);
+        let (_, other) = a.accept(ip("192.0.2.2"));
+        let (_, third) = a.accept(ip("192.0.2.3"));
+        let (_, fourth) = a.accept(ip("192.0.2.4"));
+        assert_eq!(a.add(fourth.unwrap()), Err(Limit::MaxConnections));
+        a.release(session);
+        assert_eq!(a.counts(client), (0, 0));
+        for t in [other, third, fourth].into_iter().flatten() {
+            a.release(t);
+        }
+        assert_eq!(a.open, 0);
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::app::Mode;
-use crate::conn::Settings;
+use crate::conn::{Mount, Settings};
 use crate::log::Level;
 use crate::origin::OriginPolicy;
 use crate::proto::Limits;
@@ -90,6 +90,22 @@ pub struct Config {
     /// Default 45000 (the socket.io server's connectTimeout).
     #[arg(long, env = "WSRELAY_SIO_CONNECT_TIMEOUT", default_value_t = 45_000)]
     pub sio_connect_timeout: u64,
+
+    /// Milliseconds between the server's pings to an Engine.IO (socket.io) client on
+    /// /socket.io/; a long poll also waits at most this long. Default 25000 (the reference
+    /// server's pingInterval; under the 30 s idle limit of common proxies).
+    #[arg(long, env = "WSRELAY_EIO_PING_INTERVAL", default_value_t = 25_000)]
+    pub eio_ping_interval: u64,
+
+    /// Milliseconds an Engine.IO client has to answer a ping before its session is closed.
+    /// Default 20000 (the reference server's pingTimeout).
+    #[arg(long, env = "WSRELAY_EIO_PING_TIMEOUT", default_value_t = 20_000)]
+    pub eio_ping_timeout: u64,
+
+    /// Largest Engine.IO long-polling POST body (413 over it) and WebSocket message (close
+    /// 1009), in bytes. Default 1000000 (the reference server's maxHttpBufferSize).
+    #[arg(long, env = "WSRELAY_EIO_MAX_PAYLOAD", default_value_t = 1_000_000)]
+    pub eio_max_payload: u64,
 
     /// Bytes of history each chat room keeps, whatever --history says. Default 64 KiB.
     #[arg(long, env = "WSRELAY_HISTORY_BYTES", default_value_t = 64 << 10)]
@@ -232,6 +248,9 @@ impl Config {
             ("--poll-wait", self.poll_wait),
             ("--max-message-rate", u64::from(self.max_message_rate)),
             ("--sio-connect-timeout", self.sio_connect_timeout),
+            ("--eio-ping-interval", self.eio_ping_interval),
+            ("--eio-ping-timeout", self.eio_ping_timeout),
+            ("--eio-max-payload", self.eio_max_payload),
         ];
         for (flag, value) in positive {
             if value == 0 {
@@ -257,6 +276,10 @@ impl Config {
             ),
             ("--history", self.history as u64, 1 << 20),
             ("--history-bytes", self.history_bytes as u64, 1 << 30),
+            ("--eio-ping-interval", self.eio_ping_interval, day * 1000),
+            ("--eio-ping-timeout", self.eio_ping_timeout, day * 1000),
+            // A polling body is held whole in memory, as a WebSocket message is.
+            ("--eio-max-payload", self.eio_max_payload, 1 << 30),
             // One message a microsecond: more than the loop can take from one client.
             (
                 "--max-message-rate",
@@ -364,7 +387,22 @@ impl Config {
             ping_interval: Duration::from_secs(self.ping_interval),
             pong_timeout: Duration::from_secs(self.pong_timeout),
             origins: OriginPolicy::new(&self.allow_origins),
+            mount: Some(Mount {
+                prefix: crate::eio::PATH,
+                max_body: self.eio_max_payload,
+            }),
             deflate: self.deflate,
+        }
+    }
+
+    /// The Engine.IO settings derived from the flags.
+    pub fn eio(&self) -> crate::eio::session::Config {
+        crate::eio::session::Config {
+            ping_interval: Duration::from_millis(self.eio_ping_interval),
+            ping_timeout: Duration::from_millis(self.eio_ping_timeout),
+            max_payload: self.eio_max_payload,
+            max_output: self.max_output,
+            close_timeout: Duration::from_secs(self.close_timeout),
         }
     }
 }

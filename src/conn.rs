@@ -56,8 +56,21 @@ pub struct Settings {
     pub pong_timeout: Duration,
     /// Which pages may open a WebSocket (§10.2).
     pub origins: OriginPolicy,
+    /// A path served by a layer of its own (Engine.IO's `/socket.io/`), if any.
+    pub mount: Option<Mount>,
     /// Whether permessage-deflate (RFC 7692) is negotiated with clients that offer it.
     pub deflate: bool,
+}
+
+/// Requests under a path prefix that a layer above answers whole: every method reaches the
+/// application (elsewhere only GET and POST do; others are answered 405 here), and a `POST`
+/// body may be up to `max_body` bytes instead of [`MAX_BODY`] (Engine.IO's `maxPayload`).
+#[derive(Debug, Clone, Copy)]
+pub struct Mount {
+    /// The path prefix, e.g. `/socket.io/`.
+    pub prefix: &'static str,
+    /// The largest `POST` body read under it.
+    pub max_body: u64,
 }
 
 /// A server data frame (or several back to back), encoded once for all its receivers: plain,
@@ -190,7 +203,7 @@ pub enum Event<'a> {
     /// A plain HTTP request, with its whole body; answer it with [`Conn::respond`], at once
     /// or (a long poll) after [`Conn::hold`].
     Request {
-        /// `GET` or `POST`.
+        /// `GET` or `POST` (any method under [`Settings::mount`]).
         method: Method,
         /// The request target.
         path: &'a str,
@@ -199,6 +212,11 @@ pub enum Event<'a> {
         /// Sent for a page of another site that the Origin policy does not admit, without
         /// `Origin` (`Sec-Fetch-Site: cross-site`): it may read, not act as a client.
         foreign: bool,
+        /// The `Origin` of the page that sent it, which the Origin policy admitted (for a
+        /// CORS answer).
+        origin: Option<&'a [u8]>,
+        /// `Access-Control-Request-Headers`, in a CORS preflight.
+        request_headers: Option<&'a [u8]>,
     },
     /// A complete text message.
     Text(&'a str),
@@ -260,14 +278,9 @@ enum State {
     /// Reading the HTTP request head; `buf` holds it only when it spans reads. `plain`: an
     /// upgrade is not offered here, and a request for one is answered as a plain `GET`.
     Handshake { buf: Vec<u8>, plain: bool },
-    /// Reading the `need` more bytes of a `POST` body (at most [`MAX_BODY`] in all).
-    Body {
-        method: Method,
-        target: Box<str>,
-        body: Vec<u8>,
-        need: usize,
-        foreign: bool,
-    },
+    /// Reading the `need` more bytes of a `POST` body (at most [`MAX_BODY`] in all, or the
+    /// mount's limit); boxed, as only a request with a body pays for it.
+    Body(Box<BodyState>),
     /// A plain HTTP request was read; the application owes a response.
     Responding,
     /// WebSocket messages flow both ways. `pinged`: the peer went silent, was pinged, and has
@@ -289,6 +302,17 @@ enum State {
     Draining,
     /// Nothing left to do: drop the socket.
     Done,
+}
+
+/// A request whose body is being read.
+#[derive(Debug)]
+struct BodyState {
+    method: Method,
+    target: Box<str>,
+    body: Vec<u8>,
+    need: usize,
+    foreign: bool,
+    origin: Option<Box<[u8]>>,
 }
 
 /// Queued output: chunks, how much of the front one is written, and the total unwritten.
@@ -529,7 +553,7 @@ impl Conn {
                 self.handle_frames(now, input, settings, inflater, on)
             }
             State::Closing(..) => self.handle_frames(now, input, settings, inflater, on),
-            State::Body { .. } => self.handle_body(input, on),
+            State::Body(_) => self.handle_body(input, on),
             // Bytes after a request and bytes after a close are ignored (§5.5.1: after sending a
             // Close frame the endpoint "MUST NOT send any more data frames"; reads are moot).
             State::Responding
@@ -677,6 +701,23 @@ impl Conn {
         }
     }
 
+    /// Answers a WebSocket handshake the application refuses after all (Engine.IO's checks of
+    /// its query) with `response`, a whole HTTP response, instead of the 101 queued at
+    /// [`Event::Upgraded`]; the connection closes after it. Only right after that event,
+    /// before any output is written; later it fails the connection with 1008 instead.
+    pub fn refuse_upgrade(&mut self, now: Instant, response: Vec<u8>, settings: &Settings) {
+        let unwritten = self.out.offset == 0
+            && self.out.queue.len() == 1
+            && matches!(self.out.queue.front(), Some(Chunk::Head(_)));
+        if !(unwritten && self.is_open()) {
+            return self.fail(now, CloseCode::POLICY, "refused", settings);
+        }
+        self.out = Outbox::default();
+        self.out.push(Chunk::Head(response.into_boxed_slice()));
+        self.state = State::Flushing;
+        self.deadline = Some(now + settings.close_timeout);
+    }
+
     /// Starts the closing handshake with `code` (§7.1.2); the peer's close is awaited.
     pub fn close(&mut self, now: Instant, code: CloseCode, reason: &str, settings: &Settings) {
         match std::mem::replace(&mut self.state, State::Done) {
@@ -688,7 +729,7 @@ impl Conn {
                 self.deadline = Some(now + settings.close_timeout);
             }
             // Not yet a WebSocket: nothing to say goodbye with.
-            State::Handshake { .. } | State::Body { .. } | State::Responding => {
+            State::Handshake { .. } | State::Body(_) | State::Responding => {
                 self.deadline = None;
             }
             other => self.state = other,
@@ -805,6 +846,15 @@ impl Conn {
                 return;
             }
         }
+        let plain = matches!(self.state, State::Handshake { plain: true, .. });
+        // The mount takes any method and its own body size (never on a plain connection).
+        let mount = match &req {
+            Request::Http { path, .. } if !plain => {
+                settings.mount.filter(|m| path.starts_with(m.prefix))
+            }
+            _ => None,
+        };
+        let max_body = mount.map_or(MAX_BODY, |m| m.max_body);
         match req {
             // §10.2: "servers that are not intended to process input from any web page but only
             // for certain sites SHOULD verify the |Origin| field"; 403 as §4.2.2 suggests.
@@ -820,7 +870,7 @@ impl Conn {
             }
             // RFC 9110 §7.8: a server "MAY ignore a received Upgrade header field if it wishes to
             // continue using the current protocol"; the client then sees no 101 (§4.1).
-            Request::Upgrade(up) if matches!(self.state, State::Handshake { plain: true, .. }) => {
+            Request::Upgrade(up) if plain => {
                 self.state = State::Responding;
                 self.deadline = Some(now + settings.close_timeout);
                 on(Event::Request {
@@ -829,6 +879,8 @@ impl Conn {
                     body: &[],
                     // Its Origin passed the check above; a WebSocket client sends none else.
                     foreign: false,
+                    origin: up.origin,
+                    request_headers: None,
                 });
             }
             // RFC 6455 §4.2.1 item 9 and §9.1: a Sec-WebSocket-Extensions that is not an
@@ -866,7 +918,14 @@ impl Conn {
                     on,
                 );
             }
-            Request::Http { body_len, .. } if body_len > MAX_BODY => {
+            // Only GET and POST are served outside the mount (RFC 9110 §15.5.6).
+            Request::Http {
+                method: Method::Options | Method::Other,
+                ..
+            } if mount.is_none() => {
+                self.refuse(now, &HandshakeError::MethodNotAllowed, None, settings, on);
+            }
+            Request::Http { body_len, .. } if body_len > max_body => {
                 self.refuse(now, &HandshakeError::ContentTooLarge, None, settings, on);
             }
             Request::Http {
@@ -874,6 +933,7 @@ impl Conn {
                 path,
                 body_len: 0,
                 origin,
+                request_headers,
                 cross_site,
                 ..
             } => {
@@ -884,6 +944,8 @@ impl Conn {
                     path,
                     body: &[],
                     foreign: foreign(cross_site, origin, settings),
+                    origin,
+                    request_headers,
                 });
             }
             Request::Http {
@@ -894,16 +956,17 @@ impl Conn {
                 cross_site,
                 ..
             } => {
-                // At most MAX_BODY (checked above); the buffer grows as the bytes come, so a
+                // At most `max_body` (checked above); the buffer grows as the bytes come, so a
                 // head alone does not make the server reserve it.
                 let need = usize::try_from(body_len).unwrap_or(0);
-                self.state = State::Body {
+                self.state = State::Body(Box::new(BodyState {
                     method,
                     target: path.into(),
                     body: Vec::new(),
                     need,
                     foreign: foreign(cross_site, origin, settings),
-                };
+                    origin: origin.map(Box::from),
+                }));
                 // The handshake deadline still runs: the body is part of the request.
             }
         }
@@ -911,29 +974,25 @@ impl Conn {
 
     /// Collects a request body; once whole, hands the request to the application.
     fn handle_body(&mut self, input: &[u8], on: &mut impl FnMut(Event<'_>)) -> usize {
-        let State::Body { body, need, .. } = &mut self.state else {
+        let State::Body(b) = &mut self.state else {
             return 0;
         };
-        let take = input.len().min(*need);
-        body.extend_from_slice(input.get(..take).unwrap_or_default());
-        *need -= take;
-        if *need > 0 {
+        let take = input.len().min(b.need);
+        b.body
+            .extend_from_slice(input.get(..take).unwrap_or_default());
+        b.need -= take;
+        if b.need > 0 {
             return take;
         }
-        if let State::Body {
-            method,
-            target,
-            body,
-            foreign,
-            ..
-        } = std::mem::replace(&mut self.state, State::Responding)
-        {
+        if let State::Body(b) = std::mem::replace(&mut self.state, State::Responding) {
             // The deadline set for the request (handshake) now bounds the response.
             on(Event::Request {
-                method,
-                path: &target,
-                body: &body,
-                foreign,
+                method: b.method,
+                path: &b.target,
+                body: &b.body,
+                foreign: b.foreign,
+                origin: b.origin.as_deref(),
+                request_headers: None,
             });
         }
         // Bytes after the body (pipelined requests) are not read: one request per connection.
@@ -1082,6 +1141,10 @@ mod tests {
             ping_interval: Duration::from_secs(30),
             pong_timeout: Duration::from_secs(30),
             origins: OriginPolicy::default(),
+            mount: Some(Mount {
+                prefix: "/socket.io/",
+                max_body: 100,
+            }),
             deflate: true,
         }
     }
@@ -1278,7 +1341,9 @@ mod tests {
         let (mut conn, events, _) = drive(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n", 3);
         assert_eq!(
             events,
-            ["Request { method: Get, path: \"/healthz\", body: [], foreign: false }"]
+            [
+                "Request { method: Get, path: \"/healthz\", body: [], foreign: false, origin: None, request_headers: None }"
+            ]
         );
         conn.respond(
             Instant::now(),
@@ -1305,13 +1370,17 @@ mod tests {
             let (_, events, _) = drive(b"GET /x HTTP/1.1\nHost: h\n\n", chunk);
             assert_eq!(
                 events,
-                ["Request { method: Get, path: \"/x\", body: [], foreign: false }"],
+                [
+                    "Request { method: Get, path: \"/x\", body: [], foreign: false, origin: None, request_headers: None }"
+                ],
                 "bare LF, chunk {chunk}"
             );
             let (_, events, _) = drive(b"GET /y HTTP/1.1\r\nHost: h\r\n\r\n", chunk);
             assert_eq!(
                 events,
-                ["Request { method: Get, path: \"/y\", body: [], foreign: false }"],
+                [
+                    "Request { method: Get, path: \"/y\", body: [], foreign: false, origin: None, request_headers: None }"
+                ],
                 "CRLF, chunk {chunk}"
             );
             let (conn, _, out) = drive(b"NOT A REQUEST\r\n\r\n", chunk);
@@ -1328,7 +1397,7 @@ mod tests {
             assert_eq!(
                 events,
                 [
-                    "Request { method: Post, path: \"/send?room=a\", body: [104, 101, 108, 108, 111], foreign: false }"
+                    "Request { method: Post, path: \"/send?room=a\", body: [104, 101, 108, 108, 111], foreign: false, origin: None, request_headers: None }"
                 ],
                 "chunk {chunk}"
             );
@@ -1348,6 +1417,62 @@ mod tests {
         let chunked = b"POST /send HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
         let (_, _, out) = drive(chunked, 3);
         assert!(out.starts_with(b"HTTP/1.1 411 "));
+    }
+
+    #[test]
+    fn the_mount_takes_any_method_and_its_own_body_size() {
+        // Outside it: 405 and the usual body cap; inside: the request, with its origin.
+        let (_, events, out) = drive(b"PUT /x HTTP/1.1\r\nHost: h\r\n\r\n", 4);
+        assert_eq!(events, ["Refused { status: 405, origin: None }"]);
+        assert!(out.starts_with(b"HTTP/1.1 405 "));
+        let preflight = b"OPTIONS /socket.io/?EIO=4 HTTP/1.1\r\nHost: h\r\nOrigin: http://h\r\n\
+            Access-Control-Request-Headers: x-a\r\n\r\n";
+        let (_, events, _) = drive(preflight, 7);
+        assert_eq!(
+            events,
+            [
+                r#"Request { method: Options, path: "/socket.io/?EIO=4", body: [], foreign: false, origin: Some([104, 116, 116, 112, 58, 47, 47, 104]), request_headers: Some([120, 45, 97]) }"#
+            ]
+        );
+        let post = |len: usize| {
+            let mut req = format!(
+                "POST /socket.io/?sid=a HTTP/1.1\r\nHost: h\r\nOrigin: http://h\r\nContent-Length: {len}\r\n\r\n"
+            )
+            .into_bytes();
+            req.resize(req.len() + len, b'4');
+            req
+        };
+        let (conn, events, _) = drive(&post(100), 9);
+        assert!(conn.is_responding(), "{events:?}");
+        assert!(events[0].contains("origin: Some("), "{events:?}");
+        let (_, events, _) = drive(&post(101), 9);
+        assert_eq!(events, ["Refused { status: 413, origin: None }"]);
+    }
+
+    #[test]
+    fn an_upgrade_refused_after_the_event_answers_instead_of_the_101() {
+        let s = settings();
+        let now = Instant::now();
+        let mut conn = Conn::new(now, &s);
+        let mut input = UPGRADE.to_vec();
+        input.extend(client_frame(0x81, b"ignored"));
+        let used = conn.handle_bytes(now, &mut input, &s, &mut Inflater::new(), &mut |_| {});
+        assert!(conn.is_open());
+        conn.refuse_upgrade(now, b"HTTP/1.1 400 Bad Request\r\n\r\nno".to_vec(), &s);
+        assert!(!conn.is_open());
+        conn.handle_bytes(
+            now,
+            &mut input[used..],
+            &s,
+            &mut Inflater::new(),
+            &mut |_| {},
+        );
+        assert_eq!(written(&mut conn), b"HTTP/1.1 400 Bad Request\r\n\r\nno");
+        assert!(conn.handle_flushed(now, &s));
+        // Once the 101 is out it is too late for a status: the WebSocket is failed instead.
+        let (mut conn, _, _) = drive(UPGRADE, UPGRADE.len());
+        conn.refuse_upgrade(now, b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec(), &s);
+        assert_eq!(&written(&mut conn)[..4], &[0x88, 9, 0x03, 0xf0]);
     }
 
     #[test]
@@ -1580,7 +1705,9 @@ mod tests {
             }
             assert_eq!(
                 events,
-                [r#"Request { method: Get, path: "/room", body: [], foreign: false }"#]
+                [
+                    r#"Request { method: Get, path: "/room", body: [], foreign: false, origin: None, request_headers: None }"#
+                ]
             );
             assert!(conn.is_responding() && !conn.is_open());
             assert!(written(&mut conn).is_empty());

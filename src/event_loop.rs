@@ -11,7 +11,7 @@
 //! service manager how it is doing (`READY=1`, `STATUS=`, `WATCHDOG=1`, `STOPPING=1`) on
 //! deadlines of its own.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
@@ -28,6 +28,11 @@ use crate::admission::{self, Admission, Ticket, Verdict};
 use crate::app::{Action, App, RATE_LIMITED, Reply};
 use crate::conn::{Admit, Chunk, Conn, Event, Expired, Frame, Sent, Settings};
 use crate::daemon::{Notifier, Notify};
+use crate::eio::is_eio_target;
+use crate::eio::response::Cors;
+use crate::eio::session::{
+    Answer, Delivery, Request as EioRequest, Sessions, Slot, Up, UpgradeAnswer, Wire, is_session,
+};
 use crate::http;
 use crate::log;
 use crate::metrics::{Limit, Metrics};
@@ -154,10 +159,16 @@ struct Client {
     /// whether the socket is being refused (answered 503 and soon dropped). `None` once the
     /// connection is to be dropped unanswered and counts nowhere.
     ticket: Option<Ticket>,
+    /// The slot of the Engine.IO session this connection serves (its WebSocket, a probe to
+    /// take it over, or a held poll), told when the connection stops serving it. Such a
+    /// WebSocket is not the app's client: no join, no leave, no broadcasts.
+    eio: Option<Slot>,
 }
 
-// The loop's whole per-connection cost besides the kernel's socket: keep it visible.
-const _: () = assert!(size_of::<Client>() <= 160);
+// The loop's whole per-connection cost besides the kernel's socket: keep it visible (152
+// bytes in all in a release build; mio's stream carries a selector id in debug builds, so
+// the budget leaves the stream out).
+const _: () = assert!(size_of::<Client>() - size_of::<TcpStream>() <= 152);
 
 /// Server-wide settings that are not per connection.
 #[derive(Debug)]
@@ -244,18 +255,23 @@ pub struct Server {
     store: [Option<StoreStream>; LINKS],
     /// Links whose reads were cut short for fairness: read again next turn.
     store_again: [bool; LINKS],
+    /// Engine.IO sessions (`/socket.io/`), and what they asked of connections, not yet done.
+    eio: Sessions,
+    eio_wire: Vec<Wire>,
     /// permessage-deflate, for every connection: no context takeover, so no state per client.
     inflater: Inflater,
     deflater: Deflater,
 }
 
 impl Server {
-    /// Sets up the loop around an already bound, non-blocking listener.
+    /// Sets up the loop around an already bound, non-blocking listener, with `eio` for the
+    /// Engine.IO sessions to come.
     pub fn new(
         listener: std::net::TcpListener,
         app: App,
         settings: Settings,
         options: Options,
+        eio: Sessions,
     ) -> io::Result<Self> {
         listener.set_nonblocking(true)?;
         let mut listener = TcpListener::from_std(listener);
@@ -310,6 +326,8 @@ impl Server {
             status_sent: (usize::MAX, usize::MAX),
             store: [None, None],
             store_again: [false; LINKS],
+            eio,
+            eio_wire: Vec::new(),
             inflater: Inflater::new(),
             deflater,
         })
@@ -434,6 +452,8 @@ impl Server {
                 }
             }
             self.apply_actions(now);
+            // Held polls get what this turn's reads queued for their sessions, in one answer.
+            self.flush_sessions(now);
             self.store_turn(now);
             self.flush_dirty(now);
             self.fire_timers(now);
@@ -473,6 +493,7 @@ impl Server {
             self.app.poll_timeout(),
             self.app.presence_due(),
             self.store_due(),
+            self.eio.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -570,6 +591,7 @@ impl Server {
             blocked: false,
             timer: None,
             ticket: Some(ticket),
+            eio: None,
         });
         log!(Debug, "accepted {peer} as {id}");
         self.sync(now, id);
@@ -607,6 +629,7 @@ impl Server {
             blocked: false,
             timer: None,
             ticket: None,
+            eio: None,
         });
         self.admin_open += 1;
         log!(Debug, "accepted {peer} on the admin listener as {id}");
@@ -643,6 +666,11 @@ impl Server {
         }
         // Held long polls get their answer, not a bare close.
         self.app.on_shutdown(now, &mut self.actions);
+        let (app, actions) = (&mut self.app, &mut self.actions);
+        self.eio.shutdown(
+            &mut |up| tell_app(app, actions, now, up),
+            &mut self.eio_wire,
+        );
         self.apply_actions(now);
         let ids: Vec<usize> = self.clients.iter().map(|(id, _)| id).collect();
         for id in ids {
@@ -781,6 +809,7 @@ impl Server {
             }
             // Taken before the client is borrowed, for `/metrics`.
             let gauges = (self.connections(), self.app.online());
+            self.metrics.eio_sessions = self.eio.len() as u64;
             self.metrics.take_zlib(&self.inflater, &self.deflater);
             let client = self.clients.get_mut(id)?;
             let admin = client.admin;
@@ -788,22 +817,27 @@ impl Server {
             let actions = &mut self.actions;
             let m = &mut self.metrics;
             let refusals = &mut self.refusals;
+            let (sessions, wire) = (&mut self.eio, &mut self.eio_wire);
+            let link = &mut client.eio;
             // The client's address for log lines: a trusted proxy's once its head names it.
             let from = Cell::new(client.ticket.and_then(|t| self.admission.ip(t)));
-            let admission = &mut self.admission;
-            let ticket = &mut client.ticket;
+            // Shared by the head's check and a new long-polling session's (which comes after).
+            let admission = RefCell::new(&mut self.admission);
+            let ticket = Cell::new(client.ticket);
             let verdict = Cell::new(None);
+            let mut refused = None;
             // Asked once the request head is complete: a trusted proxy's socket moves to the
             // client it names, and is checked against the per-address limit there.
             let mut admit = |forwarded: &Forwarded<'_>| {
-                let Some(t) = *ticket else {
+                let Some(t) = ticket.get() else {
                     return Admit::Yes;
                 };
                 if !t.is_proxied() {
                     return Admit::Yes;
                 }
+                let mut admission = admission.borrow_mut();
                 let (v, moved) = admission.head(t, forwarded);
-                *ticket = moved;
+                ticket.set(moved);
                 let client = moved.and_then(|t| admission.ip(t));
                 if client != from.get() {
                     log!(
@@ -831,6 +865,23 @@ impl Server {
                 &mut self.inflater,
                 &mut admit,
                 &mut |event| match event {
+                    Event::Upgraded { path } if is_eio_target(path) => {
+                        let up = &mut |up: Up<'_>| tell_app(app, actions, now, up);
+                        match sessions.handle_upgrade(now, id, path, up, wire) {
+                            UpgradeAnswer::Accept(key) => {
+                                m.upgraded += 1;
+                                *link = Some(key);
+                            }
+                            UpgradeAnswer::Refuse(response) => {
+                                m.rejected(400);
+                                refused = Some(Err(response));
+                            }
+                            UpgradeAnswer::Close => {
+                                m.upgraded += 1;
+                                refused = Some(Ok(()));
+                            }
+                        }
+                    }
                     Event::Upgraded { path } => {
                         m.upgraded += 1;
                         app.on_join(id, path, actions);
@@ -851,6 +902,42 @@ impl Server {
                         path,
                         body,
                         foreign,
+                        origin,
+                        request_headers,
+                    } if is_eio_target(path) => {
+                        m.http_requests += 1;
+                        let req = EioRequest {
+                            method,
+                            target: path,
+                            body,
+                            cors: Cors {
+                                origin,
+                                request_headers,
+                            },
+                            foreign,
+                        };
+                        // A polling session holds a place under the limits like a socket.
+                        let mut admit_session = || {
+                            let added = admission.borrow_mut().add(ticket.get()?);
+                            added.map_err(|limit| m.limit(limit)).ok()
+                        };
+                        let up = &mut |up: Up<'_>| tell_app(app, actions, now, up);
+                        match sessions.handle_request(now, id, &req, &mut admit_session, up, wire) {
+                            Answer::Now(head) => {
+                                response = Some(http::Response { head, body: b"" })
+                            }
+                            Answer::Hold { key, until } => {
+                                *link = Some(key);
+                                hold = Some(until);
+                            }
+                        }
+                    }
+                    Event::Request {
+                        method,
+                        path,
+                        body,
+                        foreign,
+                        ..
                     } => {
                         m.http_requests += 1;
                         let (open, online) = gauges;
@@ -861,7 +948,7 @@ impl Server {
                             foreign,
                         };
                         match app.on_http(id, request, now, actions) {
-                            Reply::Pass if method == Method::Post => {
+                            Reply::Pass if method != Method::Get => {
                                 response = Some(http::method_not_allowed());
                             }
                             Reply::Pass => {
@@ -884,12 +971,24 @@ impl Server {
                     Event::Text(text) => {
                         m.messages_in += 1;
                         m.message_bytes_in += text.len() as u64;
-                        app.on_text(id, text, now, actions);
+                        match *link {
+                            Some(key) => {
+                                let up = &mut |up: Up<'_>| tell_app(app, actions, now, up);
+                                sessions.handle_ws_text(now, key, id, text, up, wire);
+                            }
+                            None => app.on_text(id, text, now, actions),
+                        }
                     }
                     Event::Binary(data) => {
                         m.messages_in += 1;
                         m.message_bytes_in += data.len() as u64;
-                        app.on_binary(id, data, actions);
+                        match *link {
+                            Some(key) => {
+                                let up = &mut |up: Up<'_>| tell_app(app, actions, now, up);
+                                sessions.handle_ws_binary(now, key, id, data, up, wire);
+                            }
+                            None => app.on_binary(id, data, actions),
+                        }
                     }
                     Event::Refused { status, origin } => {
                         m.rejected(status);
@@ -927,6 +1026,19 @@ impl Server {
                     limit.as_str()
                 );
             }
+            client.ticket = ticket.get();
+            match refused {
+                Some(Err(response)) => client.conn.refuse_upgrade(now, response, &self.settings),
+                Some(Ok(())) => {
+                    // §7.4.1: 1008, a request "that violates its policy".
+                    m.close_sent(CloseCode::POLICY);
+                    let why = "not an upgrade this session can take";
+                    client
+                        .conn
+                        .fail(now, CloseCode::POLICY, why, &self.settings);
+                }
+                None => {}
+            }
             if let Some(r) = response {
                 client.conn.respond(now, r.head, r.body, &self.settings);
             }
@@ -951,8 +1063,15 @@ impl Server {
             return;
         };
         let open = client.conn.is_open();
-        // The app heard of the join from `Event::Upgraded`, with the path; here, of the leave.
-        if open != client.joined {
+        let mut lost = None;
+        if let Some(key) = client.eio {
+            // Neither an open WebSocket nor a held poll: it serves its session no more.
+            if !open && !client.conn.is_responding() {
+                client.eio = None;
+                lost = Some(key);
+            }
+        } else if open != client.joined {
+            // The app heard of the join from `Event::Upgraded`, with the path; here, of the leave.
             client.joined = open;
             // At shutdown nobody is left to tell, and N notices to N clients would be O(N²).
             if !open && self.shutdown_deadline.is_none() {
@@ -1000,6 +1119,11 @@ impl Server {
             self.app.on_drop(id, now);
             log!(Debug, "closed {id}");
         }
+        if let Some(key) = lost {
+            let (app, actions) = (&mut self.app, &mut self.actions);
+            let up = &mut |up: Up<'_>| tell_app(app, actions, now, up);
+            self.eio.conn_closed(key, id, up, &mut self.eio_wire);
+        }
     }
 
     /// The socket became writable.
@@ -1013,14 +1137,28 @@ impl Server {
         }
     }
 
-    /// Runs the app's actions; closing a slow consumer can add more (its leave notice).
+    /// Runs the app's actions and what Engine.IO sessions asked of connections; closing a
+    /// slow consumer can add more (its leave notice).
     fn apply_actions(&mut self, now: Instant) {
         let mut overflowed = Vec::new();
-        while !self.actions.is_empty() || (self.reading.is_none() && !self.batch.is_empty()) {
+        // Consecutive events for one room (what one read from the room store brought, in
+        // order) go to its members as one shared chunk, not one chunk each: one delivery per
+        // member instead of one per event.
+        let mut room_batch: Option<(Rc<str>, Vec<Frame>)> = None;
+        while !self.actions.is_empty()
+            || !self.eio_wire.is_empty()
+            || (self.reading.is_none() && !self.batch.is_empty())
+        {
+            self.apply_wire(now, &mut overflowed);
             for action in std::mem::take(&mut self.actions) {
                 if !matches!(action, Action::Broadcast { .. }) {
                     // Whatever came before goes first.
                     self.flush_batch(now, &mut overflowed);
+                }
+                match &action {
+                    Action::Publish { room, .. }
+                        if room_batch.as_ref().is_some_and(|(r, _)| r == room) => {}
+                    _ => self.flush_room_batch(now, room_batch.take(), &mut overflowed),
                 }
                 match action {
                     Action::Broadcast { frame, except } => {
@@ -1037,7 +1175,10 @@ impl Server {
                     }
                     Action::Publish { room, frame } => {
                         self.metrics.messages_out += 1;
-                        self.fan_out(now, To::Room(&room), &frame, 1, &mut overflowed);
+                        room_batch
+                            .get_or_insert_with(|| (room, Vec::new()))
+                            .1
+                            .push(frame);
                     }
                     Action::Respond { to, response } => {
                         if let Some(client) = self.clients.get_mut(to)
@@ -1050,6 +1191,12 @@ impl Server {
                     Action::Send { to, frame } => {
                         self.metrics.messages_out += 1;
                         self.fan_out(now, To::One(to), &frame, 1, &mut overflowed);
+                    }
+                    Action::Close { to, code, reason } if is_session(to) => {
+                        let (app, actions) = (&mut self.app, &mut self.actions);
+                        let up = &mut |up: Up<'_>| tell_app(app, actions, now, up);
+                        self.eio
+                            .close(now, to, code, reason, up, &mut self.eio_wire);
                     }
                     Action::Close { to, code, reason } => {
                         if let Some(client) = self.clients.get_mut(to) {
@@ -1065,12 +1212,127 @@ impl Server {
                     }
                 }
             }
+            self.flush_room_batch(now, room_batch.take(), &mut overflowed);
             if self.reading.is_none() {
                 self.flush_batch(now, &mut overflowed);
             }
             for id in overflowed.drain(..) {
                 self.sync(now, id);
             }
+        }
+    }
+
+    /// Queues a room's consecutive events to its members: one frame alone, several as one
+    /// chunk (each part still compressed at most once, for receivers that want it so).
+    fn flush_room_batch(
+        &mut self,
+        now: Instant,
+        batch: Option<(Rc<str>, Vec<Frame>)>,
+        changed: &mut Vec<usize>,
+    ) {
+        let Some((room, mut frames)) = batch else {
+            return;
+        };
+        let messages = frames.len() as u64;
+        let frame = if frames.len() == 1 {
+            frames.pop()
+        } else {
+            let mut plain = Vec::with_capacity(frames.iter().map(|f| f.plain().len()).sum());
+            for f in &frames {
+                plain.extend_from_slice(f.plain());
+            }
+            Some(Frame::batch(Rc::from(plain), frames))
+        };
+        if let Some(frame) = frame {
+            self.fan_out(now, To::Room(&room), &frame, messages, changed);
+        }
+    }
+
+    /// Carries out what Engine.IO sessions asked of connections.
+    fn apply_wire(&mut self, now: Instant, changed: &mut Vec<usize>) {
+        for wire in std::mem::take(&mut self.eio_wire) {
+            match wire {
+                Wire::Respond { conn, response } => {
+                    if let Some(client) = self.clients.get_mut(conn)
+                        && client.conn.is_responding()
+                    {
+                        client.eio = None;
+                        client.conn.respond(now, response, b"", &self.settings);
+                        changed.push(conn);
+                    }
+                }
+                Wire::Frame { conn, frame } => {
+                    if let Some(client) = self.clients.get_mut(conn)
+                        && client.conn.is_open()
+                    {
+                        // Engine.IO's own packets (open, pings, 3probe) go uncompressed.
+                        let out = Out {
+                            dirty: &mut self.dirty,
+                            changed: &mut *changed,
+                            metrics: &mut self.metrics,
+                            messages: 1,
+                            compressed: false,
+                        };
+                        deliver(now, &self.settings, (conn, client), frame, out);
+                    }
+                }
+                Wire::Close { conn, code, reason } => {
+                    if let Some(client) = self.clients.get_mut(conn) {
+                        client.eio = None;
+                        if client.conn.is_open() {
+                            self.metrics.close_sent(code);
+                        }
+                        client.conn.fail(now, code, reason, &self.settings);
+                        changed.push(conn);
+                    }
+                }
+                Wire::Release(ticket) => self.admission.release(ticket),
+            }
+        }
+    }
+
+    /// Answers held polls with what their sessions were sent since the last time.
+    fn flush_sessions(&mut self, now: Instant) {
+        self.eio.flush(&mut self.eio_wire);
+        self.apply_actions(now);
+    }
+
+    /// Queues `frame` (holding `messages` messages) for Engine.IO session `id`: to its
+    /// WebSocket, or for its next poll.
+    fn send_to_session(
+        &mut self,
+        now: Instant,
+        id: usize,
+        frame: &Frame,
+        messages: u64,
+        changed: &mut Vec<usize>,
+    ) {
+        let (app, actions) = (&mut self.app, &mut self.actions);
+        let up = &mut |up: Up<'_>| tell_app(app, actions, now, up);
+        // A polling session keeps the plain frame: its payload is text either way.
+        match self.eio.send(id, frame.plain(), up, &mut self.eio_wire) {
+            Delivery::Ws(conn) => {
+                if let Some(client) = self.clients.get_mut(conn)
+                    && client.conn.is_open()
+                {
+                    let (bytes, compressed) =
+                        frame.encoded(client.conn.deflate(), &mut self.deflater);
+                    let out = Out {
+                        dirty: &mut self.dirty,
+                        changed,
+                        metrics: &mut self.metrics,
+                        messages,
+                        compressed,
+                    };
+                    deliver(now, &self.settings, (conn, client), bytes, out);
+                    self.pushes += 1;
+                }
+            }
+            Delivery::Queued => {
+                self.metrics.deliveries += messages;
+                self.pushes += 1;
+            }
+            Delivery::Dropped => {}
         }
     }
 
@@ -1121,6 +1383,8 @@ impl Server {
         let (clients, settings) = (&mut self.clients, &self.settings);
         let (dirty, metrics) = (&mut self.dirty, &mut self.metrics);
         let (pushes, deflater) = (&mut self.pushes, &mut self.deflater);
+        // Engine.IO sessions among the receivers, served after the connections.
+        let mut sessions = Vec::new();
         let mut queue = |id: usize, client: &mut Client| {
             if client.conn.is_open() {
                 // The plain frame, or the compressed one, made now if this is the first
@@ -1139,24 +1403,32 @@ impl Server {
         };
         match to {
             To::All(skip) => {
+                // A broadcast is for the app's own clients: a socket.io client's WebSocket
+                // takes only Engine.IO packets.
                 for (id, client) in clients.iter_mut() {
-                    if !skip.contains(&Some(id)) {
+                    if !skip.contains(&Some(id)) && client.eio.is_none() {
                         queue(id, client);
                     }
                 }
             }
             To::Room(room) => {
                 for &id in self.app.members(room) {
-                    if let Some(client) = clients.get_mut(id) {
+                    if is_session(id) {
+                        sessions.push(id);
+                    } else if let Some(client) = clients.get_mut(id) {
                         queue(id, client);
                     }
                 }
             }
+            To::One(id) if is_session(id) => sessions.push(id),
             To::One(id) => {
                 if let Some(client) = clients.get_mut(id) {
                     queue(id, client);
                 }
             }
+        }
+        for id in sessions {
+            self.send_to_session(now, id, frame, messages, changed);
         }
     }
 
@@ -1382,9 +1654,16 @@ impl Server {
         if self.app.poll_timeout().is_some_and(|at| at <= now) {
             self.app.handle_timeout(now, &mut self.actions);
         }
+        if self.eio.poll_timeout().is_some_and(|at| at <= now) {
+            let (app, actions) = (&mut self.app, &mut self.actions);
+            let up = &mut |up: Up<'_>| tell_app(app, actions, now, up);
+            self.eio.handle_timeout(now, up, &mut self.eio_wire);
+        }
         // Presence notices held back by their room's allowance.
         self.app.flush_presence(now, &mut self.actions);
         self.apply_actions(now);
+        // Pings for polling sessions go out with their held polls.
+        self.flush_sessions(now);
         self.flush_dirty(now);
     }
 }
@@ -1425,6 +1704,16 @@ fn log_refused_origin(
          minute{more})",
         shown(origin)
     );
+}
+
+/// Forwards what the Engine.IO layer tells the app (the seam in `crate::sio`).
+fn tell_app(app: &mut App, actions: &mut Vec<Action>, now: Instant, up: Up<'_>) {
+    match up {
+        Up::Open { id, query } => app.on_eio_open(id, query, now, actions),
+        Up::Text { id, text } => app.on_eio_text(id, text, now, actions),
+        Up::Binary { id, data } => app.on_eio_binary(id, data, now, actions),
+        Up::Closed { id } => app.on_eio_close(id, actions),
+    }
 }
 
 /// The receivers of [`Server::fan_out`].

@@ -13,7 +13,8 @@
 //! sd_notify, socket activation (the only `unsafe`); `log.rs` the log lines; `metrics.rs` the
 //! counters behind `/metrics`; `origin.rs` the Origin policy (RFC 6455 §10.2); `admission.rs`
 //! the connection limits; `proxy.rs` the client address behind a trusted proxy; `redis/` the
-//! RESP codec and the `--redis` target, for a shared store.
+//! RESP codec and the `--redis` target, for a shared store; `eio/` Engine.IO (the transport
+//! of socket.io clients, on `/socket.io/`), whose sessions reach the app through `sio/`.
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -23,6 +24,7 @@ pub mod chat;
 pub mod config;
 pub mod conn;
 pub mod daemon;
+pub mod eio;
 pub mod event_loop;
 pub mod http;
 pub mod log;

@@ -8,6 +8,7 @@ use clap::Parser;
 
 use wsrelay::app::App;
 use wsrelay::config::Config;
+use wsrelay::eio::session::Sessions;
 use wsrelay::event_loop::{Options, Server};
 use wsrelay::room::redis::RedisLog;
 use wsrelay::{daemon, log};
@@ -121,7 +122,16 @@ fn main() -> ExitCode {
         watchdog: daemon::watchdog_interval(),
         deflate_threshold: config.deflate_threshold,
     };
-    let mut server = match Server::new(listener, app, config.settings(), options) {
+    // Engine.IO session ids must not be guessable: without the kernel's randomness, no start.
+    let secret = match random_secret() {
+        Ok(s) => s,
+        Err(e) => {
+            log!(Error, "reading /dev/urandom for session ids: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let eio = Sessions::new(config.eio(), secret, std::time::Instant::now());
+    let mut server = match Server::new(listener, app, config.settings(), options, eio) {
         Ok(s) => s,
         Err(e) => {
             log!(Error, "{e}");
@@ -162,6 +172,14 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// 32 bytes from the kernel's random source (read once: only the key of session ids).
+fn random_secret() -> std::io::Result<[u8; 32]> {
+    use std::io::Read as _;
+    let mut secret = [0; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut secret)?;
+    Ok(secret)
 }
 
 /// This process's name among the nodes sharing a Redis: host, process id and start time, so a

@@ -102,6 +102,8 @@ pub struct Metrics {
     /// Server pings sent to silent clients.
     pub pings: u64,
     limits: [u64; Limit::ALL.len()],
+    /// Engine.IO sessions open (a gauge the event loop sets before rendering).
+    pub eio_sessions: u64,
     /// Handshakes that negotiated permessage-deflate.
     pub deflate_upgrades: u64,
     /// Deliveries sent compressed.
@@ -174,6 +176,12 @@ impl Metrics {
                 "gauge",
                 "WebSocket connections open (handshake done, not closing).",
                 one(websockets as u64),
+            ),
+            (
+                "wsrelay_eio_sessions_open",
+                "gauge",
+                "Engine.IO (socket.io) sessions open, on WebSocket or long polling.",
+                one(self.eio_sessions),
             ),
             (
                 "wsrelay_connections_accepted_total",

@@ -88,3 +88,8 @@ fn resp() {
 fn sio() {
     replay("sio", checks::sio);
 }
+
+#[test]
+fn eio_payload() {
+    replay("eio_payload", checks::eio_payload);
+}

@@ -19,7 +19,9 @@ use base64::engine::general_purpose::STANDARD;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use sha1::{Digest as _, Sha1};
 use wsrelay::chat;
-use wsrelay::conn::{Chunk, Conn, Event, Sent, Settings};
+use wsrelay::conn::{Chunk, Conn, Event, Mount, Sent, Settings};
+use wsrelay::eio::packet::{self as eio, Packet, PacketError};
+use wsrelay::eio::sid;
 use wsrelay::origin::OriginPolicy;
 use wsrelay::proto::ProtoError;
 use wsrelay::proto::close::{self, CloseCode};
@@ -715,6 +717,11 @@ pub fn connection_settings() -> Settings {
         pong_timeout: Duration::from_secs(1),
         // RFC_UPGRADE comes from another origin; the target is about what follows the 101.
         origins: OriginPolicy::any(),
+        // Any method and a body of its own size under the mount, as for Engine.IO.
+        mount: Some(Mount {
+            prefix: "/socket.io/",
+            max_body: 64,
+        }),
         deflate: true,
     }
 }
@@ -1566,5 +1573,125 @@ fn sio_codec(text: &str) {
     // after the head, whose digits it never begins with.
     if let (Some(a), Some(b)) = (sio_json(text, &p), sio_json(&canonical, &again)) {
         assert_eq!(a, b, "{text:?} vs {canonical:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// eio_payload
+
+/// Engine.IO v4 (the protocol's "Packet encoding" and "Payload" sections): the input as a
+/// long-polling `POST` body, and as a request's query string and sid.
+///
+/// - `decode_payload` refuses exactly the bodies that are not UTF-8; otherwise it yields one
+///   result per record (split on 0x1e here, by hand), each equal to a model decoder written
+///   here: a type digit and its data, `b` + base64 (padding optional) for binary.
+/// - Every packet decoded re-encodes (type digit + data, `b` + padded base64) to text that
+///   decodes to the same packet.
+/// - The messages, sent back as server frames (text `4…`, binary), become a payload through
+///   `push_frames` that decodes to the same messages in the same order.
+/// - `parse_query` takes each parameter's first value, as a model does; `sid::decode`
+///   accepts only what `sid::encode` writes.
+pub fn eio_payload(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        assert_eq!(eio::decode_payload(data).err(), Some(PacketError::NotUtf8));
+        return;
+    };
+    let Ok(packets) = eio::decode_payload(data) else {
+        panic!("a UTF-8 body refused");
+    };
+    let packets: Vec<_> = packets.collect();
+    let records: Vec<&str> = text.split('\u{1e}').collect();
+    assert_eq!(packets.len(), records.len(), "one packet per record");
+    let mut messages = Vec::new();
+    for (record, packet) in records.iter().zip(&packets) {
+        assert_eq!(*packet, model_packet(record), "{record:?}");
+        let Ok(packet) = packet else { continue };
+        let again = encode_packet(packet);
+        assert_eq!(eio::decode(&again).as_ref(), Ok(packet), "{again:?}");
+        match packet {
+            Packet::Message(t) => messages.push((OpCode::Text, format!("4{t}").into_bytes())),
+            Packet::Binary(b) => messages.push((OpCode::Binary, b.clone())),
+            _ => {}
+        }
+    }
+    let mut frames = Vec::new();
+    for (opcode, payload) in &messages {
+        frame::encode_frame(*opcode, payload, &mut frames);
+    }
+    let mut body = Vec::new();
+    assert_eq!(eio::push_frames(&frames, &mut body), messages.len());
+    if !messages.is_empty() {
+        let Ok(back) = eio::decode_payload(&body) else {
+            panic!("a payload of ours is not UTF-8");
+        };
+        let back: Vec<_> = back.collect();
+        assert_eq!(back.len(), messages.len());
+        for (got, (opcode, payload)) in back.iter().zip(&messages) {
+            match (got, opcode) {
+                (Ok(Packet::Message(t)), OpCode::Text) => assert_eq!(t.as_bytes(), &payload[1..]),
+                (Ok(Packet::Binary(b)), OpCode::Binary) => assert_eq!(b, payload),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    // The same bytes as a request target's query, and as a sid.
+    let query = eio::parse_query(text);
+    let q = text.split_once('?').map_or("", |(_, q)| q);
+    let first = |key: &str| {
+        q.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == key).then_some(v)
+        })
+    };
+    assert_eq!(query.eio, first("EIO"));
+    assert_eq!(query.transport, first("transport"));
+    assert_eq!(query.sid, first("sid"));
+    if let Some((key, tag)) = sid::decode(text) {
+        assert_eq!(
+            sid::encode(key, tag),
+            text.as_bytes(),
+            "a sid decodes, so it re-encodes"
+        );
+    }
+}
+
+/// The packet a payload record holds, decoded here from the protocol's table.
+fn model_packet(record: &str) -> Result<Packet<'_>, PacketError> {
+    let mut chars = record.chars();
+    let kind = chars.next();
+    let data = chars.as_str();
+    Ok(match kind {
+        Some('0') => Packet::Open,
+        Some('1') => Packet::Close,
+        Some('2') => Packet::Ping(data),
+        Some('3') => Packet::Pong(data),
+        Some('4') => Packet::Message(data),
+        Some('5') => Packet::Upgrade,
+        Some('6') => Packet::Noop,
+        Some('b') => {
+            // Padding is optional, but never more than the length calls for (RFC 4648 §4).
+            let unpadded = data.trim_end_matches('=');
+            let canonical = (4 - unpadded.len() % 4) % 4;
+            let bytes = base64::engine::general_purpose::STANDARD_NO_PAD.decode(unpadded);
+            match bytes {
+                Ok(bytes) if data.len() - unpadded.len() <= canonical => Packet::Binary(bytes),
+                _ => return Err(PacketError::BadBase64),
+            }
+        }
+        _ => return Err(PacketError::UnknownType),
+    })
+}
+
+/// A packet written back as text.
+fn encode_packet(packet: &Packet<'_>) -> String {
+    match packet {
+        Packet::Open => "0".into(),
+        Packet::Close => "1".into(),
+        Packet::Ping(d) => format!("2{d}"),
+        Packet::Pong(d) => format!("3{d}"),
+        Packet::Message(d) => format!("4{d}"),
+        Packet::Upgrade => "5".into(),
+        Packet::Noop => "6".into(),
+        Packet::Binary(b) => format!("b{}", STANDARD.encode(b)),
     }
 }

@@ -24,14 +24,16 @@ pub enum Request<'a> {
     Upgrade(Upgrade<'a>),
     /// A plain HTTP request (`GET`, or a `POST` with a body of `body_len` bytes to follow).
     Http {
-        /// `GET` or `POST`.
+        /// `GET` or `POST`, or another method (the router answers it, mostly with 405).
         method: Method,
         /// The request target, e.g. `/healthz`.
         path: &'a str,
-        /// `Content-Length` of a `POST`; 0 for a `GET`.
+        /// `Content-Length` of a `POST`; 0 for any other method.
         body_len: u64,
         /// The `Origin` field, if a browser sent one (RFC 6454 §7).
         origin: Option<&'a [u8]>,
+        /// `Access-Control-Request-Headers`, which a CORS preflight (`OPTIONS`) sends.
+        request_headers: Option<&'a [u8]>,
         /// The `Host` field.
         host: Option<&'a [u8]>,
         /// `Sec-Fetch-Site: cross-site`: a browser sent it for a page of another site, which
@@ -110,13 +112,17 @@ impl<'a> Lines<'a> {
     }
 }
 
-/// The HTTP methods served; any other is answered 405.
+/// The HTTP methods of a request; where a route does not take one, it is answered 405.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
     /// Pages, health, metrics, long polling; and the opening handshake (§4.2.1 item 1).
     Get,
     /// Sending a chat message without a WebSocket.
     Post,
+    /// A CORS preflight (Fetch §3.2.2).
+    Options,
+    /// Any other method token (RFC 9110 §9.1).
+    Other,
 }
 
 /// What the server needs from a valid opening handshake.
@@ -176,40 +182,42 @@ pub fn parse(buf: &[u8], max_len: usize) -> Result<Option<(Request<'_>, usize)>,
     }
     // §4.2.1 item 3: |Upgrade| "including the value websocket", compared case-insensitively.
     let wants_ws = field("upgrade").any(|h| has_token(h.value, b"websocket"));
-    if req.method == Some("POST") && !wants_ws {
-        let mut lengths = field("content-length").map(|h| h.value);
-        let chunked = field("transfer-encoding").next().is_some();
-        let origin = field("origin").next().map(|h| trim(h.value));
-        let host = field("host").next().map(|h| trim(h.value));
-        let cross_site = field("sec-fetch-site").any(|h| trim(h.value) == b"cross-site");
-        return post_body_len(chunked, (lengths.next(), lengths.next())).map(|body_len| {
-            let post = Request::Http {
-                method: Method::Post,
-                path,
-                body_len,
-                origin,
-                host,
-                cross_site,
-                forwarded,
-            };
-            Some((post, len))
-        });
-    }
-    if req.method != Some("GET") {
-        // §4.2.1 item 1: "An HTTP/1.1 or higher GET request"; the plain pages are GET too.
+    let method = match req.method {
+        Some("GET") => Method::Get,
+        Some("POST") => Method::Post,
+        Some("OPTIONS") => Method::Options,
+        _ => Method::Other,
+    };
+    // §4.2.1 item 1: "An HTTP/1.1 or higher GET request".
+    if wants_ws && method != Method::Get {
         return Err(HandshakeError::MethodNotAllowed);
     }
     if !wants_ws {
-        let get = Request::Http {
-            method: Method::Get,
+        let origin = field("origin").next().map(|h| trim(h.value));
+        let host = field("host").next().map(|h| trim(h.value));
+        let cross_site = field("sec-fetch-site").any(|h| trim(h.value) == b"cross-site");
+        let request_headers = field("access-control-request-headers")
+            .next()
+            .map(|h| trim(h.value));
+        // Only a POST's body is read; other requests end at their head.
+        let body_len = if method == Method::Post {
+            let mut lengths = field("content-length").map(|h| h.value);
+            let chunked = field("transfer-encoding").next().is_some();
+            post_body_len(chunked, (lengths.next(), lengths.next()))?
+        } else {
+            0
+        };
+        let http = Request::Http {
+            method,
             path,
-            body_len: 0,
-            origin: field("origin").next().map(|h| trim(h.value)),
-            host: field("host").next().map(|h| trim(h.value)),
-            cross_site: field("sec-fetch-site").any(|h| trim(h.value) == b"cross-site"),
+            body_len,
+            origin,
+            request_headers,
+            host,
+            cross_site,
             forwarded,
         };
-        return Ok(Some((get, len)));
+        return Ok(Some((http, len)));
     }
     if !http11 {
         return Err(HandshakeError::BadRequest("websocket needs HTTP/1.1"));
@@ -476,6 +484,7 @@ mod tests {
                 path: "/healthz",
                 body_len: 0,
                 origin: None,
+                request_headers: None,
                 host: Some(b"h"),
                 cross_site: false,
                 forwarded: Forwarded::default(),
@@ -490,6 +499,43 @@ mod tests {
                 "{value}: {got:?}"
             );
         }
+    }
+
+    #[test]
+    fn other_methods_reach_the_router_without_a_body() {
+        let got = req(
+            "OPTIONS /socket.io/ HTTP/1.1\r\nHost: h\r\nOrigin: http://a\r\nAccess-Control-Request-Headers: x-a, x-b",
+        );
+        assert!(
+            matches!(
+                got,
+                Ok(Some((
+                    Request::Http {
+                        method: Method::Options,
+                        body_len: 0,
+                        request_headers: Some(b"x-a, x-b"),
+                        ..
+                    },
+                    _
+                )))
+            ),
+            "{got:?}"
+        );
+        let got = req("PUT /x HTTP/1.1\r\nHost: h\r\nContent-Length: 9");
+        assert!(
+            matches!(
+                got,
+                Ok(Some((
+                    Request::Http {
+                        method: Method::Other,
+                        body_len: 0,
+                        ..
+                    },
+                    _
+                )))
+            ),
+            "{got:?}"
+        );
     }
 
     #[test]
