@@ -50,6 +50,7 @@ for target in $targets; do
         handshake | connection) dict=(-dict=dict/handshake.dict) ;;
         chat) dict=(-dict=dict/chat.dict) ;;
         resp) dict=(-dict=dict/resp.dict) ;;
+        sio) dict=(-dict=dict/sio.dict) ;;
     esac
     mkdir -p "corpus-gen/$target" "artifacts/$target"
     echo "== $target: $what"

@@ -322,6 +322,38 @@ seed(RS, "bulk-without-crlf", b"$3\r\nabcd\r\n")
 seed(RS, "resp3-map", b"%1\r\n+a\r\n:1\r\n")
 seed(RS, "command-args-nul-separated", b"XADD\x00room:a\x00*\x00body\x00\r\n$-1")
 
+# ---- sio: a mode byte (even: echo, odd: chat), then ops split at 0 bytes (see `checks::sio`)
+SIO = "sio"
+
+
+def sio_ops(mode, *ops):
+    return bytes([mode]) + b"\x00".join(ops)
+
+
+PH = b'{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}'
+seed(SIO, "echo-suite-connect", sio_ops(0, b"0", b'T0{"token":"123"}', b"0/custom,"))
+seed(SIO, "echo-suite-unknown-namespace", sio_ops(0, b"0/random", b"0"))
+seed(SIO, "echo-suite-message", sio_ops(0, b"0", b'2["message",1,"2",{"3":[true]}]'))
+seed(SIO, "echo-suite-message-with-ack", sio_ops(0, b"0", b'2456["message-with-ack",1,"2",{"3":[false]}]'))
+seed(SIO, "echo-suite-binary", sio_ops(0, b"0", b'52-["message",' + PH + b"]", b"b\x01\x02\x03", b"b\x04\x05\x06"))
+seed(SIO, "echo-suite-binary-ack", sio_ops(0, b"0", b'52-789["message-with-ack",' + PH + b"]", b"b\x01", b"b\x02"))
+seed(SIO, "echo-suite-disconnect", sio_ops(0, b"0", b"0/custom", b"1/custom", b'2["message","to main"]', b"1", b'2["message"]'))
+seed(SIO, "echo-suite-invalid", sio_ops(0, b"0", b"abc", b'T0', b'T2{}'))
+seed(SIO, "echo-invalid-ack-id", sio_ops(0, b"0", b'2abc["message-with-ack",1]'))
+seed(SIO, "echo-connect-timeout", sio_ops(0, b"T0", b"w", b"0"))
+seed(SIO, "echo-attachments-never-come", sio_ops(0, b"0", b'52-["message",' + PH + b"]", b"bx", b"w", b"b"))
+seed(SIO, "echo-text-between-attachments", sio_ops(0, b"0", b'52-["message",' + PH + b"]", b"bx", b'2["message"]'))
+seed(SIO, "echo-too-many-attachments", sio_ops(0, b"0", b'511-["message"]'))
+seed(SIO, "echo-binary-without-packet", sio_ops(0, b"0", b"b\x01"))
+seed(SIO, "echo-bad-placeholder", sio_ops(0, b"0", b'51-["message",{"_placeholder":true,"num":5}]', b"bx"))
+seed(SIO, "chat-events-and-acks", sio_ops(1, b"0", b"T0", b'21["chat message","hi",{"a":[1]}]', b'T2["x"]'))
+seed(SIO, "chat-binary-event", sio_ops(1, b"0", b"T0", b'51-["file",{"_placeholder":true,"num":0}]', b"b\x00\xff"))
+seed(SIO, "chat-rooms-and-namespaces", sio_ops(1, b'0{"room":"q"}', b"T0/a,", b'T2/a,["x"]', b'2["y"]', b"o", b"0"))
+seed(SIO, "chat-recover-unknown-pid", sio_ops(1, b"0", b'T0{"pid":"abc","offset":":0"}', b'2["x"]', b"Oroom=r", b'T0{"pid":"abc","offset":":1"}'))
+seed(SIO, "chat-invalid-room", sio_ops(1, b'0{"room":".."}', b"Oroom=a%20b", b"T0", b"w"))
+seed(SIO, "chat-event-before-join", sio_ops(1, b'2["x"]', b"1"))
+seed(SIO, "chat-number-out-of-serde-range", sio_ops(1, b"0", b'2["x",1e400,-1e400]'))
+
 # ---- eio_payload: an Engine.IO long-polling POST body (also read as a query and a sid)
 EP = "eio_payload"
 seed(EP, "protocol-example-payload", "4hello\x1e4€\x1ebAQIDBA==".encode())

@@ -28,6 +28,7 @@ use crate::room::log::{
     Asker, Committed, Draft, HistoryLimits, Kind, Log, LogEvent, MemoryLog, now_ms,
 };
 use crate::room::{DEFAULT_ROOM, RoomError, RoomId, RoomLimits, Rooms, valid_name};
+use crate::sio::{Recover, Request, SioConfig, SioServer};
 
 /// How long a long-polling client counts as present after its last poll began: one wait
 /// (`poll_wait`), plus this much (at most) to make the next request.
@@ -136,8 +137,8 @@ pub struct App {
     message_rate: u32,
     message_interval: Option<Duration>,
     message_tolerance: Duration,
-    /// Per connection that sent a chat message: when its next message is due (the GCRA's
-    /// theoretical arrival time). Forgotten when the connection leaves.
+    /// Per connection (or socket.io session) that sent a chat message: when its next message
+    /// is due (the GCRA's theoretical arrival time). Forgotten when it leaves.
     message_due: HashMap<usize, Instant>,
     /// Presence notices per room, by name (see [`PRESENCE_INTERVAL`]); a room's entry goes
     /// once it has nothing pending and its allowance is whole again.
@@ -162,7 +163,9 @@ pub struct App {
     /// When the earliest pending presence notice may go out.
     presence_due: Option<Instant>,
     /// Socket.IO clients (Engine.IO sessions on `/socket.io/`).
-    sio: crate::sio::SioServer,
+    sio: SioServer,
+    /// Reused for what socket.io sockets ask of the rooms.
+    sio_requests: Vec<Request>,
 }
 
 /// One room's presence notices: a GCRA over [`PRESENCE_INTERVAL`] with a burst of
@@ -230,18 +233,26 @@ enum Deferred {
         body: Box<[u8]>,
         until: Instant,
     },
+    /// A socket.io socket's join (its CONNECT answer), and its join notice.
+    SioJoin {
+        session: usize,
+        serial: u32,
+        nsp: u8,
+        recover: Option<Box<Recover>>,
+    },
 }
 
 impl Deferred {
     fn conn(&self) -> usize {
         match self {
             Self::Join { conn, .. } | Self::Poll { conn, .. } | Self::Send { conn, .. } => *conn,
+            Self::SioJoin { session, .. } => *session,
         }
     }
 
     fn until(&self) -> Option<Instant> {
         match self {
-            Self::Join { .. } => None,
+            Self::Join { .. } | Self::SioJoin { .. } => None,
             Self::Poll { until, .. } | Self::Send { until, .. } => Some(*until),
         }
     }
@@ -287,7 +298,7 @@ fn parse_cursor(query: &str) -> Cursor<'_> {
 
 /// The first value of `key` in a query string (values are used as they are: every value the
 /// server reads is a number or a `[A-Za-z0-9_.-]` name, which need no decoding).
-fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+pub(crate) fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
     query
         .split('&')
         .find_map(|pair| pair.split_once('=').filter(|(k, _)| *k == key))
@@ -341,8 +352,15 @@ impl App {
             deferred: HashMap::new(),
             deferred_due: None,
             presence_due: None,
-            sio: crate::sio::SioServer::default(),
+            sio: SioServer::new(SioConfig::new(mode)),
+            sio_requests: Vec::new(),
         }
+    }
+
+    /// Serves socket.io clients as `config` says (namespaces, connect timeout).
+    pub fn with_sio(mut self, config: SioConfig) -> Self {
+        self.sio = SioServer::new(config);
+        self
     }
 
     /// Keeps chat rooms in `log` instead of this process's memory (before any client).
@@ -360,21 +378,149 @@ impl App {
     /// Engine.IO session `id` opened (see [`crate::sio`]); `query` is its handshake's query.
     pub fn on_eio_open(&mut self, id: usize, query: &str, now: Instant, out: &mut Vec<Action>) {
         self.sio.on_open(id, query, now, out);
+        self.sio_requests(now, out);
     }
 
     /// A text `message` packet (its payload, without the `4`) from Engine.IO session `id`.
     pub fn on_eio_text(&mut self, id: usize, text: &str, now: Instant, out: &mut Vec<Action>) {
         self.sio.on_text(id, text, now, out);
+        self.sio_requests(now, out);
     }
 
     /// A binary `message` packet from Engine.IO session `id`.
     pub fn on_eio_binary(&mut self, id: usize, data: &[u8], now: Instant, out: &mut Vec<Action>) {
         self.sio.on_binary(id, data, now, out);
+        self.sio_requests(now, out);
     }
 
     /// Engine.IO session `id` closed.
     pub fn on_eio_close(&mut self, id: usize, out: &mut Vec<Action>) {
+        self.message_due.remove(&id);
         self.sio.on_close(id, out);
+        self.sio_requests(Instant::now(), out);
+    }
+
+    /// Does what socket.io sockets asked of the chat rooms, in order (answering may ask more:
+    /// a socket over its message rate is disconnected, and so leaves its room).
+    fn sio_requests(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let mut requests = std::mem::take(&mut self.sio_requests);
+        loop {
+            self.sio.take_requests(&mut requests);
+            if requests.is_empty() {
+                break;
+            }
+            for request in requests.drain(..) {
+                match request {
+                    Request::Join {
+                        session,
+                        serial,
+                        nsp,
+                        room,
+                        recover,
+                    } => self.sio_join(session, serial, nsp, &room, recover, out),
+                    Request::Leave { room, announced } => self.sio_leave(room, announced, out),
+                    Request::Event {
+                        session,
+                        serial,
+                        nsp,
+                        room,
+                        draft,
+                        ack,
+                    } => {
+                        if !self.within_rate(session, now) {
+                            let msg =
+                                format!("{RATE_LIMITED}: at most {} a second", self.message_rate);
+                            self.sio.kick(session, serial, nsp, &msg, out);
+                            continue;
+                        }
+                        let from = Some(Asker {
+                            conn: session,
+                            serial: u64::from(serial),
+                        });
+                        self.commit_body(room, draft, Kind::Sio { from, nsp, ack }, out);
+                    }
+                }
+            }
+        }
+        self.sio_requests = requests;
+    }
+
+    /// A socket.io socket asks for room `name`: it counts in the room from now on, and joins
+    /// it (is answered) once the room's log can be read.
+    fn sio_join(
+        &mut self,
+        session: usize,
+        serial: u32,
+        nsp: u8,
+        name: &str,
+        recover: Option<Recover>,
+        out: &mut Vec<Action>,
+    ) {
+        let room = match self.rooms.pin(name) {
+            Ok(room) => room,
+            Err(RoomError::InvalidName) => {
+                return self
+                    .sio
+                    .refuse(session, serial, nsp, "invalid room name", out);
+            }
+            Err(RoomError::TooManyRooms) => {
+                return self.sio.refuse(session, serial, nsp, "too many rooms", out);
+            }
+        };
+        self.sio.placed(session, serial, nsp, room);
+        if !self.rooms.log.ready(room) {
+            let recover = recover.map(Box::new);
+            let join = Deferred::SioJoin {
+                session,
+                serial,
+                nsp,
+                recover,
+            };
+            return self.defer(room, join);
+        }
+        self.sio_joined(session, serial, nsp, room, recover.as_ref(), out);
+    }
+
+    /// A socket.io socket's room can be read: it is answered, and its arrival announced.
+    fn sio_joined(
+        &mut self,
+        session: usize,
+        serial: u32,
+        nsp: u8,
+        room: RoomId,
+        recover: Option<&Recover>,
+        out: &mut Vec<Action>,
+    ) {
+        let log = &*self.rooms.log;
+        if self
+            .sio
+            .joined(session, serial, nsp, room, log, recover, out)
+        {
+            let count = self.rooms.count(room);
+            self.presence(room, Presence::Join, count, out);
+        }
+    }
+
+    /// A socket.io socket left room `room` (`announced`: it had joined), as
+    /// [`App::on_leave`] handles a WebSocket member's leaving.
+    fn sio_leave(&mut self, room: RoomId, announced: bool, out: &mut Vec<Action>) {
+        let name = self.rooms.shared_name(room);
+        let count = self.rooms.count(room).saturating_sub(1);
+        if announced {
+            if self.shared && count == 0 {
+                self.announce_now(room, Presence::Leave, count, out);
+            } else {
+                self.presence(room, Presence::Leave, count, out);
+            }
+        }
+        self.rooms.unpin(room);
+        if self.shared && self.rooms.find(&name).is_none() {
+            let mut woken = Vec::new();
+            self.waiters.take_room(&name, &mut woken);
+            if !woken.is_empty() {
+                self.answer(woken, Instant::now(), out);
+            }
+        }
     }
 
     /// Appends the room store's figures to a `/metrics` body (nothing without one).
@@ -498,6 +644,16 @@ impl App {
                 Deferred::Send { conn, body, .. } => {
                     let reply = self.send(conn, name, &body, now, out);
                     self.answer_later(conn, reply, out);
+                }
+                Deferred::SioJoin {
+                    session,
+                    serial,
+                    nsp,
+                    recover,
+                } => {
+                    if let Some(room) = self.rooms.find(name) {
+                        self.sio_joined(session, serial, nsp, room, recover.as_deref(), out);
+                    }
                 }
             }
         }
@@ -901,6 +1057,7 @@ impl App {
         }
         if self.sio.poll_timeout().is_some_and(|d| d <= now) {
             self.sio.handle_timeout(now, out);
+            self.sio_requests(now, out);
         }
         if self.guest_scan.is_some_and(|t| t <= now) {
             let mut gone = Vec::new();
@@ -1072,6 +1229,11 @@ impl App {
     /// then sends on every event the log has committed (the in-process log: this one, now).
     fn commit(&mut self, room: RoomId, kind: Kind, out: &mut Vec<Action>) {
         let body = std::str::from_utf8(&self.json).unwrap_or_default().into();
+        self.commit_body(room, body, kind, out);
+    }
+
+    /// Hands the draft `body` to the room's log, and sends on what the log has committed.
+    fn commit_body(&mut self, room: RoomId, body: Rc<str>, kind: Kind, out: &mut Vec<Action>) {
         self.rooms.touch(room);
         self.rooms.log.append(room, Draft { body, kind });
         self.take_events(out);
@@ -1091,6 +1253,10 @@ impl App {
                     chat::gap(Some((from, to)), &mut self.json);
                     let frame = encode(&mut self.frame, OpCode::Text, &self.json);
                     out.push(Action::Publish { room, frame });
+                }
+                LogEvent::Acked { to, nsp, ack } => {
+                    let serial = u32::try_from(to.serial).unwrap_or(u32::MAX);
+                    self.sio.ack(to.conn, serial, nsp, ack, out);
                 }
                 LogEvent::Replied { to, json } => {
                     let response = json_response(200, "", json.as_bytes());
@@ -1113,10 +1279,20 @@ impl App {
 
     /// A draft the log could not commit: its sender is told (never a silent drop).
     fn on_failed(&mut self, draft: &Draft, why: &str, out: &mut Vec<Action>) {
+        let msg = format!("not sent: {why}");
+        if let Kind::Sio {
+            from: Some(to),
+            nsp,
+            ..
+        } = draft.kind
+        {
+            // Not acknowledged: a client emitting with a timeout and retries sends it again.
+            let serial = u32::try_from(to.serial).unwrap_or(u32::MAX);
+            return self.sio.error(to.conn, serial, nsp, &msg, out);
+        }
         let Kind::Message { reply, from } = draft.kind else {
             return; // A notice: the store's count is set again when it is back.
         };
-        let msg = format!("not sent: {why}");
         if let Some(to) = from
             && self.rooms.membership.serial(to.conn).map(u64::from) == Some(to.serial)
         {
@@ -1181,10 +1357,10 @@ impl App {
         } = event;
         chat::stamp(&draft.body, Stamp { seq, ts }, false, &mut self.json);
         match draft.kind {
-            Kind::Message { .. } => {}
+            Kind::Message { .. } | Kind::Sio { .. } => {}
             Kind::Notice { .. } => {
                 if let Some(gate) = self.gates.get_mut(&room) {
-                    gate.last = Some((epoch, seq));
+                    gate.last = Some((epoch.clone(), seq));
                 }
             }
         }
@@ -1193,6 +1369,12 @@ impl App {
             room: room.clone(),
             frame,
         });
+        // Socket.IO sockets get a socket.io event, rendered for them (see `crate::sio::chat`)
+        // with its offset; the chat's own messages and notices are not for them.
+        if let Some(id) = self.rooms.find(&room) {
+            let json = std::str::from_utf8(&self.json).unwrap_or_default();
+            self.sio.publish(id, &epoch, seq, json, out);
+        }
         let mut woken = Vec::new();
         self.waiters.take_room(&room, &mut woken);
         if !woken.is_empty() {
@@ -1469,5 +1651,63 @@ mod tests {
         app.flush_presence(Instant::now(), &mut out);
         assert_eq!(app.gates.len(), 0, "every allowance is whole again");
         assert_eq!(app.presence_due(), None);
+    }
+
+    /// The texts of the frames sent to `to`.
+    fn texts_to(to: usize, out: &mut Vec<Action>) -> Vec<String> {
+        out.drain(..)
+            .filter_map(|a| match a {
+                Action::Send { to: t, frame } if t == to => {
+                    let frame = frame.plain();
+                    let (_, len) = frame::decode_head(frame, 1 << 20).unwrap().unwrap();
+                    Some(String::from_utf8(frame[len..].to_vec()).unwrap())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_socket_io_join_waits_for_its_room_and_its_ack_for_the_store() {
+        let now = Instant::now();
+        let mut app = shared(Duration::from_secs(25), now);
+        let mut out = Vec::new();
+        app.on_eio_open(1, "EIO=4&transport=websocket&room=a", now, &mut out);
+        app.on_eio_text(1, "0", now, &mut out);
+        assert!(out.is_empty(), "answered once room a is loaded: {out:?}");
+        load_a(&mut app, now, &mut out);
+        let got = texts_to(1, &mut out);
+        assert!(got[0].starts_with(r#"40{"sid":""#), "{got:?}");
+        // The room was never made in the store: no epoch yet, nothing in it.
+        assert_eq!(got[1], r#"42["connected","Welcome to the chat",":0"]"#);
+        assert_eq!(got.len(), 2);
+        app.on_eio_text(1, r#"25["m"]"#, now, &mut out);
+        assert!(texts_to(1, &mut out).is_empty(), "not committed yet");
+        // The store commits the join notice, then the event: the ack is due.
+        let notice = r#"{"type":"notification","event":"join","count":1,"msg":"A user joined. 1 online.","seq":1,"ts":5}"#;
+        let event = r#"{"type":"event","nsp":"/","event":"m","args":[],"seq":2,"ts":6}"#;
+        let reply = |seq: u64, json: &str| {
+            format!(
+                "*3\r\n$4\r\nr1-1\r\n$1\r\n{seq}\r\n${}\r\n{json}\r\n",
+                json.len()
+            )
+        };
+        let replies = reply(1, notice) + &reply(2, event);
+        app.redis().unwrap().on_input(0, replies.as_bytes(), now);
+        app.on_store(&mut out);
+        assert_eq!(texts_to(1, &mut out), ["435[]"]);
+        // The channel brings both (this node's events come back the way other nodes' do).
+        let message = |seq: u64, json: &str| {
+            let body = format!("r1-1\n{seq}\n0\n{json}");
+            format!(
+                "*3\r\n$7\r\nmessage\r\n$13\r\nwsrelay:0:{{a}}\r\n${}\r\n{body}\r\n",
+                body.len()
+            )
+        };
+        let channel = message(1, notice) + &message(2, event);
+        app.redis().unwrap().on_input(1, channel.as_bytes(), now);
+        app.on_store(&mut out);
+        // The notice is for plain members only.
+        assert_eq!(texts_to(1, &mut out), [r#"42["m","r1-1:2"]"#]);
     }
 }

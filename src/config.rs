@@ -73,6 +73,24 @@ pub struct Config {
     #[arg(long, env = "WSRELAY_POLL_WAIT", default_value_t = 25)]
     pub poll_wait: u64,
 
+    /// A socket.io namespace clients may connect to besides `/` (and `/custom`, which echo
+    /// mode has for the socket.io test suite), e.g. `/admin`: `/` and up to 63 of
+    /// `A-Z a-z 0-9 _ . - /`. Repeat the flag for more (comma-separated in the variable), at
+    /// most 30. Default: none (a CONNECT to another namespace gets "Invalid namespace").
+    #[arg(
+        long = "sio-namespace",
+        env = "WSRELAY_SIO_NAMESPACE",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    pub sio_namespaces: Vec<String>,
+
+    /// Milliseconds a socket.io session has to connect to a namespace (its first CONNECT),
+    /// and a binary packet to bring all its attachments; else the session is closed.
+    /// Default 45000 (the socket.io server's connectTimeout).
+    #[arg(long, env = "WSRELAY_SIO_CONNECT_TIMEOUT", default_value_t = 45_000)]
+    pub sio_connect_timeout: u64,
+
     /// Milliseconds between the server's pings to an Engine.IO (socket.io) client on
     /// /socket.io/; a long poll also waits at most this long. Default 25000 (the reference
     /// server's pingInterval; under the 30 s idle limit of common proxies).
@@ -229,6 +247,7 @@ impl Config {
             ("--max-rooms", self.max_rooms as u64),
             ("--poll-wait", self.poll_wait),
             ("--max-message-rate", u64::from(self.max_message_rate)),
+            ("--sio-connect-timeout", self.sio_connect_timeout),
             ("--eio-ping-interval", self.eio_ping_interval),
             ("--eio-ping-timeout", self.eio_ping_timeout),
             ("--eio-max-payload", self.eio_max_payload),
@@ -250,6 +269,11 @@ impl Config {
             ("--max-connections", self.max_connections as u64, 1 << 24),
             ("--max-rooms", self.max_rooms as u64, 1 << 20),
             ("--poll-wait", self.poll_wait, 3600),
+            (
+                "--sio-connect-timeout",
+                self.sio_connect_timeout,
+                day * 1000,
+            ),
             ("--history", self.history as u64, 1 << 20),
             ("--history-bytes", self.history_bytes as u64, 1 << 30),
             ("--eio-ping-interval", self.eio_ping_interval, day * 1000),
@@ -281,6 +305,21 @@ impl Config {
                     "--allow-origin must be *, null or scheme://host[:port], got {origin:?}"
                 ));
             }
+        }
+        for name in &self.sio_namespaces {
+            if !crate::sio::valid_namespace(name) {
+                return Err(format!(
+                    "--sio-namespace must be / and up to 63 of A-Z a-z 0-9 _ . - /, got {name:?}"
+                ));
+            }
+        }
+        // `/` and `/custom` besides them, within what a socket's index can name.
+        let most = crate::sio::MAX_NAMESPACES - 2;
+        if self.sio_namespaces.len() > most {
+            return Err(format!(
+                "--sio-namespace: at most {most} namespaces, got {}",
+                self.sio_namespaces.len()
+            ));
         }
         let none = self.trusted_proxies.iter().any(|p| p.trim() == "none");
         if none && self.trusted_proxies.len() > 1 {
@@ -315,6 +354,14 @@ impl Config {
                 .filter_map(|p| Cidr::parse(p))
                 .collect(),
         )
+    }
+
+    /// What socket.io clients get, from --mode and the --sio-* flags.
+    pub fn sio(&self) -> crate::sio::SioConfig {
+        let mut config =
+            crate::sio::SioConfig::new(self.mode).with_namespaces(&self.sio_namespaces);
+        config.connect_timeout = Duration::from_millis(self.sio_connect_timeout);
+        config
     }
 
     /// The chat room limits derived from the flags.

@@ -90,7 +90,8 @@ fn main() -> ExitCode {
         config.room_limits(),
         Duration::from_secs(config.poll_wait),
     )
-    .with_message_rate(config.max_message_rate);
+    .with_message_rate(config.max_message_rate)
+    .with_sio(config.sio());
     let app = match config.redis.as_deref().map(wsrelay::redis::url::parse) {
         None => app,
         Some(Ok(target)) => {

@@ -202,6 +202,9 @@ struct Room {
     name: Rc<str>,
     /// `Rooms::clock` when the room last changed, for eviction.
     active: u64,
+    /// Socket.IO sockets in the room (their membership is the socket.io server's): they
+    /// count as present and pin the room like WebSocket members.
+    pins: u32,
 }
 
 /// Every room of this server: the directory, and the three parts of each room.
@@ -276,7 +279,7 @@ impl Rooms {
             let victim = self
                 .rooms
                 .iter()
-                .filter(|&(id, _)| self.membership.members(id).is_empty())
+                .filter(|&(id, r)| r.pins == 0 && self.membership.members(id).is_empty())
                 .min_by_key(|&(id, r)| {
                     let guests = self.presence.has_guests_in(id);
                     (self.log.keeps(id), guests, r.active)
@@ -289,6 +292,7 @@ impl Rooms {
         let id = self.rooms.insert(Room {
             name: name.clone(),
             active: self.clock,
+            pins: 0,
         });
         self.log.open(id, &name, member);
         self.by_name.insert(name, id);
@@ -316,13 +320,46 @@ impl Rooms {
     pub fn leave(&mut self, conn: usize) -> Option<RoomId> {
         let id = self.membership.leave(conn)?;
         self.touch(id);
+        self.free_if_unused(id);
+        Some(id)
+    }
+
+    /// Frees a room with nobody in it and nothing in its log that only this process has.
+    fn free_if_unused(&mut self, id: RoomId) {
         if self.membership.members(id).is_empty()
+            && self.rooms.get(id).is_some_and(|r| r.pins == 0)
             && !self.presence.has_guests_in(id)
             && !self.log.keeps(id)
         {
             self.free(id);
         }
-        Some(id)
+    }
+
+    /// Counts a socket.io socket in room `name`, made if needed: it pins the room and counts
+    /// as present, like a WebSocket member (whose membership is kept here instead).
+    pub fn pin(&mut self, name: &str) -> Result<RoomId, RoomError> {
+        if !valid_name(name) {
+            return Err(RoomError::InvalidName);
+        }
+        let id = match self.by_name.get(name) {
+            Some(&id) => id,
+            None => self.create(name, true)?,
+        };
+        self.touch(id);
+        if let Some(room) = self.rooms.get_mut(id) {
+            room.pins += 1;
+        }
+        Ok(id)
+    }
+
+    /// A socket.io socket left the room; the room is freed as [`Rooms::leave`] frees it.
+    pub fn unpin(&mut self, id: RoomId) {
+        let Some(room) = self.rooms.get_mut(id) else {
+            return;
+        };
+        room.pins = room.pins.saturating_sub(1);
+        self.touch(id);
+        self.free_if_unused(id);
     }
 
     /// The room called `name`, made if needed, without joining it (long polling, `POST`).
@@ -341,9 +378,10 @@ impl Rooms {
         self.by_name.get(name).copied()
     }
 
-    /// Who is in the room: WebSocket members and long-polling guests.
+    /// Who is in the room: WebSocket members, socket.io sockets and long-polling guests.
     pub fn count(&self, id: RoomId) -> usize {
-        let members = self.membership.members(id).len();
+        let pins = self.rooms.get(id).map_or(0, |r| r.pins as usize);
+        let members = self.membership.members(id).len() + pins;
         self.presence.count(id, members)
     }
 
@@ -478,5 +516,25 @@ mod tests {
         // Now "a" and "c" both have members: no room for "d".
         assert_eq!(r.join("d", 4, 0), Err(RoomError::TooManyRooms));
         assert_eq!(r.join("no spaces", 4, 0), Err(RoomError::InvalidName));
+    }
+
+    #[test]
+    fn socket_io_sockets_pin_their_room() {
+        let mut r = rooms(1, 10, 1000);
+        let a = r.pin("a").unwrap();
+        assert_eq!(r.pin("a"), Ok(a));
+        r.join("a", 1, 0).unwrap();
+        assert_eq!(r.count(a), 3);
+        r.leave(1);
+        r.unpin(a);
+        assert_eq!((r.find("a"), r.count(a)), (Some(a), 1));
+        // Pinned: neither evicted at the limit nor freed until the last socket leaves.
+        assert_eq!(r.join("b", 2, 0), Err(RoomError::TooManyRooms));
+        assert_eq!(r.pin("b"), Err(RoomError::TooManyRooms));
+        assert_eq!(r.pin(".."), Err(RoomError::InvalidName));
+        r.unpin(a);
+        assert_eq!(r.find("a"), None);
+        r.unpin(a);
+        assert!(r.join("b", 2, 0).is_ok());
     }
 }

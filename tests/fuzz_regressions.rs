@@ -85,6 +85,11 @@ fn resp() {
 }
 
 #[test]
+fn sio() {
+    replay("sio", checks::sio);
+}
+
+#[test]
 fn eio_payload() {
     replay("eio_payload", checks::eio_payload);
 }

@@ -33,6 +33,7 @@ use wsrelay::proto::message::{Limits, Message, Reader};
 use wsrelay::proto::utf8::Utf8Validator;
 use wsrelay::proxy::{Cidr, TrustedProxies};
 use wsrelay::redis::resp::{self, RespError, Value};
+use wsrelay::sio::packet::{self as sio_packet, Data, PacketType};
 
 /// Splits a read-size header off the input: the low 4 bits of byte 0 say how many size bytes
 /// follow (each one read of `byte + 1` bytes, cycled); none means one byte per read.
@@ -1381,6 +1382,197 @@ fn write_resp(value: &Value, out: &mut Vec<u8>) {
                 write_resp(item, out);
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// sio
+
+/// `sio`: Socket.IO packets and the server that reads them. Byte 0 picks the mode (even: echo,
+/// the test suite's server; odd: chat, rooms on the in-process log); the rest is ops split at
+/// each 0 byte, sessions 1 and 2 being open (`?room=r`) from the start. An op's first byte:
+/// `b`/`B` a binary message from session 1/2 (the rest), `T` a text message from session 2,
+/// `o`/`O` session 1/2 closes and opens again (the rest as its query), `w` the connect timeout
+/// passes; anything else is a text message from session 1, the whole op (lossy UTF-8).
+/// Sessions have ids high in the app's id space, as the Engine.IO layer gives them.
+///
+/// Every text message also goes through the codec: what decodes re-encodes (head, minified
+/// payload) to text that decodes to the same packet, whose payload is the same JSON, and
+/// re-encodes to the same text. The server's output: only whole unmasked server frames, to
+/// open sessions; each text frame is `4` and a packet that decodes (so its event names are
+/// valid and its payload is the right shape), followed by exactly the binary frames it
+/// announces, all within the op; chat frames to rooms are JSON objects with a `type`.
+pub fn sio(data: &[u8]) {
+    let Some((&mode, ops)) = data.split_first() else {
+        return;
+    };
+    let mode = if mode % 2 == 0 {
+        wsrelay::app::Mode::Echo
+    } else {
+        wsrelay::app::Mode::Chat
+    };
+    let limits = wsrelay::room::RoomLimits {
+        max_rooms: 4,
+        history: 8,
+        history_bytes: 4096,
+    };
+    let mut app = wsrelay::app::App::new(mode, true, limits, Duration::from_secs(25))
+        .with_sio(wsrelay::sio::SioConfig::new(mode).with_namespaces(&["/a".into()]));
+    let mut now = Instant::now();
+    let timeout = wsrelay::sio::DEFAULT_CONNECT_TIMEOUT;
+    let mut out = Vec::new();
+    let mut wire = SioWire::default();
+    for id in [1, 2] {
+        app.on_eio_open(SIO_BASE + id, "EIO=4&room=r", now, &mut out);
+    }
+    wire.check(&mut out);
+    for op in ops.split(|&b| b == 0) {
+        let (kind, rest) = op.split_first().map_or((0, op), |(&k, r)| (k, r));
+        match kind {
+            b'b' | b'B' => {
+                let id = if kind == b'b' { 1 } else { 2 };
+                app.on_eio_binary(SIO_BASE + id, rest, now, &mut out);
+            }
+            b'o' | b'O' => {
+                let id = if kind == b'o' { 1 } else { 2 };
+                app.on_eio_close(SIO_BASE + id, &mut out);
+                let query = String::from_utf8_lossy(rest);
+                app.on_eio_open(SIO_BASE + id, &query, now, &mut out);
+                wire.closed[id] = false;
+            }
+            b'w' => {
+                now += timeout;
+                app.handle_timeout(now, &mut out);
+            }
+            b'T' => {
+                let text = String::from_utf8_lossy(rest);
+                sio_codec(&text);
+                app.on_eio_text(SIO_BASE + 2, &text, now, &mut out);
+            }
+            _ => {
+                let text = String::from_utf8_lossy(op);
+                sio_codec(&text);
+                app.on_eio_text(SIO_BASE + 1, &text, now, &mut out);
+            }
+        }
+        wire.check(&mut out);
+    }
+}
+
+/// Where the fuzzed sessions' ids start: Engine.IO's first id (`eio::session::ID_BASE`).
+const SIO_BASE: usize = 1 << (usize::BITS - 2);
+
+/// What the sessions were sent so far.
+#[derive(Default)]
+struct SioWire {
+    /// Closed by the server (index: session id).
+    closed: [bool; 3],
+    /// Binary frames a session is owed by the last binary packet it was sent.
+    owed: [usize; 3],
+}
+
+impl SioWire {
+    fn check(&mut self, out: &mut Vec<wsrelay::app::Action>) {
+        use wsrelay::app::Action;
+        for action in out.drain(..) {
+            match action {
+                Action::Send { to, frame } => {
+                    let to = to.wrapping_sub(SIO_BASE);
+                    assert!(to == 1 || to == 2, "to {to}");
+                    assert!(!self.closed[to], "sent to {to} after closing it");
+                    let frame = frame.plain();
+                    let payload = whole_frame(frame);
+                    if frame[0] & 0x0f == 0x2 {
+                        assert!(self.owed[to] > 0, "an attachment nobody announced");
+                        self.owed[to] -= 1;
+                        continue;
+                    }
+                    assert_eq!(self.owed[to], 0, "text before the attachments announced");
+                    let text = std::str::from_utf8(payload).expect("a text frame is UTF-8");
+                    let packet = text.strip_prefix('4').expect("an Engine.IO message");
+                    let p = sio_packet::decode(packet, usize::MAX)
+                        .unwrap_or_else(|e| panic!("the server sent {packet:?}: {e:?}"));
+                    if p.kind.is_binary() {
+                        self.owed[to] = p.attachments;
+                    }
+                    if p.kind == PacketType::Connect {
+                        assert!(matches!(p.data, Data::Object(_)), "{packet}");
+                    }
+                }
+                Action::Close { to, .. } => {
+                    let to = to.wrapping_sub(SIO_BASE);
+                    assert!(to == 1 || to == 2, "close {to}");
+                    self.closed[to] = true;
+                    self.owed[to] = 0;
+                }
+                Action::Publish { room, frame } => {
+                    assert!(wsrelay::room::valid_name(&room), "{room:?}");
+                    // JSON's grammar, not serde's number range: a client's 1e400 is passed on
+                    // as written (JavaScript reads it as Infinity).
+                    let text = std::str::from_utf8(whole_frame(frame.plain())).expect("UTF-8");
+                    let raw: &serde_json::value::RawValue =
+                        serde_json::from_str(text).expect("a chat frame is JSON");
+                    assert!(raw.get().starts_with(r#"{"type":""#), "{text}");
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(self.owed, [0; 3], "attachments owed after the op");
+    }
+}
+
+/// The payload of one whole unmasked server frame, which `frame` must be exactly.
+fn whole_frame(frame: &[u8]) -> &[u8] {
+    let (head, len) = decode_head(frame, u64::MAX >> 1)
+        .expect("a valid frame")
+        .expect("a whole header");
+    assert!(head.fin && head.mask.is_none(), "{head:?}");
+    assert!(matches!(head.opcode, OpCode::Text | OpCode::Binary));
+    let payload = &frame[len..];
+    assert_eq!(payload.len() as u64, head.payload_len);
+    payload
+}
+
+/// A packet's canonical text: its head and its payload minified.
+fn sio_encode(p: &sio_packet::Packet<'_>) -> String {
+    let mut out = Vec::new();
+    sio_packet::encode_head(p.kind, p.attachments, p.nsp, p.id, &mut out);
+    match &p.data {
+        Data::None => {}
+        Data::Object(json) | Data::Text(json) => sio_packet::minify(json, &mut out),
+        Data::Array(items) => sio_packet::write_array(items.iter().copied(), &mut out),
+    }
+    String::from_utf8(out).expect("UTF-8 in, UTF-8 out")
+}
+
+/// The payload's JSON, if serde_json reads it as a value (it refuses numbers like 1e400 that
+/// the packet decoder takes as they are).
+fn sio_json(text: &str, p: &sio_packet::Packet<'_>) -> Option<serde_json::Value> {
+    let start = match &p.data {
+        Data::None => return None,
+        Data::Object(_) | Data::Text(_) => text.find(['{', '"'])?,
+        Data::Array(_) => text.find('[')?,
+    };
+    serde_json::from_str(text.get(start..)?).ok()
+}
+
+fn sio_codec(text: &str) {
+    let Ok(p) = sio_packet::decode(text, sio_packet::MAX_ATTACHMENTS) else {
+        return;
+    };
+    let canonical = sio_encode(&p);
+    let again = sio_packet::decode(&canonical, sio_packet::MAX_ATTACHMENTS)
+        .unwrap_or_else(|e| panic!("{text:?} re-encoded as {canonical:?}: {e:?}"));
+    assert_eq!(
+        (again.kind, again.attachments, again.nsp, again.id),
+        (p.kind, p.attachments, p.nsp, p.id),
+        "{text:?} vs {canonical:?}"
+    );
+    assert_eq!(sio_encode(&again), canonical);
+    // The namespace's `/`, written or not, is the same namespace; past it the payload starts
+    // after the head, whose digits it never begins with.
+    if let (Some(a), Some(b)) = (sio_json(text, &p), sio_json(&canonical, &again)) {
+        assert_eq!(a, b, "{text:?} vs {canonical:?}");
     }
 }
 

@@ -56,6 +56,15 @@ pub enum Kind {
         /// notice: see [`Log::counts_presence`]).
         here: usize,
     },
+    /// An event a socket.io client emitted (its draft: see [`crate::sio::chat`]).
+    Sio {
+        /// The socket that emitted it (its session), told if it cannot be committed.
+        from: Option<Asker>,
+        /// Its namespace, by index in this node's list.
+        nsp: u8,
+        /// The acknowledgment it asked for: [`LogEvent::Acked`] once it is committed.
+        ack: Option<u64>,
+    },
 }
 
 /// What a log tells the app, in order (see [`Log::take_events`]).
@@ -83,6 +92,15 @@ pub enum LogEvent {
         to: Asker,
         /// The committed message.
         json: Box<str>,
+    },
+    /// A socket.io event that asked for an acknowledgment was committed (by this node).
+    Acked {
+        /// The socket's session.
+        to: Asker,
+        /// Its namespace, by index.
+        nsp: u8,
+        /// The acknowledgment id.
+        ack: u64,
     },
     /// A draft could not be committed (the store is unreachable or refused it).
     Failed {
@@ -285,6 +303,19 @@ pub struct MemoryLog {
     json: Vec<u8>,
 }
 
+/// What the app hears once an append of `kind` committed, besides the event: a socket.io
+/// event's acknowledgment is due.
+pub(super) fn acked(kind: Kind) -> Option<LogEvent> {
+    match kind {
+        Kind::Sio {
+            from: Some(to),
+            nsp,
+            ack: Some(ack),
+        } => Some(LogEvent::Acked { to, nsp, ack }),
+        _ => None,
+    }
+}
+
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -373,6 +404,7 @@ impl Log for MemoryLog {
                 json: json.into(),
             });
         }
+        let kind = draft.kind;
         self.committed.push(LogEvent::Committed(Committed {
             room: log.name.clone(),
             epoch: log.epoch.clone(),
@@ -380,6 +412,9 @@ impl Log for MemoryLog {
             ts: stamp.ts,
             draft,
         }));
+        if let Some(acked) = acked(kind) {
+            self.committed.push(acked);
+        }
     }
 
     fn take_events(&mut self, out: &mut Vec<LogEvent>) {

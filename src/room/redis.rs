@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use sha1::{Digest, Sha1};
 
 use super::RoomId;
-use super::log::{Committed, Draft, HistoryLimits, Kind, Log, LogEvent, Read, Tail};
+use super::log::{Committed, Draft, HistoryLimits, Kind, Log, LogEvent, Read, Tail, acked};
 use crate::chat::{self, Presence};
 use crate::log;
 use crate::redis::link::Link;
@@ -636,6 +636,8 @@ impl RedisLog {
                     let json = String::from_utf8_lossy(json).into();
                     self.events.push(LogEvent::Replied { to, json });
                 }
+                // The event itself reaches the app from the channel, like other nodes' events.
+                self.events.extend(acked(draft.kind));
             }
             // Not the script's answer: a `POST /send` must hear something all the same.
             None => {
@@ -770,6 +772,12 @@ impl RedisLog {
             Kind::Notice {
                 replaces: None,
                 here: 0,
+            }
+        } else if json.starts_with(r#"{"type":"event""#) {
+            Kind::Sio {
+                from: None,
+                nsp: 0,
+                ack: None,
             }
         } else {
             Kind::Message {
@@ -975,7 +983,7 @@ impl RedisLog {
             self.node_rooms(),
         ];
         let (kind, replaces, here) = match draft.kind {
-            Kind::Message { .. } => ("m", 0, 0),
+            Kind::Message { .. } | Kind::Sio { .. } => ("m", 0, 0),
             Kind::Notice { replaces, here } => ("n", replaces.unwrap_or(0), here),
         };
         let (replaces, here) = (replaces.to_string(), here.to_string());
