@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# wsrelay's socket.io support tested with the official client (socket.io-client, pinned in
-# package.json and package-lock.json): echo.test.js and chat.test.js against one server each,
-# cluster.test.js against nodes on one redis-server, tutorial.test.js in headless Chromium.
+# wsrelay's socket.io support: protocol.test.js on the wire (raw HTTP and WebSocket), then with
+# the official client (socket.io-client, pinned in package.json and package-lock.json):
+# echo.test.js and chat.test.js against one server each, cluster.test.js against nodes on one
+# redis-server, tutorial.test.js in headless Chromium.
 # Every test file starts and stops its own servers on free loopback ports.
 #
 #   WSRELAY_BIN   server binary (default: ../../target/release/wsrelay, built if absent)
@@ -52,7 +53,7 @@ if [ -z "${WSRELAY_BIN:-}" ] && [ ! -x ../../target/release/wsrelay ]; then
 fi
 
 files=("$@")
-if [ ${#files[@]} -eq 0 ]; then files=(echo.test.js chat.test.js cluster.test.js tutorial.test.js); fi
+if [ ${#files[@]} -eq 0 ]; then files=(protocol.test.js echo.test.js chat.test.js cluster.test.js tutorial.test.js); fi
 
 # One file at a time: each starts its own servers (and a browser), on a machine with few cores.
 # Every wait inside is bounded; --test-timeout bounds a file that hangs anyway.
