@@ -155,8 +155,10 @@ test('two tabs chat with each other: each line shows in both, in one order, as t
 test('a tab whose connection drops reconnects by itself, recovered, and shows what it missed once', { timeout: TEST_MS }, run(async () => {
   const before = await lines(tabB).allTextContents();
   await tabB.evaluate(() => {
+    // Not the manager's 'reconnect': that comes before the server's CONNECT answer, which
+    // is what sets socket.recovered.
     window.back = false;
-    window.socket.io.once('reconnect', () => { window.back = true; });
+    window.socket.once('connect', () => { window.back = true; });
     window.socket.io.engine.close();
   });
   await say(tabA, 'while B was away 1');
