@@ -27,11 +27,19 @@ const STARTUP_MS = 10_000;
 // for a loaded machine with two shared cores, and for events that cross Redis.
 const WAIT_MS = 5_000;
 
-// Every process started here, killed on exit whatever happened.
+// Every process started here, killed on exit whatever happened, and on SIGINT/SIGTERM (a
+// test runner giving up on this file, ^C).
 const children = new Set();
-process.on('exit', () => {
+const killChildren = () => {
   for (const p of children) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
-});
+};
+process.on('exit', killChildren);
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.once(sig, () => {
+    killChildren();
+    process.exit(128 + (sig === 'SIGINT' ? 2 : 15));
+  });
+}
 
 /** A loopback port nobody listens on right now (bound, noted, released). */
 function freePort() {
