@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Every test wsrelay has, on a fresh machine: lints, unit and integration tests over real
 # sockets (systemd's protocols among them), the systemd unit files, the chat page in headless
-# Chromium, the Autobahn|Testsuite (RFC 6455, RFC 7692), a smoke run of the load generator, and a short
-# run of every fuzz target.
+# Chromium, socket.io's own client against wsrelay (in Node and in headless Chromium), the
+# Autobahn|Testsuite (RFC 6455, RFC 7692), a smoke run of the load generator, and a short run of
+# every fuzz target.
 # Installs what it needs (systemd, nginx, redis-server and Chromium from Debian, prometheus-client
-# from PyPI, playwright-core from npm, the Python 2 Autobahn suite from PyPI). `.ci/run` runs
+# from PyPI, playwright-core and socket.io-client from npm, the Python 2 Autobahn suite from PyPI). `.ci/run` runs
 # exactly this.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -47,6 +48,9 @@ WSRELAY_BIN="$PWD/target/release/wsrelay" bash deploy/check.sh
 
 step "chat page in headless Chromium"
 WSRELAY_BIN="$PWD/target/release/wsrelay" bash tests/browser/run.sh
+
+step "socket.io-client against wsrelay: echo, chat, two nodes on Redis, the tutorial page in Chromium"
+WSRELAY_BIN="$PWD/target/release/wsrelay" bash tests/socketio/run.sh
 
 step "Autobahn|Testsuite, sections 1-10 and 36 permessage-deflate cases of 12-13, against --mode echo --deflate"
 WSRELAY_BIN="$PWD/target/release/wsrelay" bash tests/autobahn/run.sh
