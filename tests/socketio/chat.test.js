@@ -52,8 +52,10 @@ function everything(socket) {
 const run = (fn) => () => withLogs(() => [server], fn);
 
 before(async () => {
+  // Some tests say 20 things in a row from one client, past the default --max-message-rate
+  // burst (20), which would end that client's socket (events count against the rate).
   server = await startServer(['--mode', 'chat', '--eio-ping-interval', String(PING_INTERVAL),
-    '--eio-ping-timeout', String(PING_TIMEOUT)]);
+    '--eio-ping-timeout', String(PING_TIMEOUT), '--max-message-rate', '1000']);
 }, { timeout: 20_000 });
 
 afterEach(() => {
