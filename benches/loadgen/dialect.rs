@@ -252,7 +252,10 @@ fn read_socketio(p: &[u8]) -> Result<Inbound, &'static str> {
 /// `None` for an event with BODY alone (socket.io's own server). BODY is hex and `x` only, so
 /// its closing quote is the first one.
 fn socketio_offset(body: &[u8]) -> Result<Option<u64>, &'static str> {
-    let end = body.iter().position(|&b| b == b'"').ok_or("event not ours")?;
+    let end = body
+        .iter()
+        .position(|&b| b == b'"')
+        .ok_or("event not ours")?;
     let rest = &body[end + 1..];
     if rest == b"]" {
         return Ok(None);
