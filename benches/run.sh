@@ -5,6 +5,7 @@
 #   bash benches/run.sh            # the full tables for BENCHMARKS.md (about 7 minutes)
 #   bash benches/run.sh --quick    # smaller sizes and shorter runs, to check the tooling
 #   bash benches/run.sh --cluster  # only the cluster rows (with --quick: smaller)
+#   bash benches/run.sh --socketio # only the socket.io rows (with --quick: smaller)
 #   bash benches/run.sh --scenario "relay fanout --subs 10000 --rate 2"   # just these (repeatable;
 #                                  # server mode, then the load generator's arguments; mode
 #                                  # relay-deflate: wsrelay --deflate, ws with perMessageDeflate)
@@ -28,6 +29,11 @@
 #   cluster-idle  idle bytes per connection (19,000), one wsrelay in chat mode, --redis on/off
 #   reuse-port    2 wsrelay processes on one port (--reuse-port --redis), 2 x 19,000 idle
 #                 connections; each process's open files are reported (20,000 at most here)
+#   socketio      (no Redis) socket.io clients (WebSocket transport) on one wsrelay (--mode chat, room
+#                 `main`) against one Node socket.io 4 process (benches/peers/socketio.js, the
+#                 tutorial's io.emit, no adapter), both speaking socket.io: idle bytes per
+#                 connection (19,000; target ≤ 1/20 of socket.io's) and fan-out deliveries/s
+#                 saturated (1,000 subscribers x 32 B and x 1 KiB; target ≥ 20×)
 # Every cluster fan-out row reports deliveries against expected, and reordering: the
 # publisher's counter must arrive in order and the room's seq rise at every receiver.
 # Cluster rows need a wsrelay with --redis (and --reuse-port for that row); without, they
@@ -38,20 +44,23 @@ cd "$(dirname "$0")/.."
 
 quick=0
 cluster_only=0
+socketio_only=0
 scenarios=()
 baseline=
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=1 ;;
         --cluster) cluster_only=1 ;;
+        --socketio) socketio_only=1 ;;
         --scenario) scenarios+=("$2"); shift ;;
         --baseline) baseline=$(realpath "$2"); shift ;;
         -h | --help) sed -n '2,/^set /{/^set /!p}' "$0"; exit 0 ;;
-        *) echo "usage: bash benches/run.sh [--quick] [--cluster] [--baseline BIN] [--scenario 'MODE ARGS…']…" >&2; exit 2 ;;
+        *) echo "usage: bash benches/run.sh [--quick] [--cluster] [--socketio] [--baseline BIN] [--scenario 'MODE ARGS…']…" >&2; exit 2 ;;
     esac
     shift
 done
-run_cluster=$([ ${#scenarios[@]} = 0 ] && echo 1 || echo 0)
+run_cluster=$([ ${#scenarios[@]} = 0 ] && { [ "$socketio_only" = 0 ] || [ "$cluster_only" = 1 ]; } \
+    && echo 1 || echo 0)
 
 # The server gets one core, the load generator the other; on one core they share it. In the
 # cluster rows both server processes and Redis share the server's core, for wsrelay and
@@ -225,6 +234,14 @@ start_layout() { # layout
             if [ "$1" = wsrelay-redis ]; then start_wsrelay_chat "$port" --redis "$redis_url"
             else start_wsrelay_chat "$port"; fi
             wait_listening "$port" "$1" ;;
+        wsrelay-sio | socketio-1node)
+            next_port; addrs="127.0.0.1:$port"
+            dialect=socketio
+            if [ "$1" = socketio-1node ]; then
+                "${server_cpu[@]}" node benches/peers/socketio.js "$port" 2>>target/bench/server.log &
+                pids+=($!)
+            else start_wsrelay_chat "$port"; fi
+            wait_listening "$port" "$1" ;;
         wsrelay-reuseport)
             start_redis || return 1
             next_port; addrs="127.0.0.1:$port"
@@ -293,14 +310,31 @@ cluster_rows() {
         cluster reuse-port "wsrelay-reuseport:wsrelay" idle --conns $((2 * idle))
     fi
 }
+# socket.io clients on one process each side: wsrelay's /socket.io/ in chat mode against the
+# tutorial's socket.io server. No Redis, so no --redis needed.
+socketio_rows() {
+    local subs=1000 secs=5 idle=19000 repeats=3
+    if [ "$quick" = 1 ]; then subs=200 secs=1 idle=1000 repeats=1; fi
+    local vs_socketio="wsrelay-sio:wsrelay socketio-1node:socketio"
+    # The cluster rows' window (256 messages), for the same reason: one socket.io process
+    # handed 1,024 messages in one read blocks its event loop for seconds; the same for both.
+    for _ in $(seq "$repeats"); do
+        for size in 32 1024; do
+            cluster socketio "$vs_socketio" fanout --subs "$subs" --size "$size" --secs "$secs" \
+                --window 256
+        done
+    done
+    cluster socketio "$vs_socketio" idle --conns "$idle"
+}
 
 if [ ${#scenarios[@]} -gt 0 ]; then
     for sc in "${scenarios[@]}"; do
         # shellcheck disable=SC2086 # the scenario is a list of words
         both $sc
     done
-elif [ "$cluster_only" = 1 ]; then
-    cluster_rows
+elif [ "$cluster_only" = 1 ] || [ "$socketio_only" = 1 ]; then
+    if [ "$cluster_only" = 1 ]; then cluster_rows; fi
+    if [ "$socketio_only" = 1 ]; then socketio_rows; fi
 elif [ "$quick" = 1 ]; then
     both relay idle --conns 1000 --settle 1
     both relay fanout --subs 100 --size 32 --secs 1
@@ -310,6 +344,7 @@ elif [ "$quick" = 1 ]; then
     both relay-deflate idle --conns 1000 --settle 1 --deflate
     both relay-deflate fanout --subs 1000 --size 1024 --dialect json --deflate --secs 1
     cluster_rows
+    socketio_rows
 else
     for n in 1000 10000 19000; do both relay idle --conns "$n"; done
     for size in 32 1024; do
@@ -322,6 +357,7 @@ else
     both relay-deflate idle --conns 19000 --deflate
     both relay-deflate fanout --subs 1000 --size 1024 --dialect json --deflate --secs 5
     cluster_rows
+    socketio_rows
 fi
 
 echo

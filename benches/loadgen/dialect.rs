@@ -9,7 +9,8 @@
 //!   "words…"}`), compressible as chat is: for the permessage-deflate rows.
 //! - `socketio`: socket.io 4 over WebSocket only (Engine.IO 4): the server opens with
 //!   `0{…}`, the client joins the main namespace with `40` and is in once `40{…}` comes back;
-//!   events are `42["message",BODY]`; a server ping `2` is answered `3`.
+//!   events are `42["message",BODY]`; a server ping `2` is answered `3`. wsrelay appends the
+//!   room's offset, `42["message",BODY,"EPOCH:SEQ"]`: its SEQ is read as `chat`'s `seq` is.
 //!
 //! In the text dialects BODY is the publisher's sequence number and send time as 16 hex
 //! digits each, padded with `x` to the message size: a per-publisher counter, so loss and
@@ -92,7 +93,7 @@ impl Dialect {
             Self::Raw | Self::Json => 4,
             // {"type":"message","name":"b","msg":"…","seq":N,"ts":T}
             Self::Chat => 80,
-            // 42["message","…"]
+            // 42["message","…"] (wsrelay's offset argument not counted)
             Self::Socketio => 20,
         }
     }
@@ -234,15 +235,40 @@ fn read_socketio(p: &[u8]) -> Result<Inbound, &'static str> {
         // Engine.IO ping: pong, or the server drops the client after pingTimeout.
         [b'2'] => Inbound::Reply(b"3"),
         _ if p.starts_with(EVENT) => {
-            let (seq, sent_ns) = decode_text(&p[EVENT.len()..]).ok_or("event not ours")?;
+            let body = &p[EVENT.len()..];
+            let (seq, sent_ns) = decode_text(body).ok_or("event not ours")?;
             Inbound::Delivery(Delivery {
                 seq,
                 sent_ns,
-                order: None,
+                order: socketio_offset(body)?,
             })
         }
         _ => Inbound::Other,
     })
+}
+
+/// The room's seq in a trailing offset argument, `42["message",BODY,"EPOCH:SEQ"]` (wsrelay's
+/// connection-state recovery: README, Socket.IO clients), given what follows `42["message","`;
+/// `None` for an event with BODY alone (socket.io's own server). BODY is hex and `x` only, so
+/// its closing quote is the first one.
+fn socketio_offset(body: &[u8]) -> Result<Option<u64>, &'static str> {
+    let end = body
+        .iter()
+        .position(|&b| b == b'"')
+        .ok_or("event not ours")?;
+    let rest = &body[end + 1..];
+    if rest == b"]" {
+        return Ok(None);
+    }
+    let offset = rest
+        .strip_prefix(b",\"")
+        .and_then(|r| r.strip_suffix(b"\"]"))
+        .ok_or("event with other arguments")?;
+    let (_, seq) = std::str::from_utf8(offset)
+        .ok()
+        .and_then(|o| o.rsplit_once(':'))
+        .ok_or("offset not EPOCH:SEQ")?;
+    seq.parse().map(Some).map_err(|_| "offset not EPOCH:SEQ")
 }
 
 /// The two 16-digit hex numbers at the front of a text BODY.
@@ -295,6 +321,19 @@ mod tests {
             ..want
         };
         assert_eq!(Dialect::Socketio.read(&out), Ok(Inbound::Delivery(want)));
+        // wsrelay appends the room's offset as a last argument: its seq is the order.
+        let mut with_offset = out[..out.len() - 1].to_vec();
+        with_offset.extend_from_slice(br#","19aeb3c2f10-1:42"]"#);
+        let want = Delivery {
+            order: Some(42),
+            ..want
+        };
+        assert_eq!(
+            Dialect::Socketio.read(&with_offset),
+            Ok(Inbound::Delivery(want))
+        );
+        let bad = [&out[..out.len() - 1], br#","nope"]"#.as_slice()].concat();
+        assert!(Dialect::Socketio.read(&bad).is_err());
     }
 
     #[test]

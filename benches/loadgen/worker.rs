@@ -158,7 +158,8 @@ pub fn run(args: &WorkerArgs) -> io::Result<()> {
         overrun: 0,
     };
     let mut orders = Orders {
-        ring: if args.dialect == Dialect::Chat {
+        // The dialects whose deliveries carry the server's seq (socketio: wsrelay's offset).
+        ring: if matches!(args.dialect, Dialect::Chat | Dialect::Socketio) {
             vec![(0, 0); RING]
         } else {
             Vec::new()
