@@ -507,16 +507,30 @@ impl App {
         let name = self.rooms.shared_name(room);
         let count = self.rooms.count(room).saturating_sub(1);
         if announced {
-            if self.shared && count == 0 {
-                self.announce_now(room, Presence::Leave, count, out);
-            } else {
-                self.presence(room, Presence::Leave, count, out);
-            }
+            self.announce_leave(room, count, out);
         }
         self.rooms.unpin(room);
-        if self.shared && self.rooms.find(&name).is_none() {
+        self.wake_if_unheard(&name, out);
+    }
+
+    /// Announces a member's leaving, `count` being who is left here: at once when nobody is
+    /// (other nodes' members hear of it now, with whatever the gate held back, or never, as
+    /// the room may be freed here next), else through the room's presence gate.
+    fn announce_leave(&mut self, room: RoomId, count: usize, out: &mut Vec<Action>) {
+        if self.shared && count == 0 {
+            self.announce_now(room, Presence::Leave, count, out);
+        } else {
+            self.presence(room, Presence::Leave, count, out);
+        }
+    }
+
+    /// A room this node no longer holds (so no longer hears, with a shared log): polls held
+    /// on it (without a client id, which would have kept it) poll again now rather than miss
+    /// what comes.
+    fn wake_if_unheard(&mut self, name: &Rc<str>, out: &mut Vec<Action>) {
+        if self.shared && self.rooms.find(name).is_none() {
             let mut woken = Vec::new();
-            self.waiters.take_room(&name, &mut woken);
+            self.waiters.take_room(name, &mut woken);
             if !woken.is_empty() {
                 self.answer(woken, Instant::now(), out);
             }
@@ -761,6 +775,15 @@ impl App {
         }
     }
 
+    /// The HTTP answer to a room that cannot be opened: 400 for a bad name, 503 (try later)
+    /// when every room slot is taken by a room with members.
+    fn room_refused(&mut self, e: RoomError) -> Reply {
+        match e {
+            RoomError::InvalidName => self.http_error(400, "", "invalid room name"),
+            RoomError::TooManyRooms => self.http_error(503, "Retry-After: 5\r\n", "too many rooms"),
+        }
+    }
+
     /// `{"type":"error","msg":…}` with `status`; `extra` is more header lines.
     fn http_error(&mut self, status: u16, extra: &str, msg: &str) -> Reply {
         chat::error(msg, &mut self.json);
@@ -791,12 +814,7 @@ impl App {
             // The room's state is in the store: held here (without making it there) to read it.
             let room = match existing.map_or_else(|| self.rooms.open(name), Ok) {
                 Ok(room) => room,
-                Err(RoomError::InvalidName) => {
-                    return self.http_error(400, "", "invalid room name");
-                }
-                Err(RoomError::TooManyRooms) => {
-                    return self.http_error(503, "Retry-After: 5\r\n", "too many rooms");
-                }
+                Err(e) => return self.room_refused(e),
             };
             if !self.rooms.log.ready(room) {
                 let until = now + self.poll_wait.min(STORE_WAIT);
@@ -849,10 +867,7 @@ impl App {
         }
         let room = match existing.map_or_else(|| self.rooms.open(name), Ok) {
             Ok(room) => room,
-            Err(RoomError::InvalidName) => return self.http_error(400, "", "invalid room name"),
-            Err(RoomError::TooManyRooms) => {
-                return self.http_error(503, "Retry-After: 5\r\n", "too many rooms");
-            }
+            Err(e) => return self.room_refused(e),
         };
         let deadline = now + self.poll_wait;
         if let Some(guest) = guest {
@@ -959,12 +974,7 @@ impl App {
             Some(room) => room,
             None if self.shared => match self.rooms.open(name) {
                 Ok(room) => room,
-                Err(RoomError::InvalidName) => {
-                    return self.http_error(400, "", "invalid room name");
-                }
-                Err(RoomError::TooManyRooms) => {
-                    return self.http_error(503, "Retry-After: 5\r\n", "too many rooms");
-                }
+                Err(e) => return self.room_refused(e),
             },
             None => return self.http_error(404, "", "no such room: poll it first"),
         };
@@ -1132,23 +1142,11 @@ impl App {
                     requests.retain(|r| r.conn() != id);
                 }
                 self.deferred.retain(|_, r| !r.is_empty());
-            } else if self.shared && count == 0 {
-                // The room is freed here next: other nodes' members hear of it now, with
-                // whatever the gate held back, or never.
-                self.announce_now(room, Presence::Leave, count, out);
             } else {
-                self.presence(room, Presence::Leave, count, out);
+                self.announce_leave(room, count, out);
             }
             self.rooms.leave(id);
-            if self.shared && self.rooms.find(&name).is_none() {
-                // Its channel is no longer heard here: polls held on it (without a client id,
-                // which would have kept it) poll again now rather than miss what comes.
-                let mut woken = Vec::new();
-                self.waiters.take_room(&name, &mut woken);
-                if !woken.is_empty() {
-                    self.answer(woken, Instant::now(), out);
-                }
-            }
+            self.wake_if_unheard(&name, out);
         }
     }
 
