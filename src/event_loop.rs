@@ -29,7 +29,9 @@ use crate::app::{Action, App, RATE_LIMITED, Reply};
 use crate::conn::{Admit, Chunk, Conn, Event, Expired, Frame, Sent, Settings};
 use crate::daemon::{Notifier, Notify};
 use crate::eio::is_eio_target;
-use crate::eio::response::Cors;
+use crate::eio::packet::Refusal;
+use crate::eio::relay::{self, Relayed, Relays};
+use crate::eio::response::{self, Cors};
 use crate::eio::session::{
     Answer, Delivery, Request as EioRequest, Sessions, Slot, Up, UpgradeAnswer, Wire, is_session,
 };
@@ -138,6 +140,9 @@ const STATUS_INTERVAL: Duration = Duration::from_secs(2);
 /// read, outside this count, so they never wait behind someone else's fan-out. With
 /// `DELIVERIES_PER_TURN` this keeps a turn to a few milliseconds of work on this machine.
 const WRITES_PER_TURN: usize = 128;
+/// How much longer than the longest hold a poll passed on to another node waits for its
+/// answer: the trip through the store twice, with room for a slow turn on either node.
+const RELAY_SLACK: Duration = Duration::from_secs(2);
 /// Largest run of one read's broadcast frames queued to a receiver as one chunk.
 const BATCH_MAX: usize = 64 * 1024;
 
@@ -258,6 +263,8 @@ pub struct Server {
     /// Engine.IO sessions (`/socket.io/`), and what they asked of connections, not yet done.
     eio: Sessions,
     eio_wire: Vec<Wire>,
+    /// Polls passed on to the node holding their session, and passed on to this one.
+    relays: Relays,
     /// permessage-deflate, for every connection: no context takeover, so no state per client.
     inflater: Inflater,
     deflater: Deflater,
@@ -268,11 +275,15 @@ impl Server {
     /// Engine.IO sessions to come.
     pub fn new(
         listener: std::net::TcpListener,
-        app: App,
+        mut app: App,
         settings: Settings,
         options: Options,
         eio: Sessions,
     ) -> io::Result<Self> {
+        if let Some(store) = app.redis() {
+            // Polls for this node's sessions that reach another node come here through it.
+            store.relay_as(&eio.node(), Instant::now());
+        }
         listener.set_nonblocking(true)?;
         let mut listener = TcpListener::from_std(listener);
         let poll = Poll::new()?;
@@ -328,6 +339,7 @@ impl Server {
             store_again: [false; LINKS],
             eio,
             eio_wire: Vec::new(),
+            relays: Relays::default(),
             inflater: Inflater::new(),
             deflater,
         })
@@ -492,6 +504,7 @@ impl Server {
             self.status_at.filter(|_| self.shutdown_deadline.is_none()),
             self.app.poll_timeout(),
             self.app.presence_due(),
+            self.relays.poll_timeout(),
             self.store_due(),
             self.eio.poll_timeout(),
         ]
@@ -858,6 +871,8 @@ impl Server {
             };
             let mut response = None;
             let mut hold = None;
+            let (own_node, relay_id) = (sessions.node(), self.relays.next_id());
+            let mut elsewhere = None;
             let used = client.conn.handle_bytes_admitting(
                 now,
                 rest,
@@ -929,6 +944,18 @@ impl Server {
                             Answer::Hold { key, until } => {
                                 *link = Some(key);
                                 hold = Some(until);
+                            }
+                            Answer::Elsewhere(node) => {
+                                let relayed = Relayed {
+                                    from: own_node,
+                                    id: relay_id,
+                                    method,
+                                    target: path,
+                                    origin,
+                                    body,
+                                };
+                                let unknown = response::refusal(Refusal::UnknownSid, &req.cors);
+                                elsewhere = Some((node, relayed.encode(), unknown));
                             }
                         }
                     }
@@ -1046,6 +1073,23 @@ impl Server {
                 // The app answers by `until`; the connection's own deadline is a backstop.
                 client.conn.hold(until + self.settings.close_timeout);
             }
+            if let Some((node, message, unknown)) = elsewhere {
+                // Another node's session: the request goes there, its answer comes back. No
+                // such node (or no store to reach it): the session is gone as far as anyone
+                // can tell, and the client starts a new one.
+                let sent = message.is_some_and(|message| {
+                    app.redis()
+                        .is_some_and(|s| s.relay(&node, &message, Some(relay_id), now))
+                });
+                if sent {
+                    let until = now + sessions.hold_limit() + RELAY_SLACK;
+                    self.relays.passed_on(id, unknown, until);
+                    client.conn.hold(until + self.settings.close_timeout);
+                    m.relayed_out += 1;
+                } else {
+                    client.conn.respond(now, unknown, b"", &self.settings);
+                }
+            }
             self.sync(now, id);
             self.apply_actions(now);
             if used == 0 {
@@ -1117,6 +1161,7 @@ impl Server {
             }
             // Before the id can be reused: a long poll this connection held is forgotten.
             self.app.on_drop(id, now);
+            self.relays.conn_gone(id);
             log!(Debug, "closed {id}");
         }
         if let Some(key) = lost {
@@ -1252,6 +1297,17 @@ impl Server {
     fn apply_wire(&mut self, now: Instant, changed: &mut Vec<usize>) {
         for wire in std::mem::take(&mut self.eio_wire) {
             match wire {
+                Wire::Respond { conn, response } if relay::is_remote(conn) => {
+                    if let Some((to, id)) = self.relays.remote_answered(conn) {
+                        let reply = relay::Reply {
+                            id,
+                            response: &response,
+                        };
+                        if let Some(store) = self.app.redis() {
+                            store.relay(&to, &reply.encode(), None, now);
+                        }
+                    }
+                }
                 Wire::Respond { conn, response } => {
                     if let Some(client) = self.clients.get_mut(conn)
                         && client.conn.is_responding()
@@ -1488,6 +1544,82 @@ impl Server {
         self.write_store(now);
         self.app.on_store(&mut self.actions);
         self.apply_actions(now);
+        self.relay_turn(now);
+    }
+
+    /// Serves what came on this node's relay channel (polls for its sessions from other
+    /// nodes, answers to polls passed on from here) and answers polls passed on that reached
+    /// no node, or whose answer is overdue.
+    fn relay_turn(&mut self, now: Instant) {
+        let Some(store) = self.app.redis() else {
+            return;
+        };
+        let (mut messages, mut unheard) = (Vec::new(), Vec::new());
+        store.take_relayed(&mut messages, &mut unheard);
+        let mut answers: Vec<_> = unheard
+            .into_iter()
+            .filter_map(|id| self.relays.unheard(id))
+            .collect();
+        self.relays.expire(now, &mut answers);
+        for message in &messages {
+            match relay::decode(message) {
+                Some(relay::Message::Reply(r)) => {
+                    if let Some(conn) = self.relays.answered(r.id) {
+                        answers.push((conn, r.response.to_vec()));
+                    }
+                }
+                Some(relay::Message::Request(q)) => self.serve_relayed(now, &q),
+                None => log!(Warn, "redis: a relay message wsrelay did not write"),
+            }
+        }
+        for (conn, answer) in answers {
+            if let Some(client) = self.clients.get_mut(conn)
+                && client.conn.is_responding()
+            {
+                client.conn.respond(now, answer, b"", &self.settings);
+                self.sync(now, conn);
+            }
+        }
+        self.apply_actions(now);
+    }
+
+    /// A poll another node passed on for a session here: served as if it had come here,
+    /// its answer sent back now or when the session has one.
+    fn serve_relayed(&mut self, now: Instant, q: &Relayed<'_>) {
+        self.metrics.relayed_in += 1;
+        let conn = self.relays.remote(q.from, q.id);
+        let req = EioRequest {
+            method: q.method,
+            target: q.target,
+            body: q.body,
+            cors: Cors {
+                origin: q.origin,
+                request_headers: None,
+            },
+            // The node it came to checked the Origin policy.
+            foreign: false,
+        };
+        let (app, actions) = (&mut self.app, &mut self.actions);
+        let up = &mut |up: Up<'_>| tell_app(app, actions, now, up);
+        let answer =
+            match self
+                .eio
+                .handle_request(now, conn, &req, &mut || None, up, &mut self.eio_wire)
+            {
+                Answer::Now(answer) => answer,
+                Answer::Hold { .. } => return,
+                // Not ours either (a node whose sid names a third): nobody has it.
+                Answer::Elsewhere(_) => response::refusal(Refusal::UnknownSid, &req.cors),
+            };
+        if self.relays.remote_answered(conn).is_some() {
+            let reply = relay::Reply {
+                id: q.id,
+                response: &answer,
+            };
+            if let Some(store) = self.app.redis() {
+                store.relay(&q.from, &reply.encode(), None, now);
+            }
+        }
     }
 
     /// Starts a connect on link `i`. A host name is resolved here, blocking the loop: use an
@@ -1584,6 +1716,7 @@ impl Server {
                     // the store never piles up here.
                     self.app.on_store(&mut self.actions);
                     self.apply_actions(now);
+                    self.relay_turn(now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -83,6 +83,9 @@ pub struct Metrics {
     pub upgraded: u64,
     /// Plain HTTP requests answered (the page, /healthz, /metrics, 404s).
     pub http_requests: u64,
+    /// Engine.IO polls passed on to the node holding their session, and served for another.
+    pub relayed_out: u64,
+    pub relayed_in: u64,
     rejections: [u64; STATUSES.len() + 1],
     /// WebSocket messages received (text and binary, reassembled).
     pub messages_in: u64,
@@ -200,6 +203,16 @@ impl Metrics {
                 "counter",
                 "Plain HTTP requests answered.",
                 one(self.http_requests),
+            ),
+            (
+                "wsrelay_eio_relayed_total",
+                "counter",
+                "Engine.IO polls of a session on another node passed on to it (out), and served here for another node (in).",
+                by(
+                    "direction",
+                    &mut ["out", "in"].into_iter().map(str::to_owned),
+                    &[self.relayed_out, self.relayed_in],
+                ),
             ),
             (
                 "wsrelay_handshake_rejections_total",

@@ -1673,3 +1673,135 @@ fn a_nodes_counts_are_set_whole_and_a_reaped_node_learns_it_was() {
     // t was only slow: its next beat says it was forgotten, so it writes its counts again.
     assert_eq!(script_beat(&redis, "t", "60000"), ["0"]);
 }
+
+// ---------------------------------------------------------------------------------------
+// Engine.IO long polling without sticky sessions
+
+/// A long-polling request for Engine.IO session `sid` (`None`: a handshake): status and body.
+fn eio_poll(addr: SocketAddr, sid: Option<&str>, post: Option<&str>) -> (u16, String) {
+    let mut target = "/socket.io/?EIO=4&transport=polling".to_owned();
+    if let Some(sid) = sid {
+        target.push_str("&sid=");
+        target.push_str(sid);
+    }
+    let host = addr.to_string();
+    let req = match post {
+        None => get_request(addr, &target),
+        Some(body) => {
+            let len = body.len().to_string();
+            let line = format!("POST {target} HTTP/1.1");
+            let mut req = request(
+                &line,
+                &[
+                    ("Host", &host),
+                    ("Content-Type", "text/plain"),
+                    ("Content-Length", &len),
+                ],
+            );
+            req.extend_from_slice(body.as_bytes());
+            req
+        }
+    };
+    let r = http_exchange(addr, &req);
+    (r.status, String::from_utf8_lossy(&r.body).into_owned())
+}
+
+/// Polls `sid` at `addr` until a payload holds `want` (pings are answered on the way).
+#[track_caller]
+fn eio_poll_until(addr: SocketAddr, sid: &str, want: &str) -> String {
+    let deadline = Instant::now() + EVENT_WAIT;
+    let mut seen = String::new();
+    while Instant::now() < deadline {
+        let (status, body) = eio_poll(addr, Some(sid), None);
+        assert_eq!(status, 200, "poll at {addr}: {body}");
+        seen.push_str(&body);
+        seen.push('\u{1e}');
+        if body.split('\u{1e}').any(|p| p == "2") {
+            assert_eq!(eio_poll(addr, Some(sid), Some("3")).0, 200);
+        }
+        if body.contains(want) {
+            return seen;
+        }
+    }
+    panic!("no {want:?} at {addr} within {EVENT_WAIT:?}; got {seen:?}");
+}
+
+#[test]
+fn engine_io_polls_reach_their_session_on_any_node_and_a_dead_nodes_sid_gets_400() {
+    let Some(c) = Cluster::start(2, &[]) else {
+        return;
+    };
+    let (a, b) = (c.nodes[0].addr, c.nodes[1].addr);
+    // Both linked to Redis (A listening on its relay channel).
+    wait_health(a, 200, EVENT_WAIT);
+    wait_health(b, 200, EVENT_WAIT);
+    // The session opens on A; every request after that goes to B, which passes it on.
+    let (status, open) = eio_poll(a, None, None);
+    assert_eq!(status, 200, "{open}");
+    let open: Value = serde_json::from_str(open.strip_prefix('0').expect("an open packet"))
+        .expect("the open packet's JSON");
+    let sid = open["sid"].as_str().expect("a sid").to_owned();
+    assert_eq!(eio_poll(b, Some(&sid), Some("40")), (200, "ok".to_owned()));
+    let connected = eio_poll_until(b, &sid, r#"42["connected""#);
+    assert!(connected.contains(r#"40{"sid":"#), "{connected}");
+    // A WebSocket member of the room on A hears what the session says through B.
+    let mut ws = Member::join(&c.nodes[0], "/main", "ws");
+    assert_eq!(
+        eio_poll(b, Some(&sid), Some(r#"42["message","through B"]"#)),
+        (200, "ok".to_owned())
+    );
+    // Events carry the room's offset as a last argument (connection-state recovery).
+    eio_poll_until(b, &sid, r#"42["message","through B","#);
+    ws.until(EVENT_WAIT, "the socket.io event", |v| {
+        v.to_string().contains("through B")
+    });
+    let relayed = |addr, direction: &str| {
+        fetch_metrics(addr)
+            .get(&format!(
+                "wsrelay_eio_relayed_total{{direction=\"{direction}\"}}"
+            ))
+            .copied()
+            .unwrap_or_default()
+    };
+    assert!(relayed(b, "out") >= 4.0, "B passed the polls on");
+    assert!(relayed(a, "in") >= 4.0, "A served them");
+    assert_eq!(relayed(a, "out"), 0.0);
+    // A dies: its sessions are gone, and B says so at once (no subscriber got the request),
+    // not after the hold limit; the client then opens a new session.
+    // A's relay channel, named by the first 6 bytes of the sid: A listens on it until it dies.
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(&sid)
+        .expect("a base64 sid");
+    let channel: String = std::iter::once("wsrelay:relay:".to_owned())
+        .chain(raw[..6].iter().map(|b| format!("{b:02x}")))
+        .collect();
+    let listeners = || {
+        c.redis
+            .cli(&["PUBSUB", "NUMSUB", &channel])
+            .trim_end()
+            .to_owned()
+    };
+    assert!(listeners().ends_with("\n1"), "{}", listeners());
+    kill_node(&c.nodes[0]);
+    // Redis learns of it when the kernel closes A's sockets, a moment after the signal.
+    let deadline = Instant::now() + EVENT_WAIT;
+    while !listeners().ends_with("\n0") {
+        assert!(
+            Instant::now() < deadline,
+            "A still listens: {}",
+            listeners()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let asked = Instant::now();
+    let (status, body) = eio_poll(b, Some(&sid), None);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("Session ID unknown"), "{body}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "answered after {:?}",
+        asked.elapsed()
+    );
+    ws.assert_clean();
+}

@@ -21,7 +21,7 @@ use sha1::{Digest as _, Sha1};
 use wsrelay::chat;
 use wsrelay::conn::{Chunk, Conn, Event, Mount, Sent, Settings};
 use wsrelay::eio::packet::{self as eio, Packet, PacketError};
-use wsrelay::eio::sid;
+use wsrelay::eio::{relay, sid};
 use wsrelay::origin::OriginPolicy;
 use wsrelay::proto::ProtoError;
 use wsrelay::proto::close::{self, CloseCode};
@@ -1646,12 +1646,25 @@ pub fn eio_payload(data: &[u8]) {
     assert_eq!(query.eio, first("EIO"));
     assert_eq!(query.transport, first("transport"));
     assert_eq!(query.sid, first("sid"));
-    if let Some((key, tag)) = sid::decode(text) {
+    if let Some((node, key, tag)) = sid::decode(text) {
         assert_eq!(
-            sid::encode(key, tag),
+            sid::encode(node, key, tag),
             text.as_bytes(),
             "a sid decodes, so it re-encodes"
         );
+    }
+    // The same bytes as a message on a node's relay channel (Redis is trusted, but a message
+    // we did not write must still be dropped, never panic): what decodes re-encodes.
+    match relay::decode(text.as_bytes()) {
+        Some(relay::Message::Request(r)) => {
+            assert_eq!(
+                r.encode().as_deref(),
+                Some(text.as_bytes()),
+                "a request re-encodes"
+            );
+        }
+        Some(relay::Message::Reply(r)) => assert_eq!(r.encode(), text.as_bytes()),
+        None => {}
     }
 }
 

@@ -30,6 +30,7 @@
 //! handshakes from one address is refused with 503 like a flood of sockets.
 
 pub mod packet;
+pub mod relay;
 pub mod response;
 pub mod session;
 pub mod sid;

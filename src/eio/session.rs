@@ -27,7 +27,7 @@ use slab::Slab;
 
 use super::packet::{self, Packet, Refusal, Transport};
 use super::response::{self, Cors};
-use super::sid::{self, Tags};
+use super::sid::{self, Node, Tags};
 use crate::admission::Ticket;
 use crate::proto::handshake::Method;
 use crate::proto::{CloseCode, OpCode, frame};
@@ -173,6 +173,9 @@ pub enum Answer {
         /// A backstop: the session answers well before.
         until: Instant,
     },
+    /// The session is another node's: the request goes there (through the room store) and
+    /// its answer comes back, or 400 "Session ID unknown" if there is no such node.
+    Elsewhere(Node),
 }
 
 /// How a WebSocket handshake under `/socket.io/` is answered.
@@ -299,6 +302,8 @@ pub struct Sessions {
     /// (deadline, slot), earliest first; entries whose slot's deadline moved are stale.
     timers: BinaryHeap<Reverse<(u64, u32)>>,
     tags: Tags,
+    /// This process's name in its sids.
+    node: Node,
     /// Polling sessions with packets and a held poll, answered by [`Sessions::flush`].
     ready: Vec<u32>,
     /// The ping packet as a text frame, shared by every WebSocket session.
@@ -320,10 +325,22 @@ impl Sessions {
             epoch: now,
             slab: Slab::new(),
             timers: BinaryHeap::new(),
+            node: Tags::new(secret).node(),
             tags: Tags::new(secret),
             ready: Vec::new(),
             ping: text_frame(b"2"),
         }
+    }
+
+    /// This process's name in the sids it makes (requests for another's are passed on).
+    pub fn node(&self) -> Node {
+        self.node
+    }
+
+    /// How long a poll may be held: a ping answers it within the interval, the session's end
+    /// within the timeout after.
+    pub fn hold_limit(&self) -> Duration {
+        self.config.ping_interval + self.config.ping_timeout
     }
 
     /// Sessions open (closing ones included).
@@ -361,7 +378,10 @@ impl Sessions {
 
     /// The slot of the live session `sid` names.
     fn lookup(&self, sid: &str) -> Option<u32> {
-        let (key, tag) = sid::decode(sid)?;
+        let (node, key, tag) = sid::decode(sid)?;
+        if node != self.node {
+            return None;
+        }
         let s = self.slab.get(key as usize)?;
         (s.tag == tag).then_some(key)
     }
@@ -387,7 +407,7 @@ impl Sessions {
             polling,
         });
         self.set_deadline(key, now + self.config.ping_interval);
-        let sid = sid::encode(key, tag);
+        let sid = sid::encode(self.node, key, tag);
         Some((key, String::from_utf8_lossy(&sid).into_owned()))
     }
 
@@ -445,7 +465,13 @@ impl Sessions {
             return Answer::Now(response::payload(&body, cors));
         };
         let Some(key) = self.lookup(sid) else {
-            return refuse(Refusal::UnknownSid);
+            return match sid::decode(sid) {
+                // Another node's session (a balancer without sticky sessions): it answers.
+                Some((node, ..)) if node != self.node && transport == Transport::Polling => {
+                    Answer::Elsewhere(node)
+                }
+                _ => refuse(Refusal::UnknownSid),
+            };
         };
         if self.expired(now, key, on, out) {
             return refuse(Refusal::UnknownSid);

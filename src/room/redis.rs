@@ -73,6 +73,9 @@ enum Pending {
     Load { room: RoomId, incarnation: u64 },
     /// This node's presence counts written again.
     Here,
+    /// A message to another node's relay channel; with the number of a request passed on,
+    /// whose asker must hear if no node got it.
+    Relay(Option<u64>),
 }
 
 /// A room held here.
@@ -189,6 +192,27 @@ pub struct RedisLog {
     received: u64,
     failed: u64,
     lost_links: u64,
+    /// This node's relay channel (Engine.IO requests for its sessions, answers to requests
+    /// it passed on), once the event loop named the node.
+    relay_channel: Option<Rc<[u8]>>,
+    /// Messages on it, for the event loop; their bytes.
+    relayed: Vec<Vec<u8>>,
+    relayed_bytes: usize,
+    /// Requests passed on that no node got (no subscriber, or the link dropped the call).
+    unheard: Vec<u64>,
+}
+
+/// Bytes of relay messages kept for the event loop, which takes them after every read; a
+/// flood past it is dropped (the requests' askers time out).
+const MAX_RELAYED_BYTES: usize = 64 << 20;
+
+/// The relay channel of node `node`.
+fn relay_channel(node: &[u8]) -> Vec<u8> {
+    let mut channel = format!("{PREFIX}relay:").into_bytes();
+    for b in node {
+        channel.extend_from_slice(format!("{b:02x}").as_bytes());
+    }
+    channel
 }
 
 impl RedisLog {
@@ -223,7 +247,45 @@ impl RedisLog {
             received: 0,
             failed: 0,
             lost_links: 0,
+            relay_channel: None,
+            relayed: Vec::new(),
+            relayed_bytes: 0,
+            unheard: Vec::new(),
         }
+    }
+
+    /// Listens on node `node`'s relay channel (see `crate::eio::relay`) from now on.
+    pub fn relay_as(&mut self, node: &[u8], now: Instant) {
+        let channel: Rc<[u8]> = relay_channel(node).into();
+        if self.ready[SUB]
+            && let Some(link) = self.links.get_mut(SUB)
+        {
+            link.send(&[b"SUBSCRIBE", &channel], now, false);
+        }
+        self.relay_channel = Some(channel);
+    }
+
+    /// Publishes `message` on node `to`'s relay channel; `ask` names a request passed on,
+    /// reported by [`RedisLog::take_relayed`] if no node got it. False if the command link
+    /// is down (nothing sent).
+    pub fn relay(&mut self, to: &[u8], message: &[u8], ask: Option<u64>, now: Instant) -> bool {
+        if !self.ready[CMD] {
+            return false;
+        }
+        let Some(link) = self.links.get_mut(CMD) else {
+            return false;
+        };
+        link.send(&[b"PUBLISH", &relay_channel(to), message], now, true);
+        self.pending.push_back(Pending::Relay(ask));
+        true
+    }
+
+    /// Messages on this node's relay channel since the last call, and requests passed on
+    /// that no node got.
+    pub fn take_relayed(&mut self, messages: &mut Vec<Vec<u8>>, unheard: &mut Vec<u64>) {
+        messages.append(&mut self.relayed);
+        self.relayed_bytes = 0;
+        unheard.append(&mut self.unheard);
     }
 
     /// Appends this process's Redis figures to a `/metrics` body.
@@ -395,7 +457,8 @@ impl RedisLog {
                             h.needs_load = true;
                         }
                     }
-                    Pending::Hello | Pending::Beat | Pending::Here => {}
+                    Pending::Relay(Some(id)) => self.unheard.push(id),
+                    Pending::Hello | Pending::Beat | Pending::Here | Pending::Relay(None) => {}
                 }
             }
             self.next_beat = None;
@@ -473,6 +536,9 @@ impl RedisLog {
             }
             for channel in channels {
                 *self.unconfirmed.entry(channel).or_default() += 1;
+            }
+            if let (Some(channel), Some(link)) = (&self.relay_channel, self.links.get_mut(SUB)) {
+                link.send(&[b"SUBSCRIBE", channel], now, false);
             }
         }
         self.load_due(now);
@@ -574,6 +640,12 @@ impl RedisLog {
                 self.on_appended(room, draft, &reply);
             }
             Pending::Load { room, incarnation } => self.on_loaded(room, incarnation, &reply, now),
+            // PUBLISH answers how many subscribers got the message: none, no such node.
+            Pending::Relay(ask) => {
+                if let (Some(id), Value::Int(0) | Value::Error(_)) = (ask, &reply) {
+                    self.unheard.push(id);
+                }
+            }
         }
     }
 
@@ -873,6 +945,16 @@ impl RedisLog {
         };
         let kind = parts.first().and_then(Value::as_bytes).unwrap_or_default();
         let channel = parts.get(1).and_then(Value::as_bytes).unwrap_or_default();
+        if self.relay_channel.as_deref() == Some(channel) {
+            if kind == b"message"
+                && let Some(message) = parts.get(2).and_then(Value::as_bytes)
+                && self.relayed_bytes + message.len() <= MAX_RELAYED_BYTES
+            {
+                self.relayed_bytes += message.len();
+                self.relayed.push(message.to_vec());
+            }
+            return;
+        }
         if matches!(kind, b"subscribe" | b"unsubscribe") {
             // Only the answer to the channel's last request says where it stands.
             match self.unconfirmed.get_mut(channel) {

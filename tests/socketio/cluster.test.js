@@ -86,12 +86,10 @@ test('a polling client on node A and a WebSocket client on node B hear each othe
   assert.deepEqual(texts(quiet), ['other room'], 'the other room heard only itself');
 }));
 
-// Issue 11 asks for this (no sticky sessions for polling) and it is not built yet: a polling
-// session lives on the node that opened it. Reported as TODO, so the run says so without
-// failing; drop the `todo` once polling requests reach their session on any node.
+// No sticky sessions: a polling session lives on the node that opened it (its sid names the
+// node), and a request that reaches another node is passed on to it through Redis.
 test('a polling client whose every request goes to the next node keeps its session and chats', {
   timeout: TEST_MS,
-  todo: 'polling sessions are not yet served across nodes (issue 11, point 3)',
 }, run(async () => {
   const lb = await startBalancer([nodeA.host, nodeB.host], 'round-robin');
   open.add(lb);
