@@ -1,0 +1,389 @@
+//! TLS below HTTP and WebSocket (`--tls-cert`, `--tls-key`): rustls' unbuffered server
+//! connection, driven with bytes like everything else here; no sockets, no clock.
+//!
+//! The connection above sees plaintext only. Driving one [`Tls`]:
+//!
+//! - ciphertext read from the socket goes to [`Tls::handle_input`], which appends what it
+//!   decrypts to a buffer the caller owns and queues handshake records to send;
+//! - plaintext to send goes through [`Tls::encrypt`] into a buffer the caller owns; what the
+//!   socket does not take is kept with [`Tls::keep`] and written first next time
+//!   ([`Tls::unsent`], [`Tls::handle_written`]);
+//! - [`Tls::close_notify`] ends it politely.
+//!
+//! Density: between records an idle connection holds no buffer at all. A partial record
+//! (`incoming`) and ciphertext the socket did not take (`unsent`) are kept per connection,
+//! each freed as soon as it is used up; the read and write buffers belong to the event loop.
+//! The handshake deadline is the connection's (it waits for a request head that only
+//! arrives after the TLS handshake), so a client that stops mid-handshake is dropped by it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, WriteTraffic};
+
+/// The ALPN protocol offered (RFC 7301): everything here is HTTP/1.1, upgrades included.
+const ALPN_HTTP_1_1: &[u8] = b"http/1.1";
+
+/// Most ciphertext kept while waiting for the rest of a record or handshake message: rustls
+/// joins handshake messages of up to 64 KiB (its own limit), and a record is at most
+/// 16 KiB + 2 KiB + 5 bytes on the wire (RFC 8446 §5.2, RFC 5246 §6.2.3).
+const MAX_INCOMING: usize = 0x1_0000 + 18_437;
+
+/// Rounds of [`UnbufferedServerConnection::process_tls_records`] per call before giving up:
+/// each round makes progress, so this is only a guard against a loop that would not end.
+const MAX_ROUNDS: usize = 4096;
+
+/// Why a TLS connection cannot go on; the connection is then dropped.
+#[derive(Debug)]
+pub enum TlsError {
+    /// The peer broke the protocol (or sent something that is not TLS at all).
+    Peer(rustls::Error),
+    /// More unprocessed ciphertext than [`MAX_INCOMING`].
+    TooMuchInput,
+    /// Our side failed to encode or encrypt (a bug, or keys used up).
+    Local(String),
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Peer(e) => write!(f, "TLS: {e}"),
+            Self::TooMuchInput => write!(f, "TLS: more than {MAX_INCOMING} bytes unprocessed"),
+            Self::Local(e) => write!(f, "TLS: {e}"),
+        }
+    }
+}
+
+/// What a call to [`Tls::handle_input`] found besides plaintext.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Input {
+    /// The peer sent `close_notify`: no more plaintext will come (like a read of 0).
+    pub peer_closed: bool,
+}
+
+/// Reads the certificate chain (PEM, leaf first) and its private key (PEM: PKCS#8, PKCS#1
+/// or SEC1) and makes the server's TLS settings: TLS 1.2 and 1.3 only, ALPN `http/1.1`, no
+/// client certificates, one certificate for every name.
+pub fn load_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("--tls-cert {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "--tls-cert {}: no certificate in it",
+            cert.display()
+        ));
+    }
+    let key_der = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("--tls-key {}: {e}", key.display()))?;
+    // ring: it builds with only a C compiler (aws-lc-rs wants cmake and more). rustls marks
+    // it deprecated for want of post-quantum key exchange; X25519 and the NIST curves remain.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&versions)
+        .map_err(|e| format!("TLS settings: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .map_err(|e| {
+            format!(
+                "--tls-cert {} with --tls-key {}: {e}",
+                cert.display(),
+                key.display()
+            )
+        })?;
+    config.alpn_protocols = vec![ALPN_HTTP_1_1.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Where the certificate and key are read from, and the settings made from them last; a
+/// reload (SIGHUP) swaps the settings for new handshakes, leaving open connections alone.
+pub struct Certs {
+    cert: PathBuf,
+    key: PathBuf,
+    config: Arc<ServerConfig>,
+}
+
+impl Certs {
+    /// Loads the pair once; an error names the file at fault.
+    pub fn load(cert: PathBuf, key: PathBuf) -> Result<Self, String> {
+        let config = load_config(&cert, &key)?;
+        Ok(Self { cert, key, config })
+    }
+
+    /// Reads the files again; on an error the settings in use stay.
+    pub fn reload(&mut self) -> Result<(), String> {
+        self.config = load_config(&self.cert, &self.key)?;
+        Ok(())
+    }
+
+    /// The settings new connections get.
+    pub fn config(&self) -> &Arc<ServerConfig> {
+        &self.config
+    }
+}
+
+/// One connection's TLS state (boxed by the event loop: a plain connection pays a pointer).
+pub struct Tls {
+    conn: UnbufferedServerConnection,
+    /// Ciphertext received but not yet processed: a partial record or handshake message.
+    /// Empty, with no allocation, between records. At most [`MAX_INCOMING`] bytes.
+    incoming: Vec<u8>,
+    /// Ciphertext made but not yet taken by the socket; written before anything else.
+    /// Empty, with no allocation, once written.
+    unsent: Vec<u8>,
+    /// `close_notify` was queued; nothing is encrypted after it.
+    closed: bool,
+}
+
+impl Tls {
+    /// A connection that expects a ClientHello.
+    pub fn new(config: Arc<ServerConfig>) -> Result<Self, TlsError> {
+        let conn = UnbufferedServerConnection::new(config).map_err(TlsError::Peer)?;
+        Ok(Self {
+            conn,
+            incoming: Vec::new(),
+            unsent: Vec::new(),
+            closed: false,
+        })
+    }
+
+    /// Whether application data can be sent (the handshake is done and no close was sent).
+    pub fn may_send(&self) -> bool {
+        !self.conn.is_handshaking() && !self.closed
+    }
+
+    /// Ciphertext waiting for the socket.
+    pub fn unsent(&self) -> &[u8] {
+        &self.unsent
+    }
+
+    /// Records that the socket took `n` bytes of [`Tls::unsent`].
+    pub fn handle_written(&mut self, n: usize) {
+        if n >= self.unsent.len() {
+            self.unsent = Vec::new();
+        } else {
+            self.unsent.drain(..n);
+        }
+    }
+
+    /// Keeps ciphertext the socket did not take, to be written before anything else.
+    pub fn keep(&mut self, rest: &[u8]) {
+        self.unsent.extend_from_slice(rest);
+    }
+
+    /// Takes ciphertext read from the peer: appends the plaintext it carries to `plain` and
+    /// queues handshake records in [`Tls::unsent`]. `input` is used as scratch space.
+    pub fn handle_input(
+        &mut self,
+        input: &mut [u8],
+        plain: &mut Vec<u8>,
+    ) -> Result<Input, TlsError> {
+        if self.incoming.is_empty() {
+            // The common case: whole records straight from the loop's read buffer.
+            let (used, found) = self.process(input, plain);
+            let rest = input.get(used..).unwrap_or_default();
+            if rest.len() > MAX_INCOMING {
+                return Err(TlsError::TooMuchInput);
+            }
+            self.incoming.extend_from_slice(rest);
+            return found;
+        }
+        let mut incoming = std::mem::take(&mut self.incoming);
+        incoming.extend_from_slice(input);
+        let (used, found) = self.process(&mut incoming, plain);
+        if used >= incoming.len() {
+            // Freed, not kept: an idle connection holds no buffer.
+            incoming = Vec::new();
+        } else {
+            incoming.drain(..used);
+            if incoming.len() > MAX_INCOMING {
+                return Err(TlsError::TooMuchInput);
+            }
+        }
+        self.incoming = incoming;
+        found
+    }
+
+    /// Runs rustls over `buf`; returns how many bytes of it were used up, and the outcome.
+    /// After an error, the alert rustls made for the peer (protocol_version to a TLS 1.0
+    /// client, say) is queued in [`Tls::unsent`], for one last write.
+    fn process(&mut self, buf: &mut [u8], plain: &mut Vec<u8>) -> (usize, Result<Input, TlsError>) {
+        let (used, result) = self.process_records(buf, plain);
+        if result.is_err() {
+            for _ in 0..4 {
+                let status = self.conn.process_tls_records(&mut []);
+                let Ok(ConnectionState::EncodeTlsData(mut encode)) = status.state else {
+                    break;
+                };
+                if encode_into(&mut self.unsent, 0, |out| encode.encode(out)).is_err() {
+                    break;
+                }
+            }
+        }
+        (used, result)
+    }
+
+    fn process_records(
+        &mut self,
+        buf: &mut [u8],
+        plain: &mut Vec<u8>,
+    ) -> (usize, Result<Input, TlsError>) {
+        let mut input = Input::default();
+        let mut used = 0;
+        for _ in 0..MAX_ROUNDS {
+            let rest = buf.get_mut(used..).unwrap_or_default();
+            let status = self.conn.process_tls_records(rest);
+            let discard = status.discard;
+            let state = match status.state {
+                Ok(state) => state,
+                Err(e) => return (used + discard, Err(TlsError::Peer(e))),
+            };
+            let mut done = false;
+            match state {
+                ConnectionState::ReadTraffic(mut traffic) => {
+                    while let Some(record) = traffic.next_record() {
+                        match record {
+                            Ok(r) => plain.extend_from_slice(r.payload),
+                            Err(e) => return (used + discard, Err(TlsError::Peer(e))),
+                        }
+                    }
+                }
+                ConnectionState::ReadEarlyData(mut early) => {
+                    // Early data is not enabled (max_early_data_size is 0): none is taken.
+                    while early.next_record().is_some() {}
+                }
+                ConnectionState::EncodeTlsData(mut encode) => {
+                    if let Err(e) = encode_into(&mut self.unsent, 0, |out| encode.encode(out)) {
+                        return (used + discard, Err(e));
+                    }
+                }
+                // `unsent` holds it; the loop writes it after this call.
+                ConnectionState::TransmitTlsData(transmit) => transmit.done(),
+                ConnectionState::PeerClosed => input.peer_closed = true,
+                // Waiting for the peer: more records, or nothing to do.
+                ConnectionState::BlockedHandshake
+                | ConnectionState::WriteTraffic(_)
+                | ConnectionState::Closed => done = true,
+                _ => done = true,
+            }
+            used += discard;
+            if done {
+                return (used, Ok(input));
+            }
+        }
+        (used, Err(TlsError::Local("no progress".to_owned())))
+    }
+
+    /// Encrypts `plain` as application data, appending the records to `out`.
+    pub fn encrypt(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), TlsError> {
+        if !self.may_send() {
+            return Err(TlsError::Local("encrypt before the handshake".to_owned()));
+        }
+        // Room for each record's header, nonce, tag and content type besides the data.
+        let room = plain.len() + (plain.len() / 0x4000 + 1) * 64;
+        self.with_traffic(|traffic| {
+            encode_into(out, room, |buf| {
+                traffic.encrypt(plain, buf).map_err(|e| match e {
+                    EncryptError::InsufficientSize(s) => EncodeError::InsufficientSize(s),
+                    EncryptError::EncryptExhausted => EncodeError::AlreadyEncoded,
+                })
+            })
+        })
+    }
+
+    /// Queues `close_notify` (RFC 8446 §6.1) in [`Tls::unsent`], once; nothing is encrypted
+    /// after it. A no-op before the handshake is done (there are no keys to send it with).
+    pub fn close_notify(&mut self) {
+        if self.conn.is_handshaking() || std::mem::replace(&mut self.closed, true) {
+            return;
+        }
+        let mut unsent = std::mem::take(&mut self.unsent);
+        let _ = self.with_traffic(|traffic| {
+            encode_into(&mut unsent, 0, |buf| {
+                traffic.queue_close_notify(buf).map_err(|e| match e {
+                    EncryptError::InsufficientSize(s) => EncodeError::InsufficientSize(s),
+                    _ => EncodeError::AlreadyEncoded,
+                })
+            })
+        });
+        self.unsent = unsent;
+    }
+
+    /// Calls `f` in the state that may encrypt, first queueing any handshake records rustls
+    /// has for the peer (a TLS 1.3 key update, say).
+    fn with_traffic(
+        &mut self,
+        f: impl FnOnce(&mut WriteTraffic<'_, ServerConnectionData>) -> Result<(), TlsError>,
+    ) -> Result<(), TlsError> {
+        let mut f = Some(f);
+        for _ in 0..MAX_ROUNDS {
+            let status = self.conn.process_tls_records(&mut []);
+            match status.state.map_err(TlsError::Peer)? {
+                ConnectionState::WriteTraffic(mut traffic) => {
+                    return match f.take() {
+                        Some(f) => f(&mut traffic),
+                        None => Ok(()),
+                    };
+                }
+                ConnectionState::EncodeTlsData(mut encode) => {
+                    encode_into(&mut self.unsent, 0, |out| encode.encode(out))?;
+                }
+                ConnectionState::TransmitTlsData(mut transmit) => {
+                    // Handshake records are in `unsent`, ahead of what `f` makes.
+                    if let Some(mut traffic) = transmit.may_encrypt_app_data() {
+                        let result = match f.take() {
+                            Some(f) => f(&mut traffic),
+                            None => Ok(()),
+                        };
+                        transmit.done();
+                        return result;
+                    }
+                    transmit.done();
+                }
+                ConnectionState::ReadTraffic(mut traffic) => {
+                    // Plaintext is always taken as it is read; drop any to make progress.
+                    while traffic.next_record().is_some() {}
+                }
+                other => {
+                    return Err(TlsError::Local(format!("cannot send in state {other:?}")));
+                }
+            }
+        }
+        Err(TlsError::Local("no progress".to_owned()))
+    }
+}
+
+/// Appends what `encode` writes to `out`, growing it to the size rustls asks for.
+fn encode_into(
+    out: &mut Vec<u8>,
+    room: usize,
+    mut encode: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
+) -> Result<(), TlsError> {
+    let start = out.len();
+    // A guess (`room`, at least a small record's worth); rustls says if it is short.
+    let mut room = room.max(256);
+    for _ in 0..2 {
+        out.resize(start + room, 0);
+        let result = encode(out.get_mut(start..).unwrap_or_default());
+        match result {
+            Ok(n) => {
+                out.truncate(start + n);
+                return Ok(());
+            }
+            Err(EncodeError::InsufficientSize(s)) => room = s.required_size,
+            Err(e) => {
+                out.truncate(start);
+                return Err(TlsError::Local(e.to_string()));
+            }
+        }
+    }
+    out.truncate(start);
+    Err(TlsError::Local("encode: buffer too small".to_owned()))
+}
