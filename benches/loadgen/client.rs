@@ -15,9 +15,14 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
 
 use flate2::{Decompress, FlushDecompress};
 use mio::net::TcpStream;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore};
 use socket2::{Domain, Socket, Type};
 
 use wsrelay::proto::frame::{self, FrameHead, OpCode};
@@ -163,6 +168,30 @@ pub struct Client {
     deflate: Deflate,
     /// Bytes read from the socket.
     pub wire_bytes: u64,
+    /// TLS (`--tls-ca`): everything above goes through it.
+    tls: Option<Box<ClientConnection>>,
+}
+
+/// TLS settings for clients that trust the CA in `ca` (PEM) and offer ALPN http/1.1.
+pub fn tls_config(ca: &Path) -> io::Result<Arc<ClientConfig>> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(io::Error::other)? {
+        roots
+            .add(cert.map_err(io::Error::other)?)
+            .map_err(io::Error::other)?;
+    }
+    // ring: what the server uses, built with a C compiler only.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // No resumption: every connection pays a full handshake, like a new visitor.
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(config))
 }
 
 /// Opens a non-blocking TCP connection from `src` (any port) to `dst`.
@@ -201,8 +230,17 @@ impl Client {
         seed: u32,
         dialect: Dialect,
         deflate: bool,
+        tls: Option<&Arc<ClientConfig>>,
     ) -> Self {
+        // The test certificate names localhost (and 127.0.0.1).
+        let tls = tls.and_then(|config| {
+            let name = ServerName::try_from("localhost").ok()?;
+            ClientConnection::new(Arc::clone(config), name)
+                .ok()
+                .map(Box::new)
+        });
         Self {
+            tls,
             stream,
             phase: Phase::Connecting,
             host: dst.to_string(),
@@ -275,6 +313,33 @@ impl Client {
         if self.phase == Phase::Connecting {
             return Ok(());
         }
+        if let Some(tls) = self.tls.as_mut() {
+            // Plaintext into rustls, records out to the socket, until both are done or the
+            // socket is full (bounded: each round moves bytes or returns).
+            loop {
+                while self.out_pos < self.out.len() {
+                    let n = tls.writer().write(&self.out[self.out_pos..])?;
+                    if n == 0 {
+                        break;
+                    }
+                    self.out_pos += n;
+                }
+                if !tls.wants_write() {
+                    if self.out_pos == self.out.len() {
+                        self.out.clear();
+                        self.out_pos = 0;
+                    }
+                    return Ok(());
+                }
+                match tls.write_tls(&mut self.stream) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         while self.out_pos < self.out.len() {
             match self.stream.write(&self.out[self.out_pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -313,7 +378,7 @@ impl Client {
             if self.phase == Phase::Closed || self.phase == Phase::Connecting {
                 return Ok(());
             }
-            let n = match self.stream.read(buf) {
+            let n = match self.read_plain(buf) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -335,6 +400,26 @@ impl Client {
                     self.partial.shrink_to(4096);
                 }
             }
+        }
+    }
+
+    /// Reads from the socket, or plaintext through TLS (reading records as needed); `Ok(0)`
+    /// at the end, `WouldBlock` when nothing more can be had now.
+    fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(tls) = self.tls.as_mut() else {
+            return self.stream.read(buf);
+        };
+        loop {
+            match tls.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            if tls.read_tls(&mut self.stream)? == 0 {
+                return Ok(0);
+            }
+            tls.process_new_packets().map_err(io::Error::other)?;
+            // Handshake records (the client's Finished) go out with the next flush.
         }
     }
 
@@ -470,7 +555,7 @@ mod tests {
         server
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
-        let mut client = Client::new(stream, addr, 1, Dialect::Raw, false);
+        let mut client = Client::new(stream, addr, 1, Dialect::Raw, false, None);
         drive(&mut client, |c| c.phase == Phase::Upgrading);
 
         let mut request = Vec::new();

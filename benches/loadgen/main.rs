@@ -150,6 +150,10 @@ struct Common {
     /// Every client offers permessage-deflate, as Chromium does.
     #[arg(long)]
     deflate: bool,
+    /// Clients speak TLS (wss://), trusting the CA in this PEM file; the certificate must name
+    /// localhost.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -263,6 +267,9 @@ impl Workers {
                 .args(["--size", &size.to_string()]);
             if common.deflate {
                 command.arg("--deflate");
+            }
+            if let Some(ca) = &common.tls_ca {
+                command.arg("--tls-ca").arg(ca);
             }
             let mut child = command
                 .stdin(Stdio::null())
@@ -601,7 +608,18 @@ fn fanout(common: &Common, plan: &FanoutPlan) -> io::Result<()> {
         .poll
         .registry()
         .register(&mut stream, PUB, Interest::READABLE | Interest::WRITABLE)?;
-    let mut publisher = Client::new(stream, common.server[0], 7, dialect, common.deflate);
+    let tls = match &common.tls_ca {
+        Some(ca) => Some(client::tls_config(ca)?),
+        None => None,
+    };
+    let mut publisher = Client::new(
+        stream,
+        common.server[0],
+        7,
+        dialect,
+        common.deflate,
+        tls.as_ref(),
+    );
     let mut zlib = Inflate::default();
     let mut buf = vec![0u8; 256 * 1024];
     let mut pump_pub = |workers: &mut Workers, publisher: &mut Client, timeout| {
