@@ -172,6 +172,58 @@ pub struct Client {
     tls: Option<Box<ClientConnection>>,
 }
 
+/// TLS settings for the handshake-rate scenario: the client's share of the work kept small
+/// so the server is what is measured. The server's certificate is accepted unchecked (its
+/// signature over the handshake, which the server computes anyway, is not verified): on
+/// loopback against a server we started, as h2load and `openssl s_time` do by default.
+pub fn handshake_config(ca: &Path) -> io::Result<Arc<ClientConfig>> {
+    let mut config = (*tls_config(ca)?).clone();
+    let provider = config.crypto_provider().clone();
+    config
+        .dangerous()
+        .set_certificate_verifier(Arc::new(Unverified(provider)));
+    Ok(Arc::new(config))
+}
+
+/// Accepts any server certificate and handshake signature (see [`handshake_config`]).
+#[derive(Debug)]
+struct Unverified(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// TLS settings for clients that trust the CA in `ca` (PEM) and offer ALPN http/1.1.
 pub fn tls_config(ca: &Path) -> io::Result<Arc<ClientConfig>> {
     let mut roots = RootCertStore::empty();
