@@ -58,6 +58,9 @@ WSRELAY_BIN="$PWD/target/release/wsrelay" bash tests/socketio/run.sh
 step "Autobahn|Testsuite, sections 1-10 and 36 permessage-deflate cases of 12-13, against --mode echo --deflate"
 WSRELAY_BIN="$PWD/target/release/wsrelay" bash tests/autobahn/run.sh
 
+step "Autobahn|Testsuite over wss:// (--tls-cert): sections 1-8 and 10 (the full run: run.sh --tls)"
+WSRELAY_BIN="$PWD/target/release/wsrelay" bash tests/autobahn/run.sh --tls --quick
+
 step "load generator smoke run against wsrelay (everything delivered, in order)"
 bash benches/smoke.sh
 
