@@ -786,6 +786,13 @@ impl Server {
                 self.cut_short(now, id);
                 return;
             }
+            if let Some(client) = self.clients.get_mut(id)
+                && client.tls.as_ref().is_some_and(|t| t.peer_closed())
+            {
+                // Its close_notify came behind the input just handled: the end, now.
+                client.conn.handle_eof();
+                self.sync(now, id);
+            }
         }
         // Taken out so the app's actions can run between the messages of one read.
         let mut buf = std::mem::take(&mut self.read_buf);
@@ -801,7 +808,7 @@ impl Server {
                 self.cut_short(now, id);
                 break;
             }
-            if client.conn.queued() > self.settings.max_output / 2 {
+            if client.conn.queued() + client.unsent() > self.settings.max_output / 2 {
                 // Its own output (pongs, echoes) piles up: let the peer take some before its
                 // next input can push it over budget.
                 client.blocked = write_out(client, now, &self.settings, &mut self.metrics);
@@ -817,6 +824,15 @@ impl Server {
                     if let Some(tls) = client.tls.as_mut() {
                         plain.clear();
                         match tls.handle_input(input, &mut plain) {
+                            // Records it made itself (alerts, key updates) count against the
+                            // output budget too: a peer that asks for them and reads nothing
+                            // is a slow consumer.
+                            Ok(_) if tls.unsent().len() > self.settings.max_output => {
+                                log!(Debug, "{id}: TLS output over --max-output, closing");
+                                self.metrics.slow_consumers += 1;
+                                self.metrics.limit(Limit::MaxOutput);
+                                client.conn.handle_error();
+                            }
                             Ok(found) => peer_closed = found.peer_closed,
                             Err(e) => {
                                 // Not TLS, or broken TLS: this connection only, no answer.
@@ -836,10 +852,7 @@ impl Server {
                             let rest = input.get(used..).unwrap_or_default().to_vec();
                             self.pending.insert(id, (rest, 0));
                         }
-                        if peer_closed && let Some(client) = self.clients.get_mut(id) {
-                            // Seen after the rest is handled: it waits in `pending`.
-                            client.conn.handle_eof();
-                        }
+                        // A close_notify here is acted on once `pending` is used up.
                         self.cut_short(now, id);
                         break;
                     }
@@ -1962,31 +1975,51 @@ fn write_out_tls(client: &mut Client, now: Instant, settings: &Settings, m: &mut
                     Err(_) => return Err(()),
                 }
             }
-            // Before the handshake is done, output (a refusal) waits in the queue.
+            // Before the handshake is done output waits in the queue (none is made then);
+            // after close_notify none can be sent: the connection is over.
             if !tls.may_send() {
-                return Ok(false);
+                return if tls.is_closed() && conn.wants_write() {
+                    Err(())
+                } else {
+                    Ok(false)
+                };
             }
             let mut slices = [IoSlice::new(&[]); IOVECS];
             let n = conn.io_slices(&mut slices);
-            if n == 0 {
+            let Some(first) = slices.first().filter(|_| n > 0) else {
                 return Ok(false);
-            }
-            plain.clear();
-            for slice in slices.get(..n).unwrap_or_default() {
-                let room = TLS_BATCH - plain.len();
-                plain.extend_from_slice(slice.get(..room.min(slice.len())).unwrap_or_default());
-                if plain.len() == TLS_BATCH {
-                    break;
+            };
+            // One slice (a receiver's shared broadcast chunk, typically) or a full record's
+            // worth in the first is encrypted from where it is; several are gathered first, so
+            // tiny frames share a record.
+            let data: &[u8] = if n == 1 || first.len() >= TLS_BATCH {
+                first.get(..TLS_BATCH.min(first.len())).unwrap_or_default()
+            } else {
+                plain.clear();
+                for slice in slices.get(..n).unwrap_or_default() {
+                    let room = TLS_BATCH - plain.len();
+                    plain.extend_from_slice(slice.get(..room.min(slice.len())).unwrap_or_default());
+                    if plain.len() == TLS_BATCH {
+                        break;
+                    }
                 }
+                plain
+            };
+            let size = Tls::sealed_len(TLS_BATCH);
+            if records.len() < size {
+                records.resize(size, 0);
             }
-            records.clear();
-            if let Err(e) = tls.encrypt(plain, records) {
-                log!(Debug, "{e}");
-                return Err(());
-            }
-            conn.handle_written(plain.len());
+            let used = data.len();
+            let sealed = match tls.encrypt_to(data, records) {
+                Ok(sealed) => sealed,
+                Err(e) => {
+                    log!(Debug, "{e}");
+                    return Err(());
+                }
+            };
+            conn.handle_written(used);
             let mut at = 0;
-            while let Some(rest) = records.get(at..).filter(|r| !r.is_empty()) {
+            while let Some(rest) = records.get(at..sealed).filter(|r| !r.is_empty()) {
                 match stream.write(rest) {
                     Ok(0) => return Err(()),
                     Ok(n) => {

@@ -84,7 +84,16 @@ pub fn load_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String>
     // ring: it builds with only a C compiler (aws-lc-rs wants cmake and more). rustls marks
     // it deprecated for want of post-quantum key exchange; X25519 and the NIST curves remain.
     #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut provider = rustls::crypto::ring::default_provider();
+    // X25519 first: ring's default order starts with P-384, whose generic bignum code made a
+    // handshake cost 4x the server CPU (measured, benches/run.sh --tls). The client's order
+    // decides among groups it sent a key share for; this one decides the rest.
+    provider.kx_groups = vec![
+        rustls::crypto::ring::kx_group::X25519,
+        rustls::crypto::ring::kx_group::SECP256R1,
+        rustls::crypto::ring::kx_group::SECP384R1,
+    ];
+    let provider = Arc::new(provider);
     let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions)
@@ -140,6 +149,8 @@ pub struct Tls {
     unsent: Vec<u8>,
     /// `close_notify` was queued; nothing is encrypted after it.
     closed: bool,
+    /// The peer's `close_notify` came: no more plaintext from it.
+    peer_closed: bool,
 }
 
 impl Tls {
@@ -151,12 +162,23 @@ impl Tls {
             incoming: Vec::new(),
             unsent: Vec::new(),
             closed: false,
+            peer_closed: false,
         })
     }
 
     /// Whether application data can be sent (the handshake is done and no close was sent).
     pub fn may_send(&self) -> bool {
         !self.conn.is_handshaking() && !self.closed
+    }
+
+    /// Whether `close_notify` was sent: nothing more can be.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Whether the peer's `close_notify` came (reported once by [`Tls::handle_input`] too).
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed
     }
 
     /// Ciphertext waiting for the socket.
@@ -266,7 +288,10 @@ impl Tls {
                 }
                 // `unsent` holds it; the loop writes it after this call.
                 ConnectionState::TransmitTlsData(transmit) => transmit.done(),
-                ConnectionState::PeerClosed => input.peer_closed = true,
+                ConnectionState::PeerClosed => {
+                    input.peer_closed = true;
+                    self.peer_closed = true;
+                }
                 // Waiting for the peer: more records, or nothing to do.
                 ConnectionState::BlockedHandshake
                 | ConnectionState::WriteTraffic(_)
@@ -281,21 +306,28 @@ impl Tls {
         (used, Err(TlsError::Local("no progress".to_owned())))
     }
 
-    /// Encrypts `plain` as application data, appending the records to `out`.
-    pub fn encrypt(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), TlsError> {
+    /// Most bytes the records for `len` bytes of plaintext take: each record's header,
+    /// nonce, tag and content type besides the data (RFC 8446 §5.2, RFC 5246 §6.2.3.3).
+    pub fn sealed_len(len: usize) -> usize {
+        len + (len / 0x4000 + 1) * 64
+    }
+
+    /// Encrypts `plain` as application data into the front of `out`, which must have at
+    /// least [`Tls::sealed_len`] bytes; returns how many it wrote. The event loop keeps `out`
+    /// at that size, so nothing is allocated or zeroed per write.
+    pub fn encrypt_to(&mut self, plain: &[u8], out: &mut [u8]) -> Result<usize, TlsError> {
         if !self.may_send() {
             return Err(TlsError::Local("encrypt before the handshake".to_owned()));
         }
-        // Room for each record's header, nonce, tag and content type besides the data.
-        let room = plain.len() + (plain.len() / 0x4000 + 1) * 64;
-        self.with_traffic(|traffic| {
-            encode_into(out, room, |buf| {
-                traffic.encrypt(plain, buf).map_err(|e| match e {
-                    EncryptError::InsufficientSize(s) => EncodeError::InsufficientSize(s),
-                    EncryptError::EncryptExhausted => EncodeError::AlreadyEncoded,
-                })
-            })
-        })
+        let mut written = 0;
+        self.with_traffic(|traffic| match traffic.encrypt(plain, out) {
+            Ok(n) => {
+                written = n;
+                Ok(())
+            }
+            Err(e) => Err(TlsError::Local(e.to_string())),
+        })?;
+        Ok(written)
     }
 
     /// Queues `close_notify` (RFC 8446 §6.1) in [`Tls::unsent`], once; nothing is encrypted

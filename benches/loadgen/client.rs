@@ -232,9 +232,16 @@ pub fn tls_config(ca: &Path) -> io::Result<Arc<ClientConfig>> {
             .add(cert.map_err(io::Error::other)?)
             .map_err(io::Error::other)?;
     }
-    // ring: what the server uses, built with a C compiler only.
+    // ring: what the server uses, built with a C compiler only. X25519 first, as browsers,
+    // OpenSSL and Node offer it (ring's own default order puts P-384 first).
     #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.kx_groups = vec![
+        rustls::crypto::ring::kx_group::X25519,
+        rustls::crypto::ring::kx_group::SECP256R1,
+        rustls::crypto::ring::kx_group::SECP384R1,
+    ];
+    let provider = Arc::new(provider);
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(io::Error::other)?

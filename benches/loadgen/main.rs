@@ -655,6 +655,7 @@ fn handshakes(common: &Common, conns: usize, secs: f64) -> io::Result<()> {
     let mut events = Events::with_capacity(1024);
     let mut slots: Vec<Option<Handshake>> = (0..conns).map(|_| None).collect();
     let (mut done, mut failed, mut next_src) = (0u64, 0u64, 0u8);
+    let mut negotiated = String::from("none");
     // Client ports end in TIME_WAIT (the client closes first): spread them over 16 source
     // addresses, ~28,000 ports each.
     let mut open = |i: usize, poll: &Poll, slots: &mut Vec<Option<Handshake>>| -> io::Result<()> {
@@ -686,7 +687,16 @@ fn handshakes(common: &Common, conns: usize, secs: f64) -> io::Result<()> {
             };
             match drive(h) {
                 Ok(false) => continue,
-                Ok(true) => done += 1,
+                Ok(true) => {
+                    if done == 0 {
+                        let group = h.tls.negotiated_key_exchange_group();
+                        let suite = h.tls.negotiated_cipher_suite();
+                        let group = group.map_or("none".into(), |g| format!("{:?}", g.name()));
+                        let suite = suite.map_or("none".into(), |s| format!("{:?}", s.suite()));
+                        negotiated = format!("{group}/{suite}");
+                    }
+                    done += 1
+                }
                 Err(_) => failed += 1,
             }
             if let Some(mut h) = slots[i].take() {
@@ -700,7 +710,7 @@ fn handshakes(common: &Common, conns: usize, secs: f64) -> io::Result<()> {
     let per_cpu_sec = done as f64 / (used.server / 100.0 * wall).max(1e-9);
     println!(
         "RESULT {} scenario=handshakes n={conns} per_sec={:.0} per_server_cpu_sec={per_cpu_sec:.0} \
-         done={done} failed={failed} secs={wall:.2} {}",
+         done={done} failed={failed} secs={wall:.2} negotiated={negotiated} {}",
         setup_fields(common),
         done as f64 / wall,
         used.fields(),
