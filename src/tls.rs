@@ -239,8 +239,14 @@ impl Tls {
     fn process(&mut self, buf: &mut [u8], plain: &mut Vec<u8>) -> (usize, Result<Input, TlsError>) {
         let (used, result) = self.process_records(buf, plain);
         if result.is_err() {
+            // Only while an alert is queued: it is popped before any input is looked at, and
+            // rustls is not asked to read on past its own fatal error.
             for _ in 0..4 {
-                let status = self.conn.process_tls_records(&mut []);
+                if !self.conn.wants_write() {
+                    break;
+                }
+                let rest = buf.get_mut(used..).unwrap_or_default();
+                let status = self.conn.process_tls_records(rest);
                 let Ok(ConnectionState::EncodeTlsData(mut encode)) = status.state else {
                     break;
                 };
@@ -355,37 +361,60 @@ impl Tls {
         f: impl FnOnce(&mut WriteTraffic<'_, ServerConnectionData>) -> Result<(), TlsError>,
     ) -> Result<(), TlsError> {
         let mut f = Some(f);
+        // What was read and not yet processed goes in again, never an empty slice: rustls'
+        // handshake joiner keeps offsets into it (a peer's handshake message split across
+        // records), and slicing an empty buffer at them panics. Only a whole record could
+        // make progress, and none is in there, so nothing in it is consumed.
+        let mut incoming = std::mem::take(&mut self.incoming);
+        let result = self.traffic_over(&mut incoming, &mut f);
+        self.incoming = incoming;
+        result
+    }
+
+    fn traffic_over<F>(&mut self, incoming: &mut Vec<u8>, f: &mut Option<F>) -> Result<(), TlsError>
+    where
+        F: FnOnce(&mut WriteTraffic<'_, ServerConnectionData>) -> Result<(), TlsError>,
+    {
         for _ in 0..MAX_ROUNDS {
-            let status = self.conn.process_tls_records(&mut []);
-            match status.state.map_err(TlsError::Peer)? {
-                ConnectionState::WriteTraffic(mut traffic) => {
-                    return match f.take() {
-                        Some(f) => f(&mut traffic),
-                        None => Ok(()),
-                    };
-                }
-                ConnectionState::EncodeTlsData(mut encode) => {
-                    encode_into(&mut self.unsent, 0, |out| encode.encode(out))?;
-                }
-                ConnectionState::TransmitTlsData(mut transmit) => {
-                    // Handshake records are in `unsent`, ahead of what `f` makes.
-                    if let Some(mut traffic) = transmit.may_encrypt_app_data() {
-                        let result = match f.take() {
-                            Some(f) => f(&mut traffic),
-                            None => Ok(()),
-                        };
-                        transmit.done();
-                        return result;
+            let status = self.conn.process_tls_records(incoming);
+            let discard = status.discard;
+            // `Some(result)`: done; `None`: another round.
+            let outcome = match status.state {
+                Err(e) => Some(Err(TlsError::Peer(e))),
+                Ok(ConnectionState::WriteTraffic(mut traffic)) => Some(match f.take() {
+                    Some(f) => f(&mut traffic),
+                    None => Ok(()),
+                }),
+                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                    match encode_into(&mut self.unsent, 0, |out| encode.encode(out)) {
+                        Ok(()) => None,
+                        Err(e) => Some(Err(e)),
                     }
-                    transmit.done();
                 }
-                ConnectionState::ReadTraffic(mut traffic) => {
+                Ok(ConnectionState::TransmitTlsData(mut transmit)) => {
+                    // Handshake records are in `unsent`, ahead of what `f` makes.
+                    let result =
+                        transmit
+                            .may_encrypt_app_data()
+                            .map(|mut traffic| match f.take() {
+                                Some(f) => f(&mut traffic),
+                                None => Ok(()),
+                            });
+                    transmit.done();
+                    result
+                }
+                Ok(ConnectionState::ReadTraffic(mut traffic)) => {
                     // Plaintext is always taken as it is read; drop any to make progress.
                     while traffic.next_record().is_some() {}
+                    None
                 }
-                other => {
-                    return Err(TlsError::Local(format!("cannot send in state {other:?}")));
-                }
+                Ok(other) => Some(Err(TlsError::Local(format!(
+                    "cannot send in state {other:?}"
+                )))),
+            };
+            incoming.drain(..discard.min(incoming.len()));
+            if let Some(result) = outcome {
+                return result;
             }
         }
         Err(TlsError::Local("no progress".to_owned()))
@@ -418,4 +447,176 @@ fn encode_into(
     }
     out.truncate(start);
     Err(TlsError::Local("encode: buffer too small".to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use rustls::{ClientConfig, ClientConnection, RootCertStore};
+
+    /// A P-256 leaf for localhost, signed by [`CA`] (the chain: leaf, CA), and its key; made
+    /// with openssl for these tests only (valid until 2126).
+    const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIBjjCCATWgAwIBAgIUMrxYYcZ1svQpsBKg78GAV00gZQ0wCgYIKoZIzj0EAwIw\nHzEdMBsGA1UEAwwUd3NyZWxheSB1bml0IHRlc3QgQ0EwIBcNMjYxMjA1MDI1NDA5\nWhgPMjEyNjExMTEwMjU0MDlaMBQxEjAQBgNVBAMMCWxvY2FsaG9zdDBZMBMGByqG\nSM49AgEGCCqGSM49AwEHA0IABChvi0j6gpzqF5XzuKd9w3bEbGaPX6z3OAyHQdzJ\nBurCQK4wk0nZ1mFyL7bzFY1JAdyAuTcfFtzWXpMzyq116f2jWDBWMBQGA1UdEQQN\nMAuCCWxvY2FsaG9zdDAdBgNVHQ4EFgQUKExDFeai7uteUtU1+kT7bxCq5j4wHwYD\nVR0jBBgwFoAU+LOAW7tzKJLlQkhFrpLBB/nj9MEwCgYIKoZIzj0EAwIDRwAwRAIg\nDI4N32SoRr85AumO/5aDkq7VwJAJETVatTaeJUdSzZ0CIGClblWSOB22SgpRApGD\n3rtV/AvHw9ksR4u2/n+vD67I\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nMIIBlTCCATugAwIBAgIUHZEFgtwTYLVo1pvoCM13kvfD5RUwCgYIKoZIzj0EAwIw\nHzEdMBsGA1UEAwwUd3NyZWxheSB1bml0IHRlc3QgQ0EwIBcNMjYxMjA1MDI1NDA5\nWhgPMjEyNjExMTEwMjU0MDlaMB8xHTAbBgNVBAMMFHdzcmVsYXkgdW5pdCB0ZXN0\nIENBMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAElD3YwYdWqs93HE2vSs9hDTlh\nZcjvTRcTRirEH7ywhLJciLfi0tB4RP5UhvE1qi+Q7Wdmppd6xEnZT+D//LzNKqNT\nMFEwHQYDVR0OBBYEFPizgFu7cyiS5UJIRa6SwQf54/TBMB8GA1UdIwQYMBaAFPiz\ngFu7cyiS5UJIRa6SwQf54/TBMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwID\nSAAwRQIgCXrYMKAExaAqLaY/DIjk7Ht2WlMdMgInB+TOK68kIqcCIQCqjYnFq83g\nOnOUb2xA5YVIGb8sdTASz0EWQVqz377UcQ==\n-----END CERTIFICATE-----\n";
+    const CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBlTCCATugAwIBAgIUHZEFgtwTYLVo1pvoCM13kvfD5RUwCgYIKoZIzj0EAwIw\nHzEdMBsGA1UEAwwUd3NyZWxheSB1bml0IHRlc3QgQ0EwIBcNMjYxMjA1MDI1NDA5\nWhgPMjEyNjExMTEwMjU0MDlaMB8xHTAbBgNVBAMMFHdzcmVsYXkgdW5pdCB0ZXN0\nIENBMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAElD3YwYdWqs93HE2vSs9hDTlh\nZcjvTRcTRirEH7ywhLJciLfi0tB4RP5UhvE1qi+Q7Wdmppd6xEnZT+D//LzNKqNT\nMFEwHQYDVR0OBBYEFPizgFu7cyiS5UJIRa6SwQf54/TBMB8GA1UdIwQYMBaAFPiz\ngFu7cyiS5UJIRa6SwQf54/TBMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwID\nSAAwRQIgCXrYMKAExaAqLaY/DIjk7Ht2WlMdMgInB+TOK68kIqcCIQCqjYnFq83g\nOnOUb2xA5YVIGb8sdTASz0EWQVqz377UcQ==\n-----END CERTIFICATE-----\n";
+    const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgxX1a/U4EnbJc2AKb\ntitSOqljVgkAdeuuuhRbwlJ56rehRANCAAQob4tI+oKc6heV87infcN2xGxmj1+s\n9zgMh0HcyQbqwkCuMJNJ2dZhci+28xWNSQHcgLk3Hxbc1l6TM8qtden9\n-----END PRIVATE KEY-----\n";
+
+    fn server_config() -> Arc<ServerConfig> {
+        let dir = std::env::temp_dir().join(format!("wsrelay-tls-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert, CERT).unwrap();
+        std::fs::write(&key, KEY).unwrap();
+        let config = load_config(&cert, &key).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        config
+    }
+
+    fn client() -> ClientConnection {
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(CA.as_bytes()).unwrap())
+            .unwrap();
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        ClientConnection::new(Arc::new(config), name).unwrap()
+    }
+
+    /// Runs a client against `tls` in memory, its records fed `step` bytes at a time, until
+    /// both are done; then sends `message` and returns what the server decrypted.
+    fn handshake_and_send(tls: &mut Tls, step: usize, message: &[u8]) -> Vec<u8> {
+        let mut c = client();
+        let mut plain = Vec::new();
+        let mut sent = false;
+        for _ in 0..100 {
+            if !c.is_handshaking() && !sent {
+                std::io::Write::write_all(&mut c.writer(), message).unwrap();
+                sent = true;
+            }
+            let mut wire = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut wire).unwrap();
+            }
+            for chunk in wire.chunks_mut(step) {
+                tls.handle_input(chunk, &mut plain).unwrap();
+            }
+            let out = tls.unsent().to_vec();
+            tls.handle_written(out.len());
+            if !out.is_empty() {
+                c.read_tls(&mut &out[..]).unwrap();
+                c.process_new_packets().unwrap();
+            }
+            if sent && !c.wants_write() && plain.len() >= message.len() {
+                break;
+            }
+        }
+        assert!(tls.may_send());
+        assert!(
+            tls.incoming.capacity() == 0,
+            "a buffer kept after whole records"
+        );
+        plain
+    }
+
+    #[test]
+    fn handshake_whole_and_one_byte_at_a_time() {
+        let config = server_config();
+        let message = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+        for step in [usize::MAX, 1, 7] {
+            let mut tls = Tls::new(config.clone()).unwrap();
+            let plain = handshake_and_send(&mut tls, step.min(1 << 20), message);
+            assert_eq!(plain, message, "step {step}");
+        }
+    }
+
+    #[test]
+    fn encrypt_to_then_close_notify_reach_the_client() {
+        let mut tls = Tls::new(server_config()).unwrap();
+        let mut c = client();
+        let mut plain = Vec::new();
+        for _ in 0..20 {
+            let mut wire = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut wire).unwrap();
+            }
+            tls.handle_input(&mut wire, &mut plain).unwrap();
+            let out = tls.unsent().to_vec();
+            tls.handle_written(out.len());
+            c.read_tls(&mut &out[..]).unwrap();
+            c.process_new_packets().unwrap();
+            if !c.is_handshaking() && !c.wants_write() {
+                break;
+            }
+        }
+        let data = vec![b'x'; 40_000];
+        let mut records = vec![0; Tls::sealed_len(data.len())];
+        let n = tls.encrypt_to(&data, &mut records).unwrap();
+        tls.close_notify();
+        assert!(!tls.may_send() && tls.is_closed());
+        let mut wire = records[..n].to_vec();
+        wire.extend_from_slice(tls.unsent());
+        let mut got = Vec::new();
+        let mut rd = &wire[..];
+        while !rd.is_empty() {
+            c.read_tls(&mut rd).unwrap();
+            let state = c.process_new_packets().unwrap();
+            let mut buf = vec![0; state.plaintext_bytes_to_read()];
+            std::io::Read::read_exact(&mut c.reader(), &mut buf).unwrap();
+            got.extend_from_slice(&buf);
+            if state.peer_has_closed() {
+                break;
+            }
+        }
+        assert_eq!(got, data);
+        assert!(c.process_new_packets().unwrap().peer_has_closed());
+    }
+
+    #[test]
+    fn garbage_never_panics_and_keeps_at_most_the_limit() {
+        let config = server_config();
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for round in 0..300 {
+            let mut tls = Tls::new(config.clone()).unwrap();
+            let mut plain = Vec::new();
+            if round % 2 == 0 {
+                // After a handshake: garbage where records are encrypted, and a write (which
+                // runs rustls over what is kept) after every read.
+                plain = handshake_and_send(&mut tls, 1 << 20, b"hi");
+                plain.clear();
+            }
+            for _ in 0..20 {
+                let len = (next() % 6000) as usize;
+                let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+                // Most rounds look like a handshake record, so rustls reads further in.
+                if round % 3 != 0 && len > 5 {
+                    bytes[..3].copy_from_slice(&[0x16, 0x03, 0x01]);
+                }
+                if round % 4 < 2 && len > 5 {
+                    // Split a record header's length across reads now and then.
+                    bytes[0] = [0x16, 0x17, 0x15][(next() % 3) as usize];
+                }
+                if tls.handle_input(&mut bytes, &mut plain).is_err() {
+                    break;
+                }
+                assert!(tls.incoming.len() <= MAX_INCOMING);
+                assert!(plain.is_empty(), "plaintext from garbage");
+                if tls.may_send() {
+                    let mut out = vec![0; Tls::sealed_len(5)];
+                    let _ = tls.encrypt_to(b"hello", &mut out);
+                }
+            }
+        }
+    }
 }
