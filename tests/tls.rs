@@ -5,7 +5,9 @@
 //! open ones keep chatting, and keeps the old one when the new files are broken; a client
 //! that stops mid-handshake is dropped at the handshake timeout; garbage instead of a
 //! ClientHello is closed without hurting others; over the connection limit a socket is
-//! closed before any TLS work. Each test makes its own CA, intermediate and leaf with
+//! closed before any TLS work; a TLS client that stops reading is closed as a slow consumer
+//! (its queued frames and unsent records count against `--max-output`) while another is
+//! served. Each test makes its own CA, intermediate and leaf with
 //! `openssl`; the chain (leaf, intermediate) is in the cert file, the client trusts the CA.
 
 mod common;
@@ -528,6 +530,51 @@ fn over_the_connection_limit_a_socket_is_closed_before_any_tls() {
     let got = tcp.read(&mut buf);
     assert!(matches!(got, Ok(0) | Err(_)), "{got:?}");
     chat(&mut a, &mut [], "alone");
+}
+
+#[test]
+fn a_tls_peer_that_stops_reading_is_closed_as_a_slow_consumer() {
+    let pki = Pki::new("slow");
+    pki.install("first");
+    let server = pki.start(&["--mode", "relay", "--max-output", "262144"]);
+    let connect = |pki: &Pki| {
+        let tls = pki.connect(server.addr);
+        tungstenite::client("wss://localhost/", tls)
+            .expect("WebSocket handshake over TLS")
+            .0
+    };
+    // Never reads again: what it is sent piles up as queued frames, then TLS records.
+    let _stalled = connect(&pki);
+    let mut talker = connect(&pki);
+    let payload = "x".repeat(4096);
+    let mut closed = 0.0;
+    for round in 0..40 {
+        for _ in 0..100 {
+            talker.send(Message::text(payload.clone())).expect("send");
+        }
+        // The talker reads its own copies (relay mode echoes to the sender).
+        let mut got = 0;
+        while got < 100 {
+            if let Message::Text(t) = talker.read().expect("the talker is served") {
+                assert_eq!(t.len(), payload.len());
+                got += 1;
+            }
+        }
+        let metrics = https(&pki, server.addr, "/metrics");
+        closed = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("wsrelay_slow_consumer_closes_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if closed >= 1.0 {
+            eprintln!(
+                "slow consumer closed after {} MiB",
+                (round + 1) * 100 * 4 / 1024
+            );
+            break;
+        }
+    }
+    assert_eq!(closed, 1.0, "the stalled TLS client was not closed");
 }
 
 #[test]
