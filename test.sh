@@ -18,22 +18,25 @@ step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 
-step "test dependencies: systemd (systemd-socket-activate, systemd-analyze), nginx, redis-server, prometheus-client"
+step "test dependencies: systemd (systemd-socket-activate, systemd-analyze), nginx, redis-server, openssl, prometheus-client, websockets"
 # tests/proxy.rs runs nginx (from /usr/sbin, not on a user's PATH) in front of wsrelay;
 # tests/cluster.rs and tests/browser/ run redis-server (and redis-cli) under wsrelay nodes.
 if ! command -v systemd-socket-activate >/dev/null 2>&1 || ! command -v systemd-analyze >/dev/null 2>&1 \
   || ! [ -x /usr/sbin/nginx ] || ! command -v redis-server >/dev/null 2>&1 \
-  || ! command -v redis-cli >/dev/null 2>&1; then
+  || ! command -v redis-cli >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
   SUDO=""
   if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q systemd nginx redis-server
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q systemd nginx redis-server openssl
 fi
-# tests/metrics.rs parses /metrics with Prometheus' own Python parser.
+# tests/metrics.rs parses /metrics with Prometheus' own Python parser; tests/tls.rs chats over
+# wss:// with Python's ssl (OpenSSL) and websockets, a TLS client independent of rustls.
+# (openssl itself makes the test certificates and plays s_client there.)
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/wsrelay-py"
-if ! "$venv/bin/python" -c 'import prometheus_client' >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c 'import prometheus_client, websockets.sync.client' >/dev/null 2>&1; then
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-input prometheus-client==0.26.0
+  "$venv/bin/pip" install --quiet --disable-pip-version-check --no-input prometheus-client==0.26.0 \
+    websockets==15.0.1
 fi
 export WSRELAY_PYTHON="$venv/bin/python"
 
@@ -54,6 +57,9 @@ WSRELAY_BIN="$PWD/target/release/wsrelay" bash tests/socketio/run.sh
 
 step "Autobahn|Testsuite, sections 1-10 and 36 permessage-deflate cases of 12-13, against --mode echo --deflate"
 WSRELAY_BIN="$PWD/target/release/wsrelay" bash tests/autobahn/run.sh
+
+step "Autobahn|Testsuite over wss:// (--tls-cert): sections 1-8 and 10 (the full run: run.sh --tls)"
+WSRELAY_BIN="$PWD/target/release/wsrelay" bash tests/autobahn/run.sh --tls --quick
 
 step "load generator smoke run against wsrelay (everything delivered, in order)"
 bash benches/smoke.sh

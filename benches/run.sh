@@ -6,6 +6,7 @@
 #   bash benches/run.sh --quick    # smaller sizes and shorter runs, to check the tooling
 #   bash benches/run.sh --cluster  # only the cluster rows (with --quick: smaller)
 #   bash benches/run.sh --socketio # only the socket.io rows (with --quick: smaller)
+#   bash benches/run.sh --tls      # only the TLS rows (with --quick: smaller)
 #   bash benches/run.sh --scenario "relay fanout --subs 10000 --rate 2"   # just these (repeatable;
 #                                  # server mode, then the load generator's arguments; mode
 #                                  # relay-deflate: wsrelay --deflate, ws with perMessageDeflate)
@@ -34,6 +35,14 @@
 #                 tutorial's io.emit, no adapter), both speaking socket.io: idle bytes per
 #                 connection (19,000; target ≤ 1/20 of socket.io's) and fan-out deliveries/s
 #                 saturated (1,000 subscribers x 32 B and x 1 KiB; target ≥ 20×)
+#   tls           (no Redis) wss:// on one wsrelay (--mode relay --tls-cert, rustls) against
+#                 Node ws on https.createServer (benches/peers/broadcast-tls.js), the load
+#                 generator's clients on rustls (no resumption), a CA and a P-256 leaf made
+#                 here with openssl: idle bytes per connection (10,000; target ≤ 1/10 of
+#                 Node's, and ≤ 2 KiB more than a plaintext wsrelay connection, the
+#                 wsrelay-plain label), full handshakes/s on one core (32 in flight; the
+#                 client skips certificate checks so the server is what is measured; target
+#                 ≥ Node's), saturated fan-out to 1,000 subscribers x 32 B / 1 KiB (target ≥ 10×)
 # Every cluster fan-out row reports deliveries against expected, and reordering: the
 # publisher's counter must arrive in order and the room's seq rise at every receiver.
 # Cluster rows need a wsrelay with --redis (and --reuse-port for that row); without, they
@@ -45,6 +54,7 @@ cd "$(dirname "$0")/.."
 quick=0
 cluster_only=0
 socketio_only=0
+tls_only=0
 scenarios=()
 baseline=
 while [ $# -gt 0 ]; do
@@ -52,15 +62,16 @@ while [ $# -gt 0 ]; do
         --quick) quick=1 ;;
         --cluster) cluster_only=1 ;;
         --socketio) socketio_only=1 ;;
+        --tls) tls_only=1 ;;
         --scenario) scenarios+=("$2"); shift ;;
         --baseline) baseline=$(realpath "$2"); shift ;;
         -h | --help) sed -n '2,/^set /{/^set /!p}' "$0"; exit 0 ;;
-        *) echo "usage: bash benches/run.sh [--quick] [--cluster] [--socketio] [--baseline BIN] [--scenario 'MODE ARGS…']…" >&2; exit 2 ;;
+        *) echo "usage: bash benches/run.sh [--quick] [--cluster] [--socketio] [--tls] [--baseline BIN] [--scenario 'MODE ARGS…']…" >&2; exit 2 ;;
     esac
     shift
 done
-run_cluster=$([ ${#scenarios[@]} = 0 ] && { [ "$socketio_only" = 0 ] || [ "$cluster_only" = 1 ]; } \
-    && echo 1 || echo 0)
+run_cluster=$([ ${#scenarios[@]} = 0 ] && { [ "$socketio_only" = 0 ] && [ "$tls_only" = 0 ] \
+    || [ "$cluster_only" = 1 ]; } && echo 1 || echo 0)
 
 # The server gets one core, the load generator the other; on one core they share it. In the
 # cluster rows both server processes and Redis share the server's core, for wsrelay and
@@ -312,6 +323,79 @@ cluster_rows() {
 }
 # socket.io clients on one process each side: wsrelay's /socket.io/ in chat mode against the
 # tutorial's socket.io server. No Redis, so no --redis needed.
+# A CA and a P-256 leaf for localhost and 127.0.0.1 (chain: leaf, CA), made once per run.
+tls_dir=target/bench/tls
+make_tls_pki() {
+    [ -s "$tls_dir/chain.pem" ] && return 0
+    mkdir -p "$tls_dir"
+    (
+        cd "$tls_dir"
+        printf 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n' >ca.ext
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >leaf.ext
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
+            -out ca.pem -days 30 -subj "/CN=wsrelay bench CA" 2>/dev/null
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout key.pem \
+            -out leaf.csr -subj /CN=localhost 2>/dev/null
+        openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out leaf.pem \
+            -days 30 -extfile leaf.ext 2>/dev/null
+        cat leaf.pem ca.pem >chain.pem
+    )
+}
+start_tls_server() { # kind: wsrelay (TLS), ws (Node https + ws) or wsrelay-plain
+    next_port
+    case "$1" in
+        wsrelay) "${server_cpu[@]}" "$wsrelay" --listen "127.0.0.1:$port" --mode relay "${lift[@]}" \
+            --tls-cert "$tls_dir/chain.pem" --tls-key "$tls_dir/key.pem" 2>>target/bench/server.log & ;;
+        wsrelay-plain) "${server_cpu[@]}" "$wsrelay" --listen "127.0.0.1:$port" --mode relay \
+            "${lift[@]}" 2>>target/bench/server.log & ;;
+        ws) "${server_cpu[@]}" node benches/peers/broadcast-tls.js "$port" "$tls_dir/chain.pem" \
+            "$tls_dir/key.pem" 2>>target/bench/server.log & ;;
+    esac
+    pid=$!
+    pids=("$pid")
+    wait_listening "$port" "$1"
+}
+tls_both() { # kinds loadgen-args...
+    local kinds=($1) kind tls_args
+    shift
+    if [ $((round % 2)) = 1 ]; then kinds=($(printf '%s\n' "${kinds[@]}" | tac)); fi
+    round=$((round + 1))
+    for kind in "${kinds[@]}"; do
+        echo "== tls $kind: $*" >&2
+        tls_args=(--tls-ca "$tls_dir/ca.pem")
+        [ "$kind" = wsrelay-plain ] && tls_args=()
+        if start_tls_server "$kind"; then
+            if ! "${loadgen_cpu[@]}" "$loadgen" "$@" "${tls_args[@]}" --group tls \
+                --server "127.0.0.1:$port" --pid "$pid" --label "$kind" | tee -a "$results" >&2; then
+                echo "# FAILED $kind tls $*" | tee -a "$results" >&2
+            fi
+        else
+            echo "# FAILED to start $kind for tls $*" | tee -a "$results" >&2
+        fi
+        stop_server
+        sleep 1
+    done
+}
+tls_rows() {
+    local subs=1000 secs=5 hs_secs=5 idle=10000 repeats=3
+    if [ "$quick" = 1 ]; then subs=200 secs=1 hs_secs=2 idle=1000 repeats=1; fi
+    if ! "$wsrelay" --help 2>&1 | grep -q -- '--tls-cert'; then
+        echo "warning: $wsrelay has no --tls-cert: the TLS rows are skipped" >&2
+        return 0
+    fi
+    make_tls_pki
+    tls_both "wsrelay ws wsrelay-plain" idle --conns "$idle"
+    local r size
+    for r in $(seq "$repeats"); do
+        tls_both "wsrelay ws" handshakes --conns 32 --secs "$hs_secs"
+    done
+    for size in 32 1024; do
+        for r in $(seq "$repeats"); do
+            tls_both "wsrelay ws" fanout --subs "$subs" --size "$size" --secs "$secs"
+        done
+    done
+}
+
 socketio_rows() {
     local subs=1000 secs=5 idle=19000 repeats=3
     if [ "$quick" = 1 ]; then subs=200 secs=1 idle=1000 repeats=1; fi
@@ -332,9 +416,10 @@ if [ ${#scenarios[@]} -gt 0 ]; then
         # shellcheck disable=SC2086 # the scenario is a list of words
         both $sc
     done
-elif [ "$cluster_only" = 1 ] || [ "$socketio_only" = 1 ]; then
+elif [ "$cluster_only" = 1 ] || [ "$socketio_only" = 1 ] || [ "$tls_only" = 1 ]; then
     if [ "$cluster_only" = 1 ]; then cluster_rows; fi
     if [ "$socketio_only" = 1 ]; then socketio_rows; fi
+    if [ "$tls_only" = 1 ]; then tls_rows; fi
 elif [ "$quick" = 1 ]; then
     both relay idle --conns 1000 --settle 1
     both relay fanout --subs 100 --size 32 --secs 1
@@ -345,6 +430,7 @@ elif [ "$quick" = 1 ]; then
     both relay-deflate fanout --subs 1000 --size 1024 --dialect json --deflate --secs 1
     cluster_rows
     socketio_rows
+    tls_rows
 else
     for n in 1000 10000 19000; do both relay idle --conns "$n"; done
     for size in 32 1024; do
@@ -358,6 +444,7 @@ else
     both relay-deflate fanout --subs 1000 --size 1024 --dialect json --deflate --secs 5
     cluster_rows
     socketio_rows
+    tls_rows
 fi
 
 echo

@@ -63,6 +63,21 @@ security() {
 
 verify "$tmp/wsrelay.socket" "$tmp/wsrelay.service"
 security "$tmp/wsrelay.service"
+# The same unit with its TLS lines uncommented (LoadCredential= of a chain and key), as
+# wsrelay-tls.service with the wsrelay.socket it needs: it must rate the same.
+touch "$tmp/fullchain.pem" "$tmp/privkey.pem"
+sed -e 's|^#LoadCredential=tls-cert:.*|LoadCredential=tls-cert:'"$tmp"'/fullchain.pem|' \
+  -e 's|^#LoadCredential=tls-key:.*|LoadCredential=tls-key:'"$tmp"'/privkey.pem|' \
+  -e 's|^#Environment=WSRELAY_TLS_CERT=|Environment=WSRELAY_TLS_CERT=|' \
+  -e 's|^Requires=wsrelay.socket|Requires=wsrelay-tls.socket|' \
+  -e 's|^After=wsrelay.socket|After=wsrelay-tls.socket|' \
+  -e 's|^Also=wsrelay.socket|Also=wsrelay-tls.socket|' \
+  "$tmp/wsrelay.service" >"$tmp/wsrelay-tls.service"
+[ "$(grep -c '^LoadCredential=\|^Environment=WSRELAY_TLS_CERT=' "$tmp/wsrelay-tls.service")" = 3 ] ||
+  { echo "check.sh: the TLS lines of wsrelay.service were not found" >&2; exit 1; }
+cp "$tmp/wsrelay.socket" "$tmp/wsrelay-tls.socket"
+verify "$tmp/wsrelay-tls.socket" "$tmp/wsrelay-tls.service"
+security "$tmp/wsrelay-tls.service"
 verify "$tmp/wsrelay@01.service"
 security "$tmp/wsrelay@01.service"
 echo "check.sh: OK"

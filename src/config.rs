@@ -30,6 +30,28 @@ pub struct Config {
     #[arg(long, env = "WSRELAY_REUSE_PORT")]
     pub reuse_port: bool,
 
+    /// Speak TLS on --listen (wss:// and https://) with this certificate chain: PEM, the
+    /// server's certificate first, then its intermediates (Let's Encrypt's fullchain.pem).
+    /// TLS 1.2 and 1.3 only, ALPN http/1.1, no client certificates, one certificate for every
+    /// name. SIGHUP reads it and --tls-key again for new connections. Needs --tls-key.
+    #[arg(
+        long,
+        env = "WSRELAY_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The private key of --tls-cert: PEM, PKCS#8, PKCS#1 (RSA) or SEC1 (EC) (Let's
+    /// Encrypt's privkey.pem). Needs --tls-cert.
+    #[arg(
+        long,
+        env = "WSRELAY_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
+
     /// A second address, answering only GET /metrics and GET /healthz (404 for the rest, no
     /// page, no WebSocket), so that a scraper reaches this process even when several share
     /// --listen with --reuse-port. Give it a loopback or private address: its connections are

@@ -656,12 +656,24 @@ impl Conn {
 
     /// Queues a data frame for the peer, within its output budget.
     pub fn send(&mut self, now: Instant, frame: Chunk, settings: &Settings) -> Sent {
+        self.send_behind(now, frame, settings, 0)
+    }
+
+    /// [`Conn::send`] when `below` bytes made from earlier output (TLS records) still wait
+    /// for the socket: they count against the budget too, since the peer has not taken them.
+    pub fn send_behind(
+        &mut self,
+        now: Instant,
+        frame: Chunk,
+        settings: &Settings,
+        below: usize,
+    ) -> Sent {
         if !self.is_open() {
             return Sent::NotOpen;
         }
-        if self
-            .out
-            .over_budget(frame.bytes().len(), settings.max_output)
+        let len = frame.bytes().len();
+        if self.out.over_budget(len, settings.max_output)
+            || (below > 0 && self.out.queued + below + len > settings.max_output)
         {
             self.overflow(now, settings);
             return Sent::Overflow;

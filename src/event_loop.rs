@@ -45,6 +45,7 @@ use crate::proto::{CloseCode, HandshakeError};
 use crate::proxy::TrustedProxies;
 use crate::redis::url::Endpoint;
 use crate::room::redis::LINKS;
+use crate::tls::{Certs, Tls};
 
 /// A socket to the room store: TCP or a Unix socket.
 enum StoreStream {
@@ -145,6 +146,16 @@ const WRITES_PER_TURN: usize = 128;
 const RELAY_SLACK: Duration = Duration::from_secs(2);
 /// Largest run of one read's broadcast frames queued to a receiver as one chunk.
 const BATCH_MAX: usize = 64 * 1024;
+/// Plaintext encrypted per write to a TLS client: one full record (RFC 8446 §5.1: at most
+/// 2^14 bytes). Records the socket does not take stay with the connection and count against
+/// its output budget, so a blocked peer strands at most this much ciphertext.
+const TLS_BATCH: usize = 16 * 1024;
+
+thread_local! {
+    /// Plaintext gathered for one TLS write and the records made from it: the loop's, not
+    /// each connection's, so an idle TLS connection holds no buffer.
+    static TLS_SCRATCH: RefCell<(Vec<u8>, Vec<u8>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
 
 /// One accepted client.
 struct Client {
@@ -168,12 +179,26 @@ struct Client {
     /// take it over, or a held poll), told when the connection stops serving it. Such a
     /// WebSocket is not the app's client: no join, no leave, no broadcasts.
     eio: Option<Slot>,
+    /// TLS below everything (`--tls-cert`); boxed, so a plain connection pays a pointer.
+    tls: Option<Box<Tls>>,
 }
 
-// The loop's whole per-connection cost besides the kernel's socket: keep it visible (152
-// bytes in all in a release build; mio's stream carries a selector id in debug builds, so
-// the budget leaves the stream out).
-const _: () = assert!(size_of::<Client>() - size_of::<TcpStream>() <= 152);
+impl Client {
+    /// Whether anything waits to be written: queued output, or TLS records.
+    fn wants_write(&self) -> bool {
+        self.conn.wants_write() || self.unsent() > 0
+    }
+
+    /// TLS records made and not yet taken by the socket.
+    fn unsent(&self) -> usize {
+        self.tls.as_ref().map_or(0, |t| t.unsent().len())
+    }
+}
+
+// The loop's whole per-connection cost besides the kernel's socket: keep it visible (160
+// bytes in all in a release build, 8 of them the TLS pointer; mio's stream carries a
+// selector id in debug builds, so the budget leaves the stream out).
+const _: () = assert!(size_of::<Client>() - size_of::<TcpStream>() <= 160);
 
 /// Server-wide settings that are not per connection.
 #[derive(Debug)]
@@ -268,6 +293,10 @@ pub struct Server {
     /// permessage-deflate, for every connection: no context takeover, so no state per client.
     inflater: Inflater,
     deflater: Deflater,
+    /// The listener speaks TLS with these settings (`--tls-cert`); SIGHUP reloads them.
+    certs: Option<Certs>,
+    /// Plaintext decrypted from one read of a TLS client.
+    plain_buf: Vec<u8>,
 }
 
 impl Server {
@@ -291,7 +320,9 @@ impl Server {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         // zlib's default level: a broadcast is compressed once, whatever its receivers.
         let deflater = Deflater::new(6, options.deflate_threshold);
-        let mut signals = Signals::new([libc::SIGINT, libc::SIGTERM])?;
+        // SIGHUP reloads the TLS certificate; without TLS it is logged and ignored (it no
+        // longer ends the process, so `systemctl reload` is harmless either way).
+        let mut signals = Signals::new([libc::SIGINT, libc::SIGTERM, libc::SIGHUP])?;
         poll.registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
         Ok(Self {
@@ -342,6 +373,8 @@ impl Server {
             relays: Relays::default(),
             inflater: Inflater::new(),
             deflater,
+            certs: None,
+            plain_buf: Vec::new(),
         })
     }
 
@@ -355,6 +388,11 @@ impl Server {
             .register(&mut listener, ADMIN, Interest::READABLE)?;
         self.admin = Some(listener);
         Ok(())
+    }
+
+    /// Makes the main listener speak TLS (`--tls-cert`) with `certs`; SIGHUP reloads them.
+    pub fn serve_tls(&mut self, certs: Certs) {
+        self.certs = Some(certs);
     }
 
     /// Client sockets from the main listener: handshaking, open or closing.
@@ -567,6 +605,23 @@ impl Server {
             debug_assert!(false, "a socket kept without a ticket");
             return;
         };
+        // A 503 would need a TLS handshake first: over a limit a TLS socket is closed before
+        // any TLS work, so a flood costs no handshakes.
+        if let (Some(limit), Some(_)) = (refusal, &self.certs) {
+            self.metrics.limit(limit);
+            self.admission.release(ticket);
+            log!(Debug, "{peer}: over {}, closed (TLS)", limit.as_str());
+            return;
+        }
+        let tls = match self.certs.as_ref().map(|c| Tls::new(c.config().clone())) {
+            None => None,
+            Some(Ok(tls)) => Some(Box::new(tls)),
+            Some(Err(e)) => {
+                log!(Warn, "{peer}: {e}");
+                self.admission.release(ticket);
+                return;
+            }
+        };
         let entry = self.clients.vacant_entry();
         let id = entry.key();
         // Chat lines are small and latency matters more than packet count.
@@ -605,6 +660,7 @@ impl Server {
             timer: None,
             ticket: Some(ticket),
             eio: None,
+            tls,
         });
         log!(Debug, "accepted {peer} as {id}");
         self.sync(now, id);
@@ -643,6 +699,7 @@ impl Server {
             timer: None,
             ticket: None,
             eio: None,
+            tls: None,
         });
         self.admin_open += 1;
         log!(Debug, "accepted {peer} on the admin listener as {id}");
@@ -650,7 +707,17 @@ impl Server {
     }
 
     fn handle_signals(&mut self, now: Instant) {
-        let count = self.signals.pending().count();
+        let mut count = 0;
+        let mut hangup = false;
+        for signal in self.signals.pending() {
+            match signal {
+                libc::SIGHUP => hangup = true,
+                _ => count += 1,
+            }
+        }
+        if hangup {
+            self.reload_certs();
+        }
         if count == 0 {
             return;
         }
@@ -703,6 +770,18 @@ impl Server {
         }
     }
 
+    /// SIGHUP: reads the certificate and key again for new handshakes; open connections keep
+    /// theirs, and a pair that does not load leaves the one in use.
+    fn reload_certs(&mut self) {
+        match &mut self.certs {
+            None => log!(Info, "SIGHUP: nothing to reload (no --tls-cert)"),
+            Some(certs) => match certs.reload() {
+                Ok(()) => log!(Info, "SIGHUP: TLS certificate and key reloaded"),
+                Err(e) => log!(Error, "SIGHUP: {e}; still using the previous certificate"),
+            },
+        }
+    }
+
     /// Reads until `WouldBlock`, EOF or the per-turn caps (reads, deliveries), feeding the
     /// connection; input left over from a read cut short last turn goes first.
     fn read(&mut self, now: Instant, id: usize) {
@@ -720,9 +799,17 @@ impl Server {
                 self.cut_short(now, id);
                 return;
             }
+            if let Some(client) = self.clients.get_mut(id)
+                && client.tls.as_ref().is_some_and(|t| t.peer_closed())
+            {
+                // Its close_notify came behind the input just handled: the end, now.
+                client.conn.handle_eof();
+                self.sync(now, id);
+            }
         }
         // Taken out so the app's actions can run between the messages of one read.
         let mut buf = std::mem::take(&mut self.read_buf);
+        let mut plain = std::mem::take(&mut self.plain_buf);
         for turn in 0.. {
             let Some(client) = self.clients.get_mut(id) else {
                 break; // "Sporadic events happen" (mio), and a client can be gone by now.
@@ -734,7 +821,7 @@ impl Server {
                 self.cut_short(now, id);
                 break;
             }
-            if client.conn.queued() > self.settings.max_output / 2 {
+            if client.conn.queued() + client.unsent() > self.settings.max_output / 2 {
                 // Its own output (pongs, echoes) piles up: let the peer take some before its
                 // next input can push it over budget.
                 client.blocked = write_out(client, now, &self.settings, &mut self.metrics);
@@ -745,14 +832,46 @@ impl Server {
                     if !client.admin {
                         self.metrics.bytes_in += n as u64;
                     }
-                    let input = buf.get_mut(..n).unwrap_or_default();
-                    if let Some(used) = self.handle_read(now, id, input, start) {
+                    let mut input = buf.get_mut(..n).unwrap_or_default();
+                    let mut peer_closed = false;
+                    if let Some(tls) = client.tls.as_mut() {
+                        plain.clear();
+                        match tls.handle_input(input, &mut plain) {
+                            // Records it made itself (alerts, key updates) count against the
+                            // output budget too: a peer that asks for them and reads nothing
+                            // is a slow consumer.
+                            Ok(_) if tls.unsent().len() > self.settings.max_output => {
+                                log!(Debug, "{id}: TLS output over --max-output, closing");
+                                self.metrics.slow_consumers += 1;
+                                self.metrics.limit(Limit::MaxOutput);
+                                client.conn.handle_error();
+                            }
+                            Ok(found) => peer_closed = found.peer_closed,
+                            Err(e) => {
+                                // Not TLS, or broken TLS: this connection only, no answer.
+                                log!(Debug, "{id}: {e}");
+                                self.metrics.tls_errors += 1;
+                                client.conn.handle_error();
+                            }
+                        }
+                        input = plain.as_mut_slice();
+                    }
+                    let cut = match input.is_empty() {
+                        true => None,
+                        false => self.handle_read(now, id, &mut *input, start),
+                    };
+                    if let Some(used) = cut {
                         if self.clients.contains(id) {
-                            let rest = buf.get(used..n).unwrap_or_default().to_vec();
+                            let rest = input.get(used..).unwrap_or_default().to_vec();
                             self.pending.insert(id, (rest, 0));
                         }
+                        // A close_notify here is acted on once `pending` is used up.
                         self.cut_short(now, id);
                         break;
+                    }
+                    if peer_closed && let Some(client) = self.clients.get_mut(id) {
+                        // close_notify (RFC 8446 §6.1): the end of its data, like a FIN.
+                        client.conn.handle_eof();
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -765,6 +884,7 @@ impl Server {
             self.sync(now, id);
         }
         self.read_buf = buf;
+        self.plain_buf = plain;
         self.write_reply(now, id);
     }
 
@@ -780,7 +900,7 @@ impl Server {
     /// messages) at once, so they never wait behind other clients' fan-out in `flush_dirty`.
     fn write_reply(&mut self, now: Instant, id: usize) {
         if let Some(client) = self.clients.get_mut(id)
-            && client.conn.wants_write()
+            && client.wants_write()
             && !client.blocked
         {
             client.blocked = write_out(client, now, &self.settings, &mut self.metrics);
@@ -1125,14 +1245,14 @@ impl Server {
                 self.metrics.deflate_upgrades += 1;
             }
         }
-        if client.conn.wants_write() {
+        if client.wants_write() {
             if !client.dirty && !client.blocked {
                 client.dirty = true;
                 self.dirty.push_back(id);
             }
         } else if client.conn.handle_flushed(now, &self.settings) {
             // A state change with nothing left to write (e.g. the peer's close reply to ours).
-            let _ = client.stream.shutdown(Shutdown::Write);
+            shutdown_write(client);
         }
         let deadline = client.conn.poll_timeout();
         // A deadline that moved later keeps its heap entry: when that fires, the connection
@@ -1147,6 +1267,16 @@ impl Server {
         }
         if client.conn.is_done() {
             let mut client = self.clients.remove(id);
+            if let Some(tls) = client.tls.as_mut() {
+                // An idle timeout, say: tell the peer the end is deliberate (RFC 8446 §6.1),
+                // or why its handshake failed (an alert); one write, best effort.
+                tls.close_notify();
+                if !tls.unsent().is_empty()
+                    && let Ok(n) = client.stream.write(tls.unsent())
+                {
+                    tls.handle_written(n);
+                }
+            }
             let _ = self.poll.registry().deregister(&mut client.stream);
             if client.admin {
                 self.admin_open -= 1;
@@ -1499,7 +1629,7 @@ impl Server {
                     continue;
                 };
                 client.dirty = false;
-                if client.conn.wants_write() {
+                if client.wants_write() {
                     self.writes_left -= 1;
                 }
                 client.blocked = write_out(client, now, &self.settings, &mut self.metrics);
@@ -1879,7 +2009,8 @@ fn deliver(
     frame: Rc<[u8]>,
     out: Out<'_>,
 ) {
-    let queued = client.conn.queued();
+    // TLS records not yet taken count too: the budget is what the peer has not taken.
+    let queued = client.conn.queued() + client.unsent();
     if queued > 0 && queued + frame.len() > settings.max_output {
         // The budget is for what the peer does not take, not for what this turn produced:
         // give the socket a chance before calling the peer slow, even one that would block
@@ -1887,7 +2018,10 @@ fn deliver(
         client.blocked = write_out(client, now, settings, out.metrics);
         out.changed.push(id);
     }
-    let sent = client.conn.send(now, Chunk::Shared(frame), settings);
+    let unsent = client.unsent();
+    let sent = client
+        .conn
+        .send_behind(now, Chunk::Shared(frame), settings, unsent);
     if sent == Sent::Queued {
         out.metrics.deliveries += out.messages;
         if out.compressed {
@@ -1912,6 +2046,9 @@ fn deliver(
 
 /// Writes queued output until it is gone or the socket would block; returns true if it would.
 fn write_out(client: &mut Client, now: Instant, settings: &Settings, m: &mut Metrics) -> bool {
+    if client.tls.is_some() {
+        return write_out_tls(client, now, settings, m);
+    }
     loop {
         let mut slices = [IoSlice::new(&[]); IOVECS];
         let n = client.conn.io_slices(&mut slices);
@@ -1941,7 +2078,120 @@ fn write_out(client: &mut Client, now: Instant, settings: &Settings, m: &mut Met
         }
     }
     if client.conn.handle_flushed(now, settings) {
-        let _ = client.stream.shutdown(Shutdown::Write);
+        shutdown_write(client);
     }
     false
+}
+
+/// [`write_out`] for a TLS client: records not taken last time first, then queued output
+/// encrypted [`TLS_BATCH`] at a time into the loop's scratch buffer and written from there;
+/// only what the socket does not take is kept with the connection.
+fn write_out_tls(client: &mut Client, now: Instant, settings: &Settings, m: &mut Metrics) -> bool {
+    let Client {
+        stream, conn, tls, ..
+    } = client;
+    let Some(tls) = tls.as_mut() else {
+        return false;
+    };
+    let blocked = TLS_SCRATCH.with_borrow_mut(|(plain, records)| {
+        loop {
+            if !tls.unsent().is_empty() {
+                match stream.write(tls.unsent()) {
+                    Ok(0) => return Err(()),
+                    Ok(n) => {
+                        m.bytes_out += n as u64;
+                        tls.handle_written(n);
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return Err(()),
+                }
+            }
+            // Before the handshake is done output waits in the queue (none is made then);
+            // after close_notify none can be sent: the connection is over.
+            if !tls.may_send() {
+                return if tls.is_closed() && conn.wants_write() {
+                    Err(())
+                } else {
+                    Ok(false)
+                };
+            }
+            let mut slices = [IoSlice::new(&[]); IOVECS];
+            let n = conn.io_slices(&mut slices);
+            let Some(first) = slices.first().filter(|_| n > 0) else {
+                return Ok(false);
+            };
+            // One slice (a receiver's shared broadcast chunk, typically) or a full record's
+            // worth in the first is encrypted from where it is; several are gathered first, so
+            // tiny frames share a record.
+            let data: &[u8] = if n == 1 || first.len() >= TLS_BATCH {
+                first.get(..TLS_BATCH.min(first.len())).unwrap_or_default()
+            } else {
+                plain.clear();
+                for slice in slices.get(..n).unwrap_or_default() {
+                    let room = TLS_BATCH - plain.len();
+                    plain.extend_from_slice(slice.get(..room.min(slice.len())).unwrap_or_default());
+                    if plain.len() == TLS_BATCH {
+                        break;
+                    }
+                }
+                plain
+            };
+            let size = Tls::sealed_len(TLS_BATCH);
+            if records.len() < size {
+                records.resize(size, 0);
+            }
+            let used = data.len();
+            let sealed = match tls.encrypt_to(data, records) {
+                Ok(sealed) => sealed,
+                Err(e) => {
+                    log!(Debug, "{e}");
+                    return Err(());
+                }
+            };
+            conn.handle_written(used);
+            let mut at = 0;
+            while let Some(rest) = records.get(at..sealed).filter(|r| !r.is_empty()) {
+                match stream.write(rest) {
+                    Ok(0) => return Err(()),
+                    Ok(n) => {
+                        m.bytes_out += n as u64;
+                        at += n;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        tls.keep(rest);
+                        return Ok(true);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return Err(()),
+                }
+            }
+        }
+    });
+    match blocked {
+        Ok(true) => return true,
+        Ok(false) => {}
+        Err(()) => {
+            conn.handle_error();
+            return false;
+        }
+    }
+    if client.conn.handle_flushed(now, settings) {
+        shutdown_write(client);
+    }
+    false
+}
+
+/// Shuts the socket's write half after the last bytes of a close or a response, with a
+/// TLS `close_notify` first (RFC 8446 §6.1) on a TLS connection.
+fn shutdown_write(client: &mut Client) {
+    if let Some(tls) = client.tls.as_mut() {
+        tls.close_notify();
+        // One write, best effort: the socket has just taken everything before it.
+        if let Ok(n) = client.stream.write(tls.unsent()) {
+            tls.handle_written(n);
+        }
+    }
+    let _ = client.stream.shutdown(Shutdown::Write);
 }

@@ -14,7 +14,8 @@
 //! counters behind `/metrics`; `origin.rs` the Origin policy (RFC 6455 §10.2); `admission.rs`
 //! the connection limits; `proxy.rs` the client address behind a trusted proxy; `redis/` the
 //! RESP codec and the `--redis` target, for a shared store; `eio/` Engine.IO (the transport
-//! of socket.io clients, on `/socket.io/`), whose sessions reach the app through `sio/`.
+//! of socket.io clients, on `/socket.io/`), whose sessions reach the app through `sio/`;
+//! `tls.rs` rustls below everything (`--tls-cert`), a transport the layers above never see.
 #![deny(unsafe_code)]
 #![deny(clippy::undocumented_unsafe_blocks)]
 
@@ -36,3 +37,4 @@ pub mod proxy;
 pub mod redis;
 pub mod room;
 pub mod sio;
+pub mod tls;

@@ -138,6 +138,15 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) {
+        match wsrelay::tls::Certs::load(cert.clone(), key.clone()) {
+            Ok(certs) => server.serve_tls(certs),
+            Err(e) => {
+                log!(Error, "{e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     let admin_addr = match admin.map(|l| (l.local_addr(), server.serve_admin(l))) {
         None => None,
         Some((Ok(addr), Ok(()))) => Some(addr),
@@ -154,7 +163,12 @@ fn main() -> ExitCode {
     match server.local_addr() {
         Ok(addr) => log!(
             Info,
-            "listening on ws://{addr}/ (mode {}, {how})",
+            "listening on {}://{addr}/ (mode {}, {how})",
+            if config.tls_cert.is_some() {
+                "wss"
+            } else {
+                "ws"
+            },
             format!("{:?}", config.mode).to_lowercase()
         ),
         Err(e) => log!(Warn, "listening (address unknown: {e})"),

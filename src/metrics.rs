@@ -102,6 +102,8 @@ pub struct Metrics {
     closes: [u64; CODES.len() + 1],
     /// Clients closed with 1008 for not reading their output.
     pub slow_consumers: u64,
+    /// TLS connections dropped for a TLS error: not TLS at all, a failed handshake, a bad record.
+    pub tls_errors: u64,
     /// Server pings sent to silent clients.
     pub pings: u64,
     limits: [u64; Limit::ALL.len()],
@@ -275,6 +277,12 @@ impl Metrics {
                 "counter",
                 "Clients closed with 1008 for not reading their output.",
                 one(self.slow_consumers),
+            ),
+            (
+                "wsrelay_tls_errors_total",
+                "counter",
+                "TLS connections dropped for a TLS error (not TLS, a failed handshake, a bad record).",
+                one(self.tls_errors),
             ),
             (
                 "wsrelay_pings_sent_total",

@@ -15,9 +15,14 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
 
 use flate2::{Decompress, FlushDecompress};
 use mio::net::TcpStream;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore};
 use socket2::{Domain, Socket, Type};
 
 use wsrelay::proto::frame::{self, FrameHead, OpCode};
@@ -163,6 +168,89 @@ pub struct Client {
     deflate: Deflate,
     /// Bytes read from the socket.
     pub wire_bytes: u64,
+    /// TLS (`--tls-ca`): everything above goes through it.
+    tls: Option<Box<ClientConnection>>,
+}
+
+/// TLS settings for the handshake-rate scenario: the client's share of the work kept small
+/// so the server is what is measured. The server's certificate is accepted unchecked (its
+/// signature over the handshake, which the server computes anyway, is not verified): on
+/// loopback against a server we started, as h2load and `openssl s_time` do by default.
+pub fn handshake_config(ca: &Path) -> io::Result<Arc<ClientConfig>> {
+    let mut config = (*tls_config(ca)?).clone();
+    let provider = config.crypto_provider().clone();
+    config
+        .dangerous()
+        .set_certificate_verifier(Arc::new(Unverified(provider)));
+    Ok(Arc::new(config))
+}
+
+/// Accepts any server certificate and handshake signature (see [`handshake_config`]).
+#[derive(Debug)]
+struct Unverified(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// TLS settings for clients that trust the CA in `ca` (PEM) and offer ALPN http/1.1.
+pub fn tls_config(ca: &Path) -> io::Result<Arc<ClientConfig>> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(io::Error::other)? {
+        roots
+            .add(cert.map_err(io::Error::other)?)
+            .map_err(io::Error::other)?;
+    }
+    // ring: what the server uses, built with a C compiler only. X25519 first, as browsers,
+    // OpenSSL and Node offer it (ring's own default order puts P-384 first).
+    #[allow(deprecated)]
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.kx_groups = vec![
+        rustls::crypto::ring::kx_group::X25519,
+        rustls::crypto::ring::kx_group::SECP256R1,
+        rustls::crypto::ring::kx_group::SECP384R1,
+    ];
+    let provider = Arc::new(provider);
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // No resumption: every connection pays a full handshake, like a new visitor.
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(config))
 }
 
 /// Opens a non-blocking TCP connection from `src` (any port) to `dst`.
@@ -201,8 +289,17 @@ impl Client {
         seed: u32,
         dialect: Dialect,
         deflate: bool,
+        tls: Option<&Arc<ClientConfig>>,
     ) -> Self {
+        // The test certificate names localhost (and 127.0.0.1).
+        let tls = tls.and_then(|config| {
+            let name = ServerName::try_from("localhost").ok()?;
+            ClientConnection::new(Arc::clone(config), name)
+                .ok()
+                .map(Box::new)
+        });
         Self {
+            tls,
             stream,
             phase: Phase::Connecting,
             host: dst.to_string(),
@@ -275,6 +372,33 @@ impl Client {
         if self.phase == Phase::Connecting {
             return Ok(());
         }
+        if let Some(tls) = self.tls.as_mut() {
+            // Plaintext into rustls, records out to the socket, until both are done or the
+            // socket is full (bounded: each round moves bytes or returns).
+            loop {
+                while self.out_pos < self.out.len() {
+                    let n = tls.writer().write(&self.out[self.out_pos..])?;
+                    if n == 0 {
+                        break;
+                    }
+                    self.out_pos += n;
+                }
+                if !tls.wants_write() {
+                    if self.out_pos == self.out.len() {
+                        self.out.clear();
+                        self.out_pos = 0;
+                    }
+                    return Ok(());
+                }
+                match tls.write_tls(&mut self.stream) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
         while self.out_pos < self.out.len() {
             match self.stream.write(&self.out[self.out_pos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -313,7 +437,7 @@ impl Client {
             if self.phase == Phase::Closed || self.phase == Phase::Connecting {
                 return Ok(());
             }
-            let n = match self.stream.read(buf) {
+            let n = match self.read_plain(buf) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -335,6 +459,26 @@ impl Client {
                     self.partial.shrink_to(4096);
                 }
             }
+        }
+    }
+
+    /// Reads from the socket, or plaintext through TLS (reading records as needed); `Ok(0)`
+    /// at the end, `WouldBlock` when nothing more can be had now.
+    fn read_plain(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(tls) = self.tls.as_mut() else {
+            return self.stream.read(buf);
+        };
+        loop {
+            match tls.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            if tls.read_tls(&mut self.stream)? == 0 {
+                return Ok(0);
+            }
+            tls.process_new_packets().map_err(io::Error::other)?;
+            // Handshake records (the client's Finished) go out with the next flush.
         }
     }
 
@@ -470,7 +614,7 @@ mod tests {
         server
             .set_read_timeout(Some(Duration::from_secs(5)))
             .unwrap();
-        let mut client = Client::new(stream, addr, 1, Dialect::Raw, false);
+        let mut client = Client::new(stream, addr, 1, Dialect::Raw, false, None);
         drive(&mut client, |c| c.phase == Phase::Upgrading);
 
         let mut request = Vec::new();

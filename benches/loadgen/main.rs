@@ -106,6 +106,18 @@ enum Cmd {
         #[arg(long, default_value_t = 5.0)]
         secs: f64,
     },
+    /// Full TLS handshakes per second (needs --tls-ca): C connections at once, each closed once
+    /// its handshake is done and replaced by a new one; no resumption.
+    Handshakes {
+        #[command(flatten)]
+        common: Common,
+        /// Handshakes in flight at once.
+        #[arg(long, default_value_t = 32)]
+        conns: usize,
+        /// Seconds of handshaking.
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+    },
     /// One worker process (started by the others).
     Worker(WorkerArgs),
     /// Print the comparison table from a file of RESULT lines.
@@ -150,6 +162,10 @@ struct Common {
     /// Every client offers permessage-deflate, as Chromium does.
     #[arg(long)]
     deflate: bool,
+    /// Clients speak TLS (wss://), trusting the CA in this PEM file; the certificate must name
+    /// localhost.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -187,6 +203,11 @@ fn main() -> ExitCode {
             secs,
         } if common.dialect == Dialect::Raw => echo(&common, conns, size, secs),
         Cmd::Echo { .. } => Err(io::Error::other("echo speaks the raw dialect only")),
+        Cmd::Handshakes {
+            common,
+            conns,
+            secs,
+        } => handshakes(&common, conns, secs),
         Cmd::Worker(args) => worker::run(&args),
         Cmd::Table { file, ours } => table::print(&file, &ours),
     };
@@ -263,6 +284,9 @@ impl Workers {
                 .args(["--size", &size.to_string()]);
             if common.deflate {
                 command.arg("--deflate");
+            }
+            if let Some(ca) = &common.tls_ca {
+                command.arg("--tls-ca").arg(ca);
             }
             let mut child = command
                 .stdin(Stdio::null())
@@ -580,6 +604,120 @@ fn idle(common: &Common, conns: usize, warmup: usize, settle: Duration) -> io::R
     Ok(())
 }
 
+/// One handshake in flight.
+struct Handshake {
+    stream: mio::net::TcpStream,
+    tls: rustls::ClientConnection,
+}
+
+/// Drives a handshake as far as the socket allows: `Ok(true)` once it is done and the
+/// client's last flight is written.
+fn drive(h: &mut Handshake) -> io::Result<bool> {
+    for _ in 0..64 {
+        let mut progress = false;
+        while h.tls.wants_write() {
+            match h.tls.write_tls(&mut h.stream) {
+                Ok(_) => progress = true,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if !h.tls.is_handshaking() && !h.tls.wants_write() {
+            return Ok(true);
+        }
+        match h.tls.read_tls(&mut h.stream) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {
+                h.tls.process_new_packets().map_err(io::Error::other)?;
+                progress = true;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => {}
+            Err(e) => return Err(e),
+        }
+        if !progress {
+            return Ok(false);
+        }
+    }
+    Ok(false)
+}
+
+fn handshakes(common: &Common, conns: usize, secs: f64) -> io::Result<()> {
+    let ca = common
+        .tls_ca
+        .as_ref()
+        .ok_or_else(|| io::Error::other("handshakes needs --tls-ca"))?;
+    let config = client::handshake_config(ca)?;
+    let server = common.server[0];
+    let name = rustls::pki_types::ServerName::try_from("localhost").map_err(io::Error::other)?;
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(1024);
+    let mut slots: Vec<Option<Handshake>> = (0..conns).map(|_| None).collect();
+    let (mut done, mut failed, mut next_src) = (0u64, 0u64, 0u8);
+    let mut negotiated = String::from("none");
+    // Client ports end in TIME_WAIT (the client closes first): spread them over 16 source
+    // addresses, ~28,000 ports each.
+    let mut open = |i: usize, poll: &Poll, slots: &mut Vec<Option<Handshake>>| -> io::Result<()> {
+        next_src = (next_src + 1) % 16;
+        let src = Ipv4Addr::new(127, 0, 1, 2 + next_src);
+        let mut stream = connect_from(src, server)?;
+        poll.registry().register(
+            &mut stream,
+            Token(i + 2),
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
+        let tls = rustls::ClientConnection::new(config.clone(), name.clone())
+            .map_err(io::Error::other)?;
+        slots[i] = Some(Handshake { stream, tls });
+        Ok(())
+    };
+    let workers = Workers::new()?;
+    let cpu = CpuMeter::start(common, &workers);
+    let deadline = cpu.at + Duration::from_secs_f64(secs);
+    for i in 0..conns {
+        open(i, &poll, &mut slots)?;
+    }
+    while Instant::now() < deadline {
+        poll.poll(&mut events, Some(Duration::from_millis(10)))?;
+        for event in &events {
+            let i = event.token().0.wrapping_sub(2);
+            let Some(Some(h)) = slots.get_mut(i) else {
+                continue;
+            };
+            match drive(h) {
+                Ok(false) => continue,
+                Ok(true) => {
+                    if done == 0 {
+                        let group = h.tls.negotiated_key_exchange_group();
+                        let suite = h.tls.negotiated_cipher_suite();
+                        let group = group.map_or("none".into(), |g| format!("{:?}", g.name()));
+                        let suite = suite.map_or("none".into(), |s| format!("{:?}", s.suite()));
+                        negotiated = format!("{group}/{suite}");
+                    }
+                    done += 1
+                }
+                Err(_) => failed += 1,
+            }
+            if let Some(mut h) = slots[i].take() {
+                let _ = poll.registry().deregister(&mut h.stream);
+            }
+            open(i, &poll, &mut slots)?;
+        }
+    }
+    let used = cpu.stop(&workers);
+    let wall = cpu.at.elapsed().as_secs_f64();
+    let per_cpu_sec = done as f64 / (used.server / 100.0 * wall).max(1e-9);
+    println!(
+        "RESULT {} scenario=handshakes n={conns} per_sec={:.0} per_server_cpu_sec={per_cpu_sec:.0} \
+         done={done} failed={failed} secs={wall:.2} negotiated={negotiated} {}",
+        setup_fields(common),
+        done as f64 / wall,
+        used.fields(),
+    );
+    Ok(())
+}
+
 struct FanoutPlan {
     subs: usize,
     size: usize,
@@ -601,7 +739,18 @@ fn fanout(common: &Common, plan: &FanoutPlan) -> io::Result<()> {
         .poll
         .registry()
         .register(&mut stream, PUB, Interest::READABLE | Interest::WRITABLE)?;
-    let mut publisher = Client::new(stream, common.server[0], 7, dialect, common.deflate);
+    let tls = match &common.tls_ca {
+        Some(ca) => Some(client::tls_config(ca)?),
+        None => None,
+    };
+    let mut publisher = Client::new(
+        stream,
+        common.server[0],
+        7,
+        dialect,
+        common.deflate,
+        tls.as_ref(),
+    );
     let mut zlib = Inflate::default();
     let mut buf = vec![0u8; 256 * 1024];
     let mut pump_pub = |workers: &mut Workers, publisher: &mut Client, timeout| {

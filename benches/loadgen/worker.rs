@@ -73,6 +73,9 @@ pub struct WorkerArgs {
     /// Offer permessage-deflate, as Chromium does.
     #[arg(long)]
     pub deflate: bool,
+    /// Speak TLS, trusting the CA in this PEM file.
+    #[arg(long)]
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 /// One subscriber's view of the sequence.
@@ -151,6 +154,10 @@ pub fn run(args: &WorkerArgs) -> io::Result<()> {
     let mut events = Events::with_capacity(4096);
     let mut buf = vec![0u8; 256 * 1024];
     let mut clients: Vec<Client> = Vec::with_capacity(args.conns);
+    let tls = match &args.tls_ca {
+        Some(ca) => Some(crate::client::tls_config(ca)?),
+        None => None,
+    };
     let mut seen = vec![Seen::default(); args.conns];
     let mut mark = Watermark {
         low: 0,
@@ -201,6 +208,7 @@ pub fn run(args: &WorkerArgs) -> io::Result<()> {
                 seed,
                 args.dialect,
                 args.deflate,
+                tls.as_ref(),
             ));
         }
         if upgraded + closed < args.conns && now - started > CONNECT_TIMEOUT {

@@ -5,6 +5,10 @@
 #
 #   bash tests/autobahn/run.sh          # 1-10, and the 12-13 subset in deflate-subset.txt
 #   bash tests/autobahn/run.sh --full   # 1-10, and all of 12-13 (216 cases, minutes more)
+#   bash tests/autobahn/run.sh --tls    # the same over wss:// (--tls-cert, a certificate made
+#                                       # here with openssl); combines with --full
+#   bash tests/autobahn/run.sh --tls --quick   # over wss://, sections 1-8 and 10 only (no
+#                                       # 9, the large-message performance cases, no 12-13)
 #
 # Environment:
 #   WSRELAY_BIN    server binary (default target/release/wsrelay; not built here)
@@ -16,16 +20,21 @@ repo="$(cd "$here/../.." && pwd)"
 cd "$repo"
 
 full=0
-case "${1:-}" in
-  --full) full=1 ;;
-  "") ;;
-  *) echo "usage: bash tests/autobahn/run.sh [--full]" >&2; exit 2 ;;
-esac
+tls=0
+quick=0
+for arg in "$@"; do
+  case "$arg" in
+    --full) full=1 ;;
+    --tls) tls=1 ;;
+    --quick) quick=1 ;;
+    *) echo "usage: bash tests/autobahn/run.sh [--full] [--tls] [--quick]" >&2; exit 2 ;;
+  esac
+done
 
 AUTOBAHN_HOME="${AUTOBAHN_HOME:-$HOME/.cache/wsrelay-autobahn}"
 WSRELAY_BIN="${WSRELAY_BIN:-target/release/wsrelay}"
 wstest="$AUTOBAHN_HOME/bin/wstest"
-reports="$here/reports"
+reports="$here/reports$([ "${tls:-0}" = 1 ] && echo -tls || true)"
 
 die() { echo "autobahn: $*" >&2; exit 1; }
 
@@ -92,8 +101,18 @@ log="$reports/server.log"
 # and 9.3.1/9.4.1 send 4 MiB in 64-byte frames, which the suite's sender makes
 # 65537 frames (65536 full ones plus an empty final one), so 65536 is too low.
 # --deflate: sections 1-10 offer no extension, so they run as without it.
+# --tls: a throwaway self-signed certificate (the suite's client does not verify it).
+tls_args=()
+scheme=ws
+if [ "$tls" = 1 ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -keyout "$reports/key.pem" -out "$reports/cert.pem" -subj /CN=127.0.0.1 \
+    -addext subjectAltName=IP:127.0.0.1 2>/dev/null || die "openssl could not make a certificate"
+  tls_args=(--tls-cert "$reports/cert.pem" --tls-key "$reports/key.pem")
+  scheme=wss
+fi
 "$WSRELAY_BIN" --listen 127.0.0.1:0 --mode echo --deflate \
-  --max-message 16777216 --max-fragments 131072 --max-output 67108864 \
+  --max-message 16777216 --max-fragments 131072 --max-output 67108864 "${tls_args[@]}" \
   >"$log" 2>&1 &
 server_pid=$!
 cleanup() {
@@ -102,16 +121,16 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The server announces its address on stderr: "... listening on ws://HOST:PORT/".
+# The server announces its address on stderr: "... listening on ws://HOST:PORT/" (wss://).
 url=""
 for _ in $(seq 100); do  # 100 x 0.1 s = at most ~10 s
-  url="$(grep -o 'listening on ws://[^ ]*' "$log" | head -n1 | sed 's/^listening on //')" || true
+  url="$(grep -o "listening on $scheme://[^ ]*" "$log" | head -n1 | sed 's/^listening on //')" || true
   [ -n "$url" ] && break
   kill -0 "$server_pid" 2>/dev/null || { cat "$log" >&2; die "server exited before listening"; }
   sleep 0.1
 done
 [ -n "$url" ] || { cat "$log" >&2; die "server printed no 'listening on ws://HOST:PORT/' line within 10 s"; }
-port="$(sed -E 's#^ws://[^/]*:([0-9]+)/?.*#\1#' <<<"$url")"
+port="$(sed -E 's#^wss?://[^/]*:([0-9]+)/?.*#\1#' <<<"$url")"
 [[ "$port" =~ ^[0-9]+$ ]] || die "cannot parse a port from '$url'"
 echo "autobahn: server pid $server_pid on port $port"
 
@@ -120,12 +139,14 @@ echo "autobahn: server pid $server_pid on port $port"
 config="$reports/fuzzingclient.json"
 if [ "$full" = 1 ]; then
   cases='"*"'
+elif [ "$quick" = 1 ]; then
+  cases="$(printf '"%s.*", ' 1 2 3 4 5 6 7 8)\"10.*\""
 else
   # Sections 1-10 whole; of 12-13, the cases deflate-subset.txt lists (one per line).
   cases="$(printf '"%s.*", ' 1 2 3 4 5 6 7 8 9 10)$(grep -v '^#' "$here/deflate-subset.txt" \
     | awk 'NF { printf "%s\"%s\"", sep, $1; sep = ", " }')"
 fi
-sed -e "s#@URL@#ws://127.0.0.1:$port#" -e "s#@OUTDIR@#$reports/clients#" \
+sed -e "s#@URL@#$scheme://127.0.0.1:$port#" -e "s#@OUTDIR@#$reports/clients#" \
   -e "s#@CASES@#$cases#" "$here/fuzzingclient.json" >"$config"
 
 t0=$SECONDS

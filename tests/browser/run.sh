@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Headless-Chromium end-to-end tests of the chat page: one server (chat.test.js), one with
+# Headless-Chromium end-to-end tests of the chat page: one server (chat.test.js), one over
+# https:// and wss:// (tls.test.js, --tls-cert with a certificate it makes), one with
 # --deflate (deflate.test.js), and two
 # nodes on one Redis (cluster.test.js, which starts redis-server itself).
 # Installs Debian's chromium and redis-server if missing, npm dependencies if missing, builds
@@ -42,4 +43,4 @@ if [ -z "${WSRELAY_BIN:-}" ] && [ ! -x ../../target/release/wsrelay ]; then
 fi
 
 # One file at a time: each starts its own servers and browser, on a machine with few cores.
-exec node --test --test-concurrency=1 chat.test.js deflate.test.js cluster.test.js
+exec node --test --test-concurrency=1 chat.test.js deflate.test.js cluster.test.js tls.test.js

@@ -226,8 +226,9 @@ fn drain_stderr(stderr: ChildStderr, log: &Mutex<String>, tx: mpsc::Sender<Socke
     }
 }
 
-/// `... listening on ws://127.0.0.1:40123/ ...` -> `127.0.0.1:40123`.
+/// `... listening on ws://127.0.0.1:40123/ ...` (or `wss://`) -> `127.0.0.1:40123`.
 fn parse_listen_line(line: &str) -> Option<SocketAddr> {
+    let line = line.replacen("listening on wss://", "listening on ws://", 1);
     let rest = &line[line.find("listening on ws://")? + "listening on ws://".len()..];
     let end = rest.find('/').unwrap_or(rest.len());
     rest[..end].trim().parse().ok()
