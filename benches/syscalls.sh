@@ -39,8 +39,12 @@ out=$(mktemp)
 perf stat -x, -e "$events" -p "$server" -o "$out" &
 perf=$!
 sleep 0.5
+# The server's user and system CPU time (clock ticks), fields 14 and 15 of /proc/PID/stat.
+ticks() { sed 's/.*) //' "/proc/$server/stat" | cut -d' ' -f12,13; }
+read -r u0 s0 <<<"$(ticks)"
 result=$(taskset -c 1 target/release/examples/loadgen "$@" --server "127.0.0.1:$port" \
     --pid "$server" --label "$kind")
+read -r u1 s1 <<<"$(ticks)"
 kill -INT $perf
 wait $perf || true
 echo "$result"
@@ -50,4 +54,8 @@ echo "syscalls per $([ "$mode" = echo ] && echo 'round trip' || echo delivery) (
 awk -F, -v n="$units" '$3 ~ /sys_enter/ && $1 > 0 {
     name = $3; sub(/.*sys_enter_?/, "", name); if (name == "") name = "all"
     printf "  %-12s %12d  %.4f\n", name, $1, $1 / n }' "$out"
+hz=$(getconf CLK_TCK)
+awk -v n="$units" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v hz="$hz" 'BEGIN {
+    printf "server CPU per unit: user %.2f us, system %.2f us (%.0f %% in the kernel)\n",
+        u / hz / n * 1e6, s / hz / n * 1e6, 100 * s / (u + s) }'
 rm -f "$out"

@@ -1801,7 +1801,12 @@ fn write_out(client: &mut Client, now: Instant, settings: &Settings, m: &mut Met
         }
         let slices = slices.get(..n).unwrap_or_default();
         let offered: usize = slices.iter().map(|s| s.len()).sum();
-        let result = client.stream.write_vectored(slices);
+        // One slice goes out by send(2): writev(2) adds the VFS layer's checks and
+        // notifications on top of the same TCP send (2-3 % of an echo's server time here).
+        let result = match slices {
+            [one] => client.stream.write(one),
+            _ => client.stream.write_vectored(slices),
+        };
         match result {
             Ok(0) => {
                 client.conn.handle_error();
