@@ -11,6 +11,10 @@
 #                                  # server mode, then the load generator's arguments; mode
 #                                  # relay-deflate: wsrelay --deflate, ws with perMessageDeflate)
 #   bash benches/run.sh --baseline old/wsrelay   # also an older wsrelay build, as "before"
+#   bash benches/run.sh --uws      # only issue 14's rows (wsrelay, uWebSockets, ws)
+#   WSRELAY_UWS_BIN=/path/uws_peer bash benches/run.sh   # adds uWebSockets as a third server
+#                                  # (built locally, not in this repository: see BENCHMARKS.md);
+#                                  # unset or missing: its rows are skipped with a note
 #   WSRELAY_BIN=path/to/wsrelay bash benches/run.sh   # measure this build instead of building
 #
 # Installs the peers (`npm ci` in benches/peers: ws, socket.io, @socket.io/redis-adapter,
@@ -52,6 +56,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 quick=0
+uws_only=0
 cluster_only=0
 socketio_only=0
 tls_only=0
@@ -60,18 +65,28 @@ baseline=
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=1 ;;
+        --uws) uws_only=1 ;;
         --cluster) cluster_only=1 ;;
         --socketio) socketio_only=1 ;;
         --tls) tls_only=1 ;;
         --scenario) scenarios+=("$2"); shift ;;
         --baseline) baseline=$(realpath "$2"); shift ;;
         -h | --help) sed -n '2,/^set /{/^set /!p}' "$0"; exit 0 ;;
-        *) echo "usage: bash benches/run.sh [--quick] [--cluster] [--socketio] [--tls] [--baseline BIN] [--scenario 'MODE ARGS…']…" >&2; exit 2 ;;
+        *) echo "usage: bash benches/run.sh [--quick] [--uws] [--cluster] [--socketio] [--tls] [--baseline BIN] [--scenario 'MODE ARGS…']…" >&2; exit 2 ;;
     esac
     shift
 done
-run_cluster=$([ ${#scenarios[@]} = 0 ] && { [ "$socketio_only" = 0 ] && [ "$tls_only" = 0 ] \
-    || [ "$cluster_only" = 1 ]; } && echo 1 || echo 0)
+run_cluster=$([ ${#scenarios[@]} = 0 ] && [ "$uws_only" = 0 ] \
+    && { { [ "$socketio_only" = 0 ] && [ "$tls_only" = 0 ]; } || [ "$cluster_only" = 1 ]; } && echo 1 || echo 0)
+
+# uWebSockets (App::publish on one topic; see BENCHMARKS.md) is built outside this repository;
+# without it its rows are skipped, not faked.
+uws_bin=
+if [ -n "${WSRELAY_UWS_BIN:-}" ] && [ -x "${WSRELAY_UWS_BIN}" ]; then
+    uws_bin=$(realpath "$WSRELAY_UWS_BIN")
+else
+    echo "note: uWebSockets peer skipped: set WSRELAY_UWS_BIN to its binary (BENCHMARKS.md: how to build it)${WSRELAY_UWS_BIN:+; not executable: $WSRELAY_UWS_BIN}" >&2
+fi
 
 # The server gets one core, the load generator the other; on one core they share it. In the
 # cluster rows both server processes and Redis share the server's core, for wsrelay and
@@ -129,6 +144,7 @@ results="target/bench/results-$(date -u +%Y%m%dT%H%M%SZ).txt"
     echo "# redis-server=$(redis-server --version 2>/dev/null | sed -n 's/.*v=\([^ ]*\).*/\1/p') peers=$(cd benches/peers && node -e 'const l=require("./package-lock.json").packages;console.log(["ws","socket.io","@socket.io/redis-adapter","redis"].map(n=>n+"@"+(l["node_modules/"+n]||{}).version).join(","))')"
     echo "# loadavg=$(cut -d' ' -f1-3 /proc/loadavg) at start"
     echo "# wsrelay=$(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo -dirty) bin=$wsrelay baseline=${baseline:-none}"
+    echo "# uws=${uws_bin:-none}$([ -n "$uws_bin" ] && echo " sha256=$(sha256sum "$uws_bin" | cut -c1-16)")"
 } >"$results"
 
 port=20100
@@ -162,6 +178,8 @@ start_server() { # kind mode (relay-deflate: relay, with permessage-deflate on)
             "${lift[@]}" "${zip[@]}" 2>>target/bench/server.log & ;;
         wsrelay-before) "${server_cpu[@]}" "$baseline" --listen "127.0.0.1:$port" --mode "$mode" \
             "${lift[@]}" "${zip[@]}" 2>>target/bench/server.log & ;;
+        # Its argument is the mode (relay or echo); it has no permessage-deflate here.
+        uws) "${server_cpu[@]}" "$uws_bin" "$port" "$mode" 2>>target/bench/server.log & ;;
         ws) "${server_cpu[@]}" node "benches/peers/$([ "$mode" = relay ] && echo broadcast || echo echo).js" "$port" \
             ${zip[@]:+deflate} 2>>target/bench/server.log & ;;
     esac
@@ -185,6 +203,10 @@ both() { # mode scenario args...
     shift
     local order=(wsrelay ws)
     if [ $((round % 2)) = 1 ]; then order=(ws wsrelay); fi
+    # uWebSockets between or after them, by turns; not in deflate modes (its peer has none).
+    if [ -n "$uws_bin" ] && [ "$mode" = "${mode%-deflate}" ]; then
+        if [ $((round % 2)) = 1 ]; then order=("${order[0]}" uws "${order[1]}"); else order+=(uws); fi
+    fi
     if [ -n "$baseline" ]; then order+=(wsrelay-before); fi
     round=$((round + 1))
     for kind in "${order[@]}"; do
@@ -416,6 +438,17 @@ if [ ${#scenarios[@]} -gt 0 ]; then
         # shellcheck disable=SC2086 # the scenario is a list of words
         both $sc
     done
+elif [ "$uws_only" = 1 ]; then
+    # Issue 14's rows: uWebSockets' measured lead was in echo, 10,000 x 32 B with 8 messages in
+    # flight, and p99 at 10,000 subscribers.
+    idle=19000 secs=5 rate_secs=15 subs=10000
+    if [ "$quick" = 1 ]; then idle=1000 secs=1 rate_secs=3 subs=1000; fi
+    both relay idle --conns "$idle"
+    both relay fanout --subs 1000 --size 32 --secs "$secs"
+    both relay fanout --subs "$subs" --size 32 --window 8 --secs "$secs"
+    both relay fanout --subs 1000 --size 1024 --secs "$secs"
+    both relay fanout --subs "$subs" --size 32 --rate 2 --secs "$rate_secs"
+    both echo echo --conns 100 --secs "$secs"
 elif [ "$cluster_only" = 1 ] || [ "$socketio_only" = 1 ] || [ "$tls_only" = 1 ]; then
     if [ "$cluster_only" = 1 ]; then cluster_rows; fi
     if [ "$socketio_only" = 1 ]; then socketio_rows; fi
@@ -438,6 +471,7 @@ else
     done
     both relay fanout --subs 10000 --size 32 --rate 2 --secs 15
     both relay fanout --subs 1000 --size 32 --rate 200 --secs 5
+    both relay fanout --subs 10000 --size 32 --window 8 --secs 5
     for c in 100 1000; do both echo echo --conns "$c" --secs 5; done
     # permessage-deflate: every client offers it as Chromium does; ws with its defaults.
     both relay-deflate idle --conns 19000 --deflate

@@ -843,7 +843,7 @@ fn fanout(common: &Common, plan: &FanoutPlan) -> io::Result<()> {
         "RESULT {} scenario=fanout mode={mode}{rate} n={} size={} published={sent} \
          deliveries={} expected={} secs={secs:.3} per_sec={:.0} wire_per_delivery={:.1} \
          p50_us={} p99_us={} p999_us={} lost={} reordered={} order_errors={} disagree={} \
-         missing={} closed={} drained={} window={window} {}",
+         missing={} closed={} drained={} window={window}{} {}",
         setup_fields(common),
         plan.subs,
         plan.size,
@@ -861,6 +861,12 @@ fn fanout(common: &Common, plan: &FanoutPlan) -> io::Result<()> {
         totals.missing,
         (plan.subs as u64).saturating_sub(totals.open),
         drained_at.is_some(),
+        // A window given on the command line names its own row (e.g. 8 in flight).
+        if plan.window.is_some() {
+            " window_given=1"
+        } else {
+            ""
+        },
         used.fields(),
     );
     Ok(())
