@@ -231,15 +231,11 @@ impl Tls {
         }
         let mut peer_closed = false;
         let result = loop {
-            let limit = match self.conn.is_handshaking() {
-                true => MAX_INCOMING_HANDSHAKE,
-                false => MAX_INCOMING,
-            };
             if self.incoming.is_empty() {
                 // The common case: whole records straight from the loop's read buffer.
                 let (used, result) = self.process(input, plain);
                 let rest = input.get(used..).unwrap_or_default();
-                if result.is_ok() && rest.len() > limit {
+                if result.is_ok() && rest.len() > self.max_incoming() {
                     break Err(TlsError::TooMuchInput);
                 }
                 // Right-sized: an idle connection holds at most the part of one record.
@@ -248,7 +244,10 @@ impl Tls {
             }
             // Only what fits under the limit is appended; the rest of `input` waits for the
             // next round, once this part is processed.
-            let take = limit.saturating_sub(self.incoming.len()).min(input.len());
+            let take = self
+                .max_incoming()
+                .saturating_sub(self.incoming.len())
+                .min(input.len());
             if take == 0 {
                 break Err(TlsError::TooMuchInput);
             }
@@ -280,6 +279,14 @@ impl Tls {
             return Err(e);
         }
         Ok(Input { peer_closed })
+    }
+
+    /// Most unprocessed ciphertext kept now: one record, smaller during the handshake.
+    fn max_incoming(&self) -> usize {
+        match self.conn.is_handshaking() {
+            true => MAX_INCOMING_HANDSHAKE,
+            false => MAX_INCOMING,
+        }
     }
 
     /// Runs rustls over `buf`; returns how many bytes of it were used up, and the outcome.
