@@ -808,6 +808,96 @@ mod tests {
         assert_eq!(plain, b"hello");
     }
 
+    /// TLS 1.2 too: a renegotiating ClientHello claiming 64 KiB, a byte per record (sealed
+    /// with ChaCha20-Poly1305 keys a TLS 1.2 client gave up), is refused at one record and
+    /// nothing runs rustls after it.
+    #[test]
+    fn split_tls12_renegotiation_over_the_limit_then_close_notify() {
+        let mut tls = Tls::new(server_config()).unwrap();
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(CA.as_bytes()).unwrap())
+            .unwrap();
+        #[allow(deprecated)]
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.cipher_suites =
+            vec![rustls::crypto::ring::cipher_suite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256];
+        let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.enable_secret_extraction = true;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut c = ClientConnection::new(Arc::new(config), name).unwrap();
+        let mut plain = Vec::new();
+        for _ in 0..20 {
+            let mut wire = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut wire).unwrap();
+            }
+            tls.handle_input(&mut wire, &mut plain).unwrap();
+            let out = tls.unsent().to_vec();
+            tls.handle_written(out.len());
+            c.read_tls(&mut &out[..]).unwrap();
+            c.process_new_packets().unwrap();
+            if !c.is_handshaking() && !c.wants_write() && out.is_empty() {
+                break;
+            }
+        }
+        assert!(tls.may_send());
+        let (mut seq, secrets) = c.dangerous_extract_secrets().unwrap().tx;
+        let rustls::ConnectionTrafficSecrets::Chacha20Poly1305 { key, iv } = secrets else {
+            panic!("not ChaCha20-Poly1305")
+        };
+        let key = ring::aead::UnboundKey::new(&ring::aead::CHACHA20_POLY1305, key.as_ref());
+        let key = ring::aead::LessSafeKey::new(key.unwrap());
+        let iv: [u8; 12] = iv.as_ref().try_into().unwrap();
+        // RFC 7905: the nonce as in TLS 1.3; the AAD is the sequence number and the header.
+        let mut seal12 = |typ: u8, inner: &[u8]| {
+            let mut nonce = iv;
+            for (n, b) in nonce[4..].iter_mut().zip(seq.to_be_bytes()) {
+                *n ^= b;
+            }
+            let mut aad = seq.to_be_bytes().to_vec();
+            aad.extend_from_slice(&[typ, 3, 3]);
+            aad.extend_from_slice(&(inner.len() as u16).to_be_bytes());
+            seq += 1;
+            let mut data = inner.to_vec();
+            let nonce = ring::aead::Nonce::assume_unique_for_key(nonce);
+            key.seal_in_place_append_tag(nonce, ring::aead::Aad::from(aad), &mut data)
+                .unwrap();
+            let mut record = vec![typ, 3, 3];
+            record.extend_from_slice(&(data.len() as u16).to_be_bytes());
+            record.extend_from_slice(&data);
+            record
+        };
+        let mut record = seal12(0x17, b"hello");
+        tls.handle_input(&mut record, &mut plain).unwrap();
+        assert_eq!(plain, b"hello");
+        let mut wire = seal12(0x16, &[1, 0x00, 0xff, 0xff, 3]);
+        while wire.len() < 3 * MAX_INCOMING {
+            wire.extend(seal12(0x16, &[3]));
+        }
+        let mut result = Ok(Input::default());
+        for chunk in wire.chunks_mut(1000) {
+            result = tls.handle_input(chunk, &mut plain);
+            assert!(tls.incoming.capacity() <= MAX_INCOMING);
+            if result.is_err() {
+                break;
+            }
+        }
+        assert!(matches!(result, Err(TlsError::TooMuchInput)), "{result:?}");
+        tls.close_notify();
+        assert!(!tls.may_send());
+        let mut more = seal12(0x17, b"late");
+        assert_eq!(
+            tls.handle_input(&mut more, &mut plain).unwrap(),
+            Input::default()
+        );
+        assert_eq!(plain, b"hello");
+    }
+
     /// Random encrypted records (key updates, split and oversized handshake messages,
     /// alerts, odd content types) fed in random pieces, with writes in between and a
     /// close_notify at the end: rustls is never driven past its own fatal error (a debug
