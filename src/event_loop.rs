@@ -845,15 +845,6 @@ impl Server {
                     if let Some(tls) = client.tls.as_mut() {
                         plain.clear();
                         match tls.handle_input(input, &mut plain) {
-                            // Records it made itself (alerts, key updates) count against the
-                            // output budget too: a peer that asks for them and reads nothing
-                            // is a slow consumer.
-                            Ok(_) if tls.unsent().len() > self.settings.max_output => {
-                                log!(Debug, "{id}: TLS output over --max-output, closing");
-                                self.metrics.slow_consumers += 1;
-                                self.metrics.limit(Limit::MaxOutput);
-                                client.conn.handle_error();
-                            }
                             Ok(found) => peer_closed = found.peer_closed,
                             Err(e) => {
                                 // Not TLS, or broken TLS: this connection only, no answer.
@@ -863,8 +854,23 @@ impl Server {
                             }
                         }
                         input = plain.as_mut_slice();
+                        if client.unsent() > self.settings.max_output && !client.conn.is_done() {
+                            // Records it made itself (alerts, key updates) count against the
+                            // output budget too, once the socket had its chance to take them:
+                            // a peer that asks for them and reads nothing is a slow consumer.
+                            client.blocked =
+                                write_out(client, now, &self.settings, &mut self.metrics);
+                            if client.unsent() > self.settings.max_output {
+                                log!(Debug, "{id}: TLS output over --max-output, closing");
+                                self.metrics.slow_consumers += 1;
+                                self.metrics.limit(Limit::MaxOutput);
+                                client.conn.handle_error();
+                            }
+                        }
                     }
-                    let cut = match input.is_empty() {
+                    // Plaintext read with a TLS error (or overflow) behind it is not acted on.
+                    let done = client.conn.is_done();
+                    let cut = match input.is_empty() || done {
                         true => None,
                         false => self.handle_read(now, id, &mut *input, start),
                     };
@@ -877,7 +883,10 @@ impl Server {
                         self.cut_short(now, id);
                         break;
                     }
-                    if peer_closed && let Some(client) = self.clients.get_mut(id) {
+                    if peer_closed
+                        && !done
+                        && let Some(client) = self.clients.get_mut(id)
+                    {
                         // close_notify (RFC 8446 §6.1): the end of its data, like a FIN.
                         client.conn.handle_eof();
                     }
@@ -2173,6 +2182,12 @@ fn write_out_tls(client: &mut Client, now: Instant, settings: &Settings, m: &mut
                 }
             };
             conn.handle_written(used);
+            if !tls.unsent().is_empty() {
+                // Handshake records rustls made on the way (a key update's answer) go first:
+                // these were sealed with the keys that follow them.
+                tls.keep(records.get(..sealed).unwrap_or_default());
+                continue;
+            }
             let mut at = 0;
             while let Some(rest) = records.get(at..sealed).filter(|r| !r.is_empty()) {
                 match stream.write(rest) {

@@ -607,3 +607,109 @@ fn a_bad_pair_at_startup_is_an_error_naming_the_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("--tls-key"), "{err}");
 }
+
+/// One TLS 1.3 record of content type `typ` carrying `inner`, sealed with AES-128-GCM keys
+/// a client gave up (`dangerous_extract_secrets`): records no client library would send.
+fn seal(
+    key: &ring::aead::LessSafeKey,
+    iv: &[u8; 12],
+    seq: &mut u64,
+    typ: u8,
+    inner: &[u8],
+) -> Vec<u8> {
+    let mut nonce = *iv;
+    for (n, b) in nonce[4..].iter_mut().zip(seq.to_be_bytes()) {
+        *n ^= b;
+    }
+    *seq += 1;
+    let mut data = inner.to_vec();
+    data.push(typ);
+    let len = data.len() + 16;
+    let header = [0x17, 0x03, 0x03, (len >> 8) as u8, len as u8];
+    let nonce = ring::aead::Nonce::assume_unique_for_key(nonce);
+    key.seal_in_place_append_tag(nonce, ring::aead::Aad::from(header), &mut data)
+        .unwrap();
+    let mut record = header.to_vec();
+    record.extend_from_slice(&data);
+    record
+}
+
+#[test]
+fn a_key_update_split_a_byte_per_record_closes_only_that_connection() {
+    let pki = Pki::new("split-ku");
+    pki.install("first");
+    let mut server = pki.start(&[]);
+    let mut a = pki.ws(server.addr, "k");
+    let mut b = pki.ws(server.addr, "k");
+    // A TLS 1.3 client whose keys are taken out after the handshake.
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(pki.path("ca.pem")).unwrap())
+        .unwrap();
+    #[allow(deprecated)]
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites = vec![rustls::crypto::ring::cipher_suite::TLS13_AES_128_GCM_SHA256];
+    let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.enable_secret_extraction = true;
+    let name = ServerName::try_from("localhost").unwrap();
+    let mut conn = ClientConnection::new(Arc::new(config), name).unwrap();
+    let mut tcp = TcpStream::connect(server.addr).unwrap();
+    tcp.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut tcp).unwrap();
+    }
+    while conn.wants_write() {
+        conn.write_tls(&mut tcp).unwrap();
+    }
+    let (mut seq, secrets) = conn.dangerous_extract_secrets().unwrap().tx;
+    let rustls::ConnectionTrafficSecrets::Aes128Gcm { key, iv } = secrets else {
+        panic!("not AES-128-GCM")
+    };
+    let key = ring::aead::UnboundKey::new(&ring::aead::AES_128_GCM, key.as_ref()).unwrap();
+    let key = ring::aead::LessSafeKey::new(key);
+    let iv: [u8; 12] = iv.as_ref().try_into().unwrap();
+    // A key update claiming 64 KiB, then a byte per record: once a panic in close_notify.
+    let mut wire = seal(&key, &iv, &mut seq, 0x16, &[24, 0x00, 0xff, 0xff, 0]);
+    while wire.len() < 90_000 {
+        wire.extend(seal(&key, &iv, &mut seq, 0x16, &[0]));
+    }
+    let _ = tcp.write_all(&wire);
+    assert!(
+        closed_within(&mut tcp, Duration::from_secs(5)),
+        "the connection was kept"
+    );
+    assert!(
+        server.wait_exit_now().is_none(),
+        "the server died: {}",
+        server.stderr()
+    );
+    chat(&mut a, &mut [&mut b], "still here");
+    let metrics = https(&pki, server.addr, "/metrics");
+    let errors = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wsrelay_tls_errors_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .expect("the TLS error counter");
+    assert_eq!(errors, 1.0, "{metrics}");
+}
+
+#[test]
+fn a_small_max_output_still_completes_handshakes() {
+    let pki = Pki::new("small-output");
+    pki.install("first");
+    // Less than the server's first flight (certificate chain and all): the socket takes it.
+    let server = pki.start(&["--max-output", "600"]);
+    for _ in 0..3 {
+        let health = https(&pki, server.addr, "/healthz");
+        assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    }
+    let metrics = https(&pki, server.addr, "/metrics");
+    assert!(
+        metrics.contains("wsrelay_slow_consumer_closes_total 0"),
+        "{metrics}"
+    );
+}

@@ -148,6 +148,11 @@ impl Server {
             .unwrap_or_else(|e| panic!("bad admin address in {rest:?}: {e}"))
     }
 
+    /// The exit status if the server has ended already; `None` while it runs.
+    pub fn wait_exit_now(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
