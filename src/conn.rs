@@ -625,6 +625,14 @@ impl Conn {
         n
     }
 
+    /// The unwritten bytes of the only queued chunk, when exactly one is queued.
+    pub fn sole_chunk(&self) -> Option<&[u8]> {
+        match self.out.queue.len() {
+            1 => self.out.queue.front()?.bytes().get(self.out.offset..),
+            _ => None,
+        }
+    }
+
     /// Records that `n` bytes of output were written.
     pub fn handle_written(&mut self, n: usize) {
         self.out.advance(n);
@@ -1591,6 +1599,25 @@ mod tests {
         assert_eq!(&out[..3], &[63, 63, 63], "the rest of the started frame");
         assert_eq!(&out[3..7], &[0x88, 15, 0x03, 0xf0], "then the close");
         assert_eq!(out.len(), 3 + 4 + "slow consumer".len());
+    }
+
+    #[test]
+    fn sole_chunk_is_the_unwritten_rest_of_a_lone_chunk_only() {
+        let s = settings();
+        let (mut conn, _, _) = drive(UPGRADE, UPGRADE.len());
+        written(&mut conn); // the 101
+        let now = Instant::now();
+        assert_eq!(conn.sole_chunk(), None);
+        let frame: Rc<[u8]> = vec![0x81, 3, 1, 2, 3].into();
+        conn.send(now, Chunk::Shared(frame.clone()), &s);
+        assert_eq!(conn.sole_chunk(), Some(&frame[..]));
+        conn.handle_written(2);
+        assert_eq!(conn.sole_chunk(), Some(&frame[2..]));
+        conn.send(now, Chunk::Shared(frame), &s);
+        assert_eq!(conn.sole_chunk(), None, "two chunks go out by io_slices");
+        conn.handle_written(3 + 5);
+        assert_eq!(conn.sole_chunk(), None);
+        assert!(!conn.wants_write());
     }
 
     #[test]
