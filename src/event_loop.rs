@@ -1720,6 +1720,9 @@ impl Server {
             .filter_map(|id| self.relays.unheard(id))
             .collect();
         self.relays.expire(now, &mut answers);
+        if messages.is_empty() && answers.is_empty() {
+            return; // The common turn: nothing relayed.
+        }
         for message in &messages {
             match relay::decode(message) {
                 Some(relay::Message::Reply(r)) => {
