@@ -11,10 +11,11 @@
 //! `openssl`; the chain (leaf, intermediate) is in the cert file, the client trusts the CA.
 
 mod common;
+#[path = "tls/pki.rs"]
+mod pki;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,125 +27,12 @@ use serde_json::Value;
 use tungstenite::{Message, WebSocket};
 
 use common::{IO_TIMEOUT, Server};
+use pki::Pki;
 
 type TlsStream = StreamOwned<ClientConnection, TcpStream>;
 type Wss = WebSocket<TlsStream>;
 
-/// A scratch directory with a CA, an intermediate and leaf certificates it signed.
-struct Pki {
-    dir: PathBuf,
-}
-
 impl Pki {
-    /// Makes the CA and intermediate, and a leaf whose subject CN is `first`.
-    fn new(name: &str) -> Pki {
-        let dir = std::env::temp_dir().join(format!("wsrelay-tls-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("make the scratch dir");
-        let pki = Pki { dir };
-        std::fs::write(
-            pki.path("ca.ext"),
-            "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
-        )
-        .expect("write ca.ext");
-        std::fs::write(
-            pki.path("leaf.ext"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-        )
-        .expect("write leaf.ext");
-        pki.openssl(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=wsrelay test CA",
-        ]);
-        pki.sign("inter", "/CN=wsrelay test intermediate", "ca", "ca.ext");
-        pki.leaf("first");
-        pki
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.dir.join(file)
-    }
-
-    fn openssl(&self, args: &[&str]) {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run openssl (test.sh installs it)");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// `NAME.key` and `NAME.pem` for `subject`, signed by `issuer`.
-    fn sign(&self, name: &str, subject: &str, issuer: &str, ext: &str) {
-        let (key, csr, pem) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-        );
-        self.openssl(&[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            subject,
-        ]);
-        let (ca, ca_key) = (format!("{issuer}.pem"), format!("{issuer}.key"));
-        self.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-out",
-            &pem,
-            "-days",
-            "2",
-            "-extfile",
-            ext,
-        ]);
-    }
-
-    /// A leaf with CN `cn` in `cn.chain.pem` (leaf, then intermediate) and `cn.key`.
-    fn leaf(&self, cn: &str) {
-        self.sign(cn, &format!("/CN={cn}"), "inter", "leaf.ext");
-        let leaf = std::fs::read(self.path(&format!("{cn}.pem"))).expect("read leaf");
-        let inter = std::fs::read(self.path("inter.pem")).expect("read intermediate");
-        std::fs::write(
-            self.path(&format!("{cn}.chain.pem")),
-            [leaf, inter].concat(),
-        )
-        .expect("write chain");
-    }
-
     /// Copies leaf `cn` to the paths the server reads (`server.pem`, `server.key`).
     fn install(&self, cn: &str) {
         std::fs::copy(
@@ -211,12 +99,6 @@ impl Pki {
         let welcome = recv_json(&mut ws);
         assert_eq!(welcome["type"], "welcome", "{welcome}");
         ws
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

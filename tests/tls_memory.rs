@@ -6,7 +6,6 @@
 //! 3.5 KiB bound that one kept 4 KiB buffer would break.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, Ordering};
 
@@ -16,6 +15,10 @@ use rustls::pki_types::pem::PemObject;
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
 
 use wsrelay::tls::{Tls, load_config};
+
+#[path = "tls/pki.rs"]
+mod pki;
+use pki::Pki;
 
 struct Counting;
 
@@ -43,83 +46,13 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOC: Counting = Counting;
 
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let ok = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stderr(Stdio::null())
-        .status()
-        .expect("run openssl");
-    assert!(ok.success(), "openssl {args:?}");
-}
-
 #[test]
 fn an_idle_tls_connection_keeps_no_buffers() {
-    let dir = std::env::temp_dir().join(format!("wsrelay-tls-mem-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("ca.ext"), "basicConstraints=critical,CA:TRUE\n").unwrap();
-    std::fs::write(dir.join("leaf.ext"), "subjectAltName=DNS:localhost\n").unwrap();
-    openssl(
-        &dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=ca",
-        ],
-    );
-    openssl(
-        &dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "leaf.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
-    openssl(
-        &dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "leaf.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "cert.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "leaf.ext",
-        ],
-    );
-    let server = load_config(&dir.join("cert.pem"), &dir.join("key.pem")).unwrap();
+    let pki = Pki::new("mem");
+    let server = load_config(&pki.path("first.chain.pem"), &pki.path("first.key")).unwrap();
     let mut roots = RootCertStore::empty();
     roots
-        .add(CertificateDer::from_pem_file(dir.join("ca.pem")).unwrap())
+        .add(CertificateDer::from_pem_file(pki.path("ca.pem")).unwrap())
         .unwrap();
     #[allow(deprecated)]
     let mut provider = rustls::crypto::ring::default_provider();
@@ -136,7 +69,6 @@ fn an_idle_tls_connection_keeps_no_buffers() {
             .with_root_certificates(roots)
             .with_no_client_auth(),
     );
-    let _ = std::fs::remove_dir_all(&dir);
 
     // Warm-up: the session cache and lazily made statics reach their size first.
     let n = 300;
